@@ -1,0 +1,48 @@
+"""The Celery app: configured from Django settings (CELERY_*), with its queues and beat schedule.
+
+Workers: ``celery -A celeryproject worker``; scheduler: ``celery -A celeryproject beat``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syndicator.settings")
+
+import django
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+from syndicator.models import Target  # noqa: E402
+
+app = Celery("syndicator")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+
+# One queue per target kind, so a slow network cannot stall the others; feeds poll on their own.
+DELIVERY_QUEUES = [f"deliver.{kind}" for kind in Target.Kind.values]
+app.conf.task_queues = [Queue("feeds"), Queue("maintenance"), *(Queue(q) for q in DELIVERY_QUEUES)]
+app.conf.task_default_queue = "maintenance"
+app.conf.task_routes = {
+    "tasks.watch.*": {"queue": "feeds"},
+    "tasks.maintenance.*": {"queue": "maintenance"},
+    # tasks.deliver.deliver is routed per call (delivery.enqueue picks deliver.<kind>).
+}
+app.conf.imports = ("tasks.watch", "tasks.deliver", "tasks.maintenance")
+app.conf.beat_schedule = {
+    "schedule-due-feeds": {
+        "task": "tasks.watch.schedule_due_feeds",
+        "schedule": settings.SYNDICATOR_SCHEDULE_INTERVAL,
+        # A tick that waited longer than its interval is superseded by the next one.
+        "options": {"expires": settings.SYNDICATOR_SCHEDULE_INTERVAL},
+    },
+    "sweep-deliveries": {
+        "task": "tasks.maintenance.sweep_deliveries",
+        "schedule": settings.SYNDICATOR_SWEEP_INTERVAL,
+        "options": {"expires": settings.SYNDICATOR_SWEEP_INTERVAL},
+    },
+}

@@ -1,0 +1,203 @@
+"""The data model: feeds and the posts read from them, targets, and the delivery log."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Feed(models.Model):
+    """An RSS/Atom feed that is polled for new posts."""
+
+    class Status(models.TextChoices):
+        NEW = "new", "not polled yet"
+        OK = "ok", "ok"
+        NOT_MODIFIED = "not_modified", "not modified"
+        ERROR = "error", "error"
+
+    url = models.URLField(max_length=2000, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    language = models.CharField(max_length=16, blank=True, help_text="Edition language, e.g. en, ar, fa.")
+    enabled = models.BooleanField(default=True)
+    poll_interval = models.PositiveIntegerField(default=300, help_text="Seconds between polls.")
+    # Newest items the first poll delivers; the rest of a new feed's backlog is only recorded.
+    backfill = models.PositiveIntegerField(default=0)
+
+    etag = models.CharField(max_length=500, blank=True)
+    last_modified = models.CharField(max_length=100, blank=True)
+    body_hash = models.CharField(max_length=64, blank=True)
+    hub_url = models.URLField(max_length=2000, blank=True, help_text="WebSub hub the feed names.")
+
+    next_poll_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Lease held by the poll in progress: a feed is never polled twice at once.
+    polling_until = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    first_polled_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=20, choices=Status.choices, default=Status.NEW)
+    last_http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name or self.url
+
+
+class Target(models.Model):
+    """A place posts are delivered to: a channel, a page, an account, a mailing list."""
+
+    class Kind(models.TextChoices):
+        OUTBOX = "outbox", "outbox (dry run)"
+        TELEGRAM = "telegram", "Telegram"
+        FACEBOOK = "facebook", "Facebook Page"
+        TWITTER = "twitter", "X / Twitter"
+        EMAIL = "email", "email"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_reason = models.TextField(blank=True)
+    # Per-kind settings (chat id, page id, the format an outbox imitates, ...); never a secret.
+    settings = models.JSONField(default=dict, blank=True)
+    # Name of the environment variable holding the secret; the secret never enters the database.
+    secret_env = models.CharField(max_length=100, blank=True)
+    template_overrides = models.JSONField(default=dict, blank=True)
+    # Filters: empty means "all".
+    feeds = models.ManyToManyField(Feed, blank=True, related_name="targets")
+    languages = models.JSONField(default=list, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.enabled and self.paused_at is None
+
+    @property
+    def message_format(self) -> str:
+        """The network whose format this target's messages take (an outbox imitates one)."""
+        if self.kind == self.Kind.OUTBOX:
+            return self.settings.get("format", "telegram")
+        return self.kind
+
+
+class Post(models.Model):
+    """One item of a feed, normalized and sanitized, stored once per (feed, guid)."""
+
+    feed = models.ForeignKey(Feed, on_delete=models.CASCADE, related_name="posts")
+    guid = models.CharField(max_length=2000)
+    url = models.URLField(max_length=2000, blank=True)
+    title = models.TextField(blank=True)
+    summary = models.TextField(blank=True)
+    content = models.TextField(blank=True, help_text="Sanitized HTML.")
+    author = models.CharField(max_length=300, blank=True)
+    categories = models.JSONField(default=list, blank=True)
+    image_url = models.URLField(max_length=2000, blank=True)
+    enclosures = models.JSONField(default=list, blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-first_seen_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["feed", "guid"], name="post_unique_guid_per_feed")]
+
+    def __str__(self) -> str:
+        return self.title or self.url or self.guid
+
+
+class Delivery(models.Model):
+    """One post to one target: the unit that is queued, sent, retried and logged."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        RETRYING = "retrying"
+        FAILED = "failed"
+        UNCERTAIN = "uncertain"
+        SKIPPED = "skipped"
+        CANCELLED = "cancelled"
+
+    class Origin(models.TextChoices):
+        AUTO = "auto"
+        MANUAL = "manual"
+
+    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="deliveries")
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="deliveries")
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.AUTO)
+    requested_by = models.CharField(max_length=150, blank=True)
+    text_override = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    # Attempts made before the current retry budget began (an admin retry starts a new one).
+    budget_start = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When a task message was last sent for it; the sweeper re-sends one that was never claimed.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # While `sending`: past this instant its worker is presumed dead and the outcome unknown.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    rendered_text = models.TextField(blank=True, help_text="The message as sent, or as it would be sent.")
+    external_id = models.CharField(max_length=200, blank=True)
+    external_url = models.URLField(max_length=2000, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            # A feed seen twice never posts twice: one automatic delivery per post and target.
+            models.UniqueConstraint(
+                fields=["post", "target"], condition=Q(origin="auto"), name="delivery_unique_auto"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.post} → {self.target}"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at sending a delivery: the delivery log admins read."""
+
+    class Outcome(models.TextChoices):
+        SENT = "sent"
+        TRANSIENT = "transient", "transient error"
+        RATE_LIMITED = "rate_limited", "rate limited"
+        PERMANENT = "permanent", "permanent error"
+        UNKNOWN = "unknown", "outcome unknown"
+        LOST = "lost", "worker lost"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_class = models.CharField(max_length=200, blank=True)
+    message = models.TextField(blank=True, help_text="Redacted.")
+    retry_after = models.FloatField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    task_id = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["delivery_id", "number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome or 'in progress'}"

@@ -1,0 +1,205 @@
+"""Django settings for syndicator, read from the environment.
+
+With nothing set, syndicator runs on the embedded default: SQLite (WAL) and the private
+Redis server that ``syndicator run`` starts, both under ``$SYNDICATOR_DATA_DIR`` (./var).
+Production sets ``DATABASE_URL`` and ``CELERY_BROKER_URL`` (or ``REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_float_list(name: str, default: list[float]) -> list[float]:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    return [float(part) for part in value.split(",") if part.strip()]
+
+
+DATA_DIR = Path(os.environ.get("SYNDICATOR_DATA_DIR", "var")).resolve()
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept in the data dir."""
+    if key := os.environ.get("SECRET_KEY") or os.environ.get("DJANGO_SECRET_KEY"):
+        return key
+    path = DATA_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(50)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = _env_bool("DEBUG")
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "syndicator",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "syndicator.urls"
+WSGI_APPLICATION = "syndicator.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # templates/ beside the code holds the web UI overrides; templates/messages/ is Jinja2.
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ----------------------------------------------------------------------------------
+DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'syndicator.sqlite3'}"
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the web app read while the worker writes; IMMEDIATE takes the write lock at
+        # BEGIN so two writers queue on busy_timeout instead of failing on a lock upgrade.
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+# Serve the admin's static files straight from the installed apps: no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", 8 * 3600))
+
+# --- Celery (celeryproject.py reads every CELERY_* name) ----------------------------------------
+EMBEDDED_REDIS_SOCKET = DATA_DIR / "redis.sock"
+CELERY_BROKER_URL = (
+    os.environ.get("CELERY_BROKER_URL")
+    or os.environ.get("REDIS_URL")
+    or f"redis+socket://{EMBEDDED_REDIS_SOCKET}"
+)
+# The database is the record of truth: no result backend, no stored results.
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", 120))
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 10
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Above the longest task (the hard time limit), so a slow delivery is not handed out twice.
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 60,
+    # kombu's defaults (10 s x 10) take ~100 s to hand a dead worker's tasks back.
+    "unacked_restore_interval": 2,
+    "unacked_restore_throttle": 1,
+    # Keys of several installs sharing one Redis never collide.
+    "global_keyprefix": os.environ.get("SYNDICATOR_BROKER_PREFIX", ""),
+}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- syndicator ---------------------------------------------------------------------------------
+# One retry policy, as data: delay before attempt n+1 is backoff[n-1] (the last entry repeats),
+# times a random factor in [1 - jitter, 1 + jitter], at least a rate limit's retry_after, at most
+# max_delay; after max_attempts the delivery is failed.
+SYNDICATOR_RETRY = {
+    "backoff": _env_float_list("SYNDICATOR_RETRY_BACKOFF", [10, 60, 300, 1800, 7200, 21600]),
+    "jitter": float(os.environ.get("SYNDICATOR_RETRY_JITTER", 0.2)),
+    "max_attempts": int(os.environ.get("SYNDICATOR_RETRY_MAX_ATTEMPTS", 8)),
+    "max_delay": float(os.environ.get("SYNDICATOR_RETRY_MAX_DELAY", 6 * 3600)),
+}
+# How often beat looks for due feeds and due/stranded deliveries.
+SYNDICATOR_SCHEDULE_INTERVAL = float(os.environ.get("SYNDICATOR_SCHEDULE_INTERVAL", 5))
+SYNDICATOR_SWEEP_INTERVAL = float(os.environ.get("SYNDICATOR_SWEEP_INTERVAL", 5))
+# A delivery in `sending` for longer than this was lost with its worker: it becomes `uncertain`.
+SYNDICATOR_SEND_LEASE = float(os.environ.get("SYNDICATOR_SEND_LEASE", CELERY_TASK_TIME_LIMIT + 30))
+# A `queued` delivery whose message was sent this long ago and never claimed is sent again.
+SYNDICATOR_STRANDED_AFTER = float(os.environ.get("SYNDICATOR_STRANDED_AFTER", 60))
+# A feed poll holds its lease this long; a second poll of the same feed waits it out.
+SYNDICATOR_POLL_LEASE = float(os.environ.get("SYNDICATOR_POLL_LEASE", 120))
+
+SYNDICATOR_FEED_DEFAULT_INTERVAL = int(os.environ.get("SYNDICATOR_FEED_DEFAULT_INTERVAL", 300))
+SYNDICATOR_FEED_MAX_BACKOFF = int(os.environ.get("SYNDICATOR_FEED_MAX_BACKOFF", 6 * 3600))
+SYNDICATOR_FEED_TIMEOUT = float(os.environ.get("SYNDICATOR_FEED_TIMEOUT", 20))
+SYNDICATOR_FEED_MAX_BYTES = int(os.environ.get("SYNDICATOR_FEED_MAX_BYTES", 10 * 1024 * 1024))
+SYNDICATOR_FEED_MAX_REDIRECTS = int(os.environ.get("SYNDICATOR_FEED_MAX_REDIRECTS", 5))
+SYNDICATOR_USER_AGENT = os.environ.get(
+    "SYNDICATOR_USER_AGENT", "syndicator/0.1 (+https://github.com/syndicator/syndicator)"
+)
+
+# Jinja2 message templates (templates/messages/*.j2).
+SYNDICATOR_MESSAGE_TEMPLATES = BASE_DIR / "templates" / "messages"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "syndicator.redact.RedactSecretsFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # httpx logs every request URL at INFO; a Telegram token is part of that URL.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,95 @@
+"""The adapter contract every target implements, and the registry of adapters by kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from syndicator.formatting import Message
+    from syndicator.models import Delivery, Target
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting an adapter reads from ``Target.settings``, declared as class data."""
+
+    name: str
+    help: str
+    required: bool = False
+    default: object = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class SendResult:
+    """What the network answered: its id for the post and a public URL when there is one."""
+
+    external_id: str = ""
+    external_url: str = ""
+    details: dict = field(default_factory=dict)
+
+
+class Adapter:
+    """Base class of target adapters: render a delivery into a Message, then send it.
+
+    ``send`` raises one of the ``syndicator.errors.DeliveryError`` subclasses on failure.
+    """
+
+    kind: ClassVar[str]
+    label: ClassVar[str]
+    settings_spec: ClassVar[tuple[Setting, ...]] = ()
+    # Whether re-sending after an ambiguous outcome is harmless (nothing public happens twice).
+    idempotent: ClassVar[bool] = False
+
+    def __init__(self, target: Target) -> None:
+        self.target = target
+
+    def setting(self, name: str) -> object:
+        """The target's value for a declared setting, or its default."""
+        for spec in self.settings_spec:
+            if spec.name == name:
+                return self.target.settings.get(name, spec.default)
+        raise KeyError(name)
+
+    def render(self, delivery: Delivery) -> Message:
+        """The message this target would send for the delivery's post."""
+        from syndicator.formatting import render_message
+
+        return render_message(
+            delivery.post,
+            self.target.message_format,
+            text_override=delivery.text_override or None,
+            template_overrides=self.target.template_overrides or None,
+            options=self.target.settings,
+        )
+
+    def send(self, message: Message, delivery: Delivery) -> SendResult:
+        """Publish the message; raise a DeliveryError subclass on failure."""
+        raise NotImplementedError
+
+    def check(self) -> str:
+        """Verify the configuration and credentials; return a one-line verdict or raise."""
+        return "ok"
+
+
+ADAPTERS: dict[str, type[Adapter]] = {}
+
+
+def register(cls: type[Adapter]) -> type[Adapter]:
+    """Class decorator adding an adapter to the registry under its ``kind``."""
+    ADAPTERS[cls.kind] = cls
+    return cls
+
+
+def get_adapter(target: Target) -> Adapter:
+    """The adapter instance for a target."""
+    import syndicator.targets  # noqa: F401  (imports every adapter module, filling ADAPTERS)
+
+    try:
+        cls = ADAPTERS[target.kind]
+    except KeyError:
+        from syndicator.errors import TargetBroken
+
+        raise TargetBroken(f"no adapter for target kind {target.kind!r}") from None
+    return cls(target)

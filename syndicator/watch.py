@@ -1,0 +1,173 @@
+"""Polling feeds: lease a feed, fetch it, store new posts with their deliveries, back off on errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from syndicator import feeds
+from syndicator.delivery import create_auto_deliveries
+from syndicator.errors import FeedError
+from syndicator.models import Feed, Post
+from syndicator.redact import redact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PollReport:
+    """What one poll did: shown by ``syndicator poll`` and returned to tests."""
+
+    feed: Feed
+    status: str  # "ok", "not_modified", "unchanged", "error", "busy" (another poll holds the lease)
+    parsed: bool = False
+    new_posts: list[Post] = field(default_factory=list)
+    deliveries: int = 0
+    error: str = ""
+
+
+def claim_due_feeds(*, now: datetime | None = None) -> list[int]:
+    """Mark every enabled, due, idle feed as scheduled and return their ids."""
+    now = now or timezone.now()
+    due = Feed.objects.filter(enabled=True, next_poll_at__lte=now).filter(
+        Q(polling_until__isnull=True) | Q(polling_until__lt=now)
+    )
+    claimed = []
+    for feed_id, next_poll_at, interval in due.values_list("pk", "next_poll_at", "poll_interval"):
+        # Conditional on the value we read: two beat ticks never both enqueue the same poll.
+        if Feed.objects.filter(pk=feed_id, next_poll_at=next_poll_at).update(
+            next_poll_at=now + timedelta(seconds=interval)
+        ):
+            claimed.append(feed_id)
+    return claimed
+
+
+def _take_lease(feed_id: int, now: datetime) -> bool:
+    lease = timedelta(seconds=settings.SYNDICATOR_POLL_LEASE)
+    return bool(
+        Feed.objects.filter(pk=feed_id)
+        .filter(Q(polling_until__isnull=True) | Q(polling_until__lt=now))
+        .update(polling_until=now + lease)
+    )
+
+
+def poll_feed(feed_id: int) -> PollReport:
+    """Poll one feed now; errors are recorded on the feed and reported, never raised."""
+    feed = Feed.objects.get(pk=feed_id)
+    now = timezone.now()
+    if not _take_lease(feed_id, now):
+        return PollReport(feed=feed, status="busy")
+    try:
+        return _poll_leased(feed, now)
+    except FeedError as exc:
+        return _record_feed_error(feed, exc, now)
+    except Exception as exc:  # a bug must not stop the other feeds; it is recorded like any error
+        log.exception("feed %s: unexpected error while polling", feed.pk)
+        return _record_feed_error(feed, FeedError(f"internal error: {exc!r}"), now)
+    finally:
+        Feed.objects.filter(pk=feed_id).update(polling_until=None)
+
+
+def _poll_leased(feed: Feed, now: datetime) -> PollReport:
+    fetched = feeds.fetch(
+        feed.url, etag=feed.etag, last_modified=feed.last_modified, previous_hash=feed.body_hash
+    )
+    ok = {
+        "last_polled_at": now,
+        "last_success_at": now,
+        "last_http_status": fetched.http_status,
+        "last_error": "",
+        "consecutive_failures": 0,
+        "next_poll_at": now + timedelta(seconds=feed.poll_interval),
+        "etag": fetched.etag[:500] or feed.etag,
+        "last_modified": fetched.last_modified[:100] or feed.last_modified,
+    }
+    if fetched.status != "ok":
+        # 304 or a byte-identical body: nothing can be new, so nothing is parsed.
+        Feed.objects.filter(pk=feed.pk).update(last_status=Feed.Status.NOT_MODIFIED, **ok)
+        return PollReport(feed=feed, status=fetched.status)
+
+    parsed = feeds.parse(fetched.body, base_url=fetched.final_url, default_language=feed.language)
+    known = set(
+        Post.objects.filter(feed=feed, guid__in=[i.guid for i in parsed.items]).values_list("guid", flat=True)
+    )
+    new_items = [feeds.sanitize(item) for item in parsed.items if item.guid not in known]
+    first_poll = feed.first_polled_at is None
+    with transaction.atomic():
+        stored = [post for item in new_items if (post := _store_post(feed, item, now)) is not None]
+        deliverable = _newest(stored, feed.backfill) if first_poll else stored
+        # Oldest first, so the networks show them in publishing order.
+        deliverable.sort(key=lambda p: (p.published_at or p.first_seen_at, p.pk))
+        deliveries = create_auto_deliveries(deliverable)
+        Feed.objects.filter(pk=feed.pk).update(
+            last_status=Feed.Status.OK,
+            body_hash=fetched.body_hash,
+            hub_url=parsed.hub_url[:2000] or feed.hub_url,
+            first_polled_at=feed.first_polled_at or now,
+            **ok,
+        )
+    if stored:
+        log.info(
+            "feed %s: %d new posts, %d deliveries%s",
+            feed.pk,
+            len(stored),
+            len(deliveries),
+            " (first poll: backlog recorded, not delivered)" if first_poll and not feed.backfill else "",
+        )
+    return PollReport(feed=feed, status="ok", parsed=True, new_posts=stored, deliveries=len(deliveries))
+
+
+def _newest(posts: list[Post], count: int) -> list[Post]:
+    """The newest `count` posts by published time (feed order breaks ties)."""
+    if count <= 0:
+        return []
+    order = {p.pk: i for i, p in enumerate(posts)}
+    epoch = datetime.min.replace(tzinfo=timezone.get_current_timezone())
+    ranked = sorted(posts, key=lambda p: (p.published_at or epoch, -order[p.pk]), reverse=True)
+    return ranked[:count]
+
+
+def _store_post(feed: Feed, item: feeds.ParsedItem, now: datetime) -> Post | None:
+    """Insert one post; None when (feed, guid) already exists (it was seen before)."""
+    try:
+        with transaction.atomic():
+            return Post.objects.create(
+                feed=feed,
+                guid=item.guid[:2000],
+                url=item.url[:2000],
+                title=item.title,
+                summary=item.summary,
+                content=item.content,
+                author=item.author[:300],
+                categories=item.categories,
+                image_url=item.image_url[:2000],
+                enclosures=item.enclosures,
+                language=(item.language or feed.language)[:16],
+                published_at=item.published_at,
+                first_seen_at=now,
+            )
+    except IntegrityError:
+        return None
+
+
+def _record_feed_error(feed: Feed, exc: FeedError, now: datetime) -> PollReport:
+    """Record a failed poll on the feed and back off exponentially."""
+    failures = feed.consecutive_failures + 1
+    backoff = min(feed.poll_interval * 2 ** min(failures - 1, 16), settings.SYNDICATOR_FEED_MAX_BACKOFF)
+    message = redact(f"{type(exc).__name__}: {exc}")
+    Feed.objects.filter(pk=feed.pk).update(
+        last_status=Feed.Status.ERROR,
+        last_polled_at=now,
+        last_http_status=getattr(exc, "http_status", None),
+        last_error=message[:5000],
+        consecutive_failures=failures,
+        next_poll_at=now + timedelta(seconds=max(backoff, feed.poll_interval)),
+    )
+    log.warning("feed %s (%s): poll failed (%d in a row): %s", feed.pk, redact(feed.url), failures, message)
+    return PollReport(feed=feed, status="error", error=message)

@@ -1,0 +1,1 @@
+"""Thin Celery tasks: they load ids and call into syndicator/."""

@@ -1,0 +1,12 @@
+"""The delivery task: claim, render, send and record one delivery."""
+
+from __future__ import annotations
+
+from celeryproject import app
+from syndicator import delivery
+
+
+@app.task(name="tasks.deliver.deliver", bind=True)
+def deliver(self, delivery_id: int) -> None:
+    """Attempt one delivery; a duplicate message finds nothing to claim and returns."""
+    delivery.attempt_delivery(delivery_id, task_id=self.request.id or "", worker=self.request.hostname or "")

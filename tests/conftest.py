@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Celery worker on the real Redis broker, feed servers, targets."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.feedserver import FeedServer
+
+# The broker for in-process workers: this machine's Redis (make test sets TEST_BROKER_URL).
+TEST_BROKER_URL = os.environ.get("TEST_BROKER_URL", "redis://127.0.0.1:6379/15")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05) -> object:
+    """Poll until predicate() is truthy and return its value; fail the test after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def celery_app():
+    """The project's Celery app, pointed at the test broker under a prefix of its own."""
+    from celeryproject import app
+
+    app.conf.broker_url = TEST_BROKER_URL
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options,
+        "global_keyprefix": f"synd-test-{uuid.uuid4().hex[:8]}:",
+    }
+    return app
+
+
+@pytest.fixture
+def celery_worker(celery_app, transactional_db) -> Iterator[object]:
+    """A real Celery worker (threads pool) consuming every queue, for the duration of a test."""
+    from celery.contrib.testing.worker import start_worker
+
+    from celeryproject import DELIVERY_QUEUES
+
+    queues = ",".join(["feeds", "maintenance", *DELIVERY_QUEUES])
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=queues.split(","),
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    """A loopback HTTP server whose answers a test sets and changes."""
+    with FeedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fast_retries(settings):
+    """A retry policy in fractions of a second, so retries run end to end within a test."""
+    settings.SYNDICATOR_RETRY = {"backoff": [0.2, 0.4], "jitter": 0.0, "max_attempts": 4, "max_delay": 1.0}
+    return settings.SYNDICATOR_RETRY
