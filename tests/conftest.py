@@ -27,9 +27,10 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def celery_app():
-    """The project's Celery app, pointed at the test broker under a prefix of its own."""
+    """The project's Celery app, pointed at the test broker under a prefix of its own (always:
+    no test may publish to the embedded default's socket)."""
     from celeryproject import app
 
     app.conf.broker_url = TEST_BROKER_URL
@@ -71,3 +72,30 @@ def fast_retries(settings):
     """A retry policy in fractions of a second, so retries run end to end within a test."""
     settings.SYNDICATOR_RETRY = {"backoff": [0.2, 0.4], "jitter": 0.0, "max_attempts": 4, "max_delay": 1.0}
     return settings.SYNDICATOR_RETRY
+
+
+@pytest.fixture
+def beat(transactional_db) -> Iterator[None]:
+    """What celery beat does, in a thread: find due feeds and sweep deliveries every 0.2 s."""
+    import threading
+
+    from django.db import connection
+
+    from syndicator import delivery
+    from tasks.watch import schedule_due_feeds
+
+    stop = threading.Event()
+
+    def tick() -> None:
+        try:
+            while not stop.wait(0.2):
+                schedule_due_feeds()
+                delivery.sweep()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=tick, name="test-beat", daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=10)
