@@ -103,7 +103,9 @@ class Message:
         """The message as one readable string for the delivery log."""
         if self.format == "email":
             return f"Subject: {self.subject}\n\n{self.text}"
-        if self.link and self.link not in self.text:  # Facebook sends the link beside the text
+        # Facebook sends the link beside the text; elsewhere the link is inside it (HTML-escaped
+        # for Telegram, so a substring test would wrongly add it again).
+        if self.format == "facebook" and self.link and self.link not in self.text:
             return f"{self.text}\n\n{self.link}"
         return self.text
 
