@@ -1,0 +1,203 @@
+"""``syndicator feeds``: add, list, remove, enable and disable the feeds syndicator watches."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.management.base import CommandParser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from syndicator.cli_util import (
+    SyndicatorCommand,
+    add_actions,
+    get_feed,
+    iso,
+    new_table,
+    plain,
+    plural,
+    relative,
+    styled,
+)
+from syndicator.errors import UserError
+from syndicator.models import Delivery, Feed
+
+# A BCP 47-ish tag: en, fa, pt-BR, zh-Hant. Posts are routed by it, so a typo would silently match nothing.
+LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
+URL_MAX_LENGTH = Feed._meta.get_field("url").max_length
+
+
+def validate_feed_url(url: str) -> str:
+    """The URL stripped, if it is http(s) with a host; else a UserError."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a port that is not a number)
+    except ValueError as exc:
+        raise UserError(f"bad feed URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise UserError(f"bad feed URL {url!r}: give an http:// or https:// URL with a host name")
+    if len(url) > URL_MAX_LENGTH:
+        raise UserError(f"feed URL too long ({len(url)} characters, at most {URL_MAX_LENGTH})")
+    return url
+
+
+def validate_language(language: str) -> str:
+    """The language tag if it looks like one (or is empty); else a UserError."""
+    language = language.strip()
+    if language and not LANGUAGE_RE.fullmatch(language):
+        raise UserError(f"bad --language {language!r}: give a language code such as en, ar, fa or pt-BR")
+    return language
+
+
+def feed_row(feed: Feed) -> dict[str, Any]:
+    """A feed as the JSON object ``feeds list --json`` prints."""
+    return {
+        "id": feed.pk,
+        "name": feed.name,
+        "url": feed.url,
+        "language": feed.language,
+        "enabled": feed.enabled,
+        "status": feed.last_status,
+        "poll_interval": feed.poll_interval,
+        "backfill": feed.backfill,
+        "last_polled_at": iso(feed.last_polled_at),
+        "last_success_at": iso(feed.last_success_at),
+        "next_poll_at": iso(feed.next_poll_at),
+        "last_http_status": feed.last_http_status,
+        "consecutive_failures": feed.consecutive_failures,
+        "last_error": feed.last_error,
+    }
+
+
+def next_poll(feed: Feed) -> str:
+    """When the scheduler polls the feed next, for the table."""
+    if not feed.enabled:
+        return ""
+    return relative(feed.next_poll_at) if feed.next_poll_at > timezone.now() else "due"
+
+
+class Command(SyndicatorCommand):
+    help = "Add, list and remove the RSS/Atom feeds syndicator watches."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Subcommands: add, list, remove, enable, disable."""
+        action = add_actions(parser)
+        add = action("add", "watch a new feed; prints its id")
+        add.add_argument("url", help="http(s) URL of the RSS or Atom feed")
+        add.add_argument("--name", default="", help="a name to show instead of the URL")
+        add.add_argument("--language", default="", help="edition language (en, ar, fa, ...) for routing")
+        add.add_argument(
+            "--interval",
+            type=int,
+            default=None,
+            help=f"seconds between polls (default {settings.SYNDICATOR_FEED_DEFAULT_INTERVAL})",
+        )
+        add.add_argument(
+            "--backfill",
+            type=int,
+            default=0,
+            help="how many of the newest items the first poll delivers (default 0: only record them)",
+        )
+
+        listing = action("list", "show the feeds and how their polls went")
+        listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+        for name, text in (
+            ("remove", "stop watching a feed and delete its posts and their delivery log"),
+            ("enable", "resume polling a disabled feed"),
+            ("disable", "stop polling a feed, keeping its posts and delivery log"),
+        ):
+            sub = action(name, text)
+            sub.add_argument("feed_id", help="the feed's id (see `feeds list`)")
+
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        """Dispatch to the subcommand."""
+        getattr(self, f"handle_{action}")(**options)
+
+    def handle_add(
+        self, *, url: str, name: str, language: str, interval: int | None, backfill: int, **_: Any
+    ) -> None:
+        """Create a feed; the scheduler polls it at once."""
+        url = validate_feed_url(url)
+        language = validate_language(language)
+        interval = settings.SYNDICATOR_FEED_DEFAULT_INTERVAL if interval is None else interval
+        if interval < 1:
+            raise UserError(f"bad --interval {interval}: at least 1 second")
+        if backfill < 0:
+            raise UserError(f"bad --backfill {backfill}: 0 or more")
+        if existing := Feed.objects.filter(url=url).first():
+            raise UserError(f"feed {url} is already watched (id {existing.pk})")
+        try:
+            with transaction.atomic():
+                feed = Feed.objects.create(
+                    url=url,
+                    name=name.strip()[:200],
+                    language=language,
+                    poll_interval=interval,
+                    backfill=backfill,
+                )
+        except IntegrityError:  # added concurrently between the check and the insert
+            raise UserError(f"feed {url} is already watched") from None
+        self.stdout.write(str(feed.pk))
+
+    def handle_list(self, *, json: bool, **_: Any) -> None:
+        """Print every feed."""
+        feeds = list(Feed.objects.order_by("id"))
+        if json:
+            self.write_json_lines(feed_row(f) for f in feeds)
+            return
+        if not feeds:
+            self.stdout.write("no feeds yet: add one with `syndicator feeds add URL`")
+            return
+        table = new_table(
+            "id",
+            "name",
+            "url",
+            "lang",
+            "enabled",
+            "status",
+            "last poll",
+            "next poll",
+            "failures",
+            "last error",
+        )
+        for feed in feeds:
+            table.add_row(
+                str(feed.pk),
+                plain(feed.name),
+                plain(feed.url),
+                plain(feed.language),
+                "yes" if feed.enabled else styled("no", "disabled"),
+                styled(feed.last_status),
+                relative(feed.last_polled_at),
+                next_poll(feed),
+                styled(str(feed.consecutive_failures), "error") if feed.consecutive_failures else "0",
+                plain(feed.last_error[:200]),
+            )
+        self.write_table(table)
+
+    def handle_remove(self, *, feed_id: str, **_: Any) -> None:
+        """Delete a feed with its posts and their deliveries."""
+        feed = get_feed(feed_id)
+        posts = feed.posts.count()
+        deliveries = Delivery.objects.filter(post__feed=feed).count()
+        pk, label = feed.pk, str(feed)
+        feed.delete()
+        deleted = f"{plural(posts, 'post')} and {plural(deliveries, 'delivery', 'deliveries')} deleted"
+        self.stdout.write(f"removed feed {pk} ({label}): {deleted}")
+
+    def handle_enable(self, *, feed_id: str, **_: Any) -> None:
+        """Enable a feed."""
+        feed = get_feed(feed_id)
+        Feed.objects.filter(pk=feed.pk).update(enabled=True)
+        self.stdout.write(f"feed {feed.pk} enabled")
+
+    def handle_disable(self, *, feed_id: str, **_: Any) -> None:
+        """Disable a feed."""
+        feed = get_feed(feed_id)
+        Feed.objects.filter(pk=feed.pk).update(enabled=False)
+        self.stdout.write(f"feed {feed.pk} disabled")

@@ -1,0 +1,141 @@
+"""``syndicator log``: the delivery log, newest first, as a table or as JSON lines."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.management.base import CommandParser
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from syndicator.cli_util import (
+    SyndicatorCommand,
+    get_target,
+    iso,
+    local_time,
+    new_table,
+    parse_since,
+    plain,
+    relative,
+    split_list,
+    styled,
+)
+from syndicator.errors import UserError
+from syndicator.models import Delivery
+from syndicator.targets import get_adapter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LIMIT = 50
+
+
+def delivery_text(delivery: Delivery) -> str:
+    """The text as sent, or, before the first attempt, the text it would be sent with ("" if unrenderable)."""
+    if delivery.rendered_text:
+        return delivery.rendered_text
+    try:
+        return get_adapter(delivery.target).render(delivery).as_log_text()
+    except Exception as exc:  # a broken template must not hide the rest of the log
+        log.debug("delivery %s: cannot render a preview: %r", delivery.pk, exc)
+        return ""
+
+
+def delivery_row(delivery: Delivery) -> dict[str, Any]:
+    """A delivery as the JSON object ``log --json`` prints."""
+    return {
+        "id": delivery.pk,
+        "post_id": delivery.post_id,
+        "post_url": delivery.post.url,
+        "post_title": delivery.post.title,
+        "feed_id": delivery.post.feed_id,
+        "target": delivery.target.name,
+        "target_kind": delivery.target.kind,
+        "status": delivery.status,
+        "origin": delivery.origin,
+        "requested_by": delivery.requested_by,
+        "attempts": delivery.attempts,
+        "text": delivery_text(delivery),
+        "external_id": delivery.external_id,
+        "external_url": delivery.external_url,
+        "last_error": delivery.last_error,
+        "created_at": iso(delivery.created_at),
+        "sent_at": iso(delivery.sent_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
+    }
+
+
+def detail(delivery: Delivery) -> str:
+    """The one thing worth knowing about a delivery beyond its status, for the table."""
+    if delivery.status == Delivery.Status.SENT:
+        return plain(delivery.external_url or delivery.external_id)
+    parts = []
+    if delivery.next_attempt_at and delivery.status == Delivery.Status.RETRYING:
+        parts.append(f"next try {relative(delivery.next_attempt_at)}")
+    if delivery.last_error:
+        parts.append(plain(delivery.last_error[:160]))
+    return "; ".join(parts)
+
+
+class Command(SyndicatorCommand):
+    help = "Show the delivery log, newest first: what was sent where, what failed and why."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Filters, limit and output format."""
+        statuses = ", ".join(Delivery.Status.values)
+        parser.add_argument("--status", default="", help=f"only these statuses (comma-separated): {statuses}")
+        parser.add_argument("--target", default="", help="only deliveries to this target (its name)")
+        parser.add_argument(
+            "--since", default="", help="only deliveries created within, e.g. 30s, 10m, 1h, 2d, 1w"
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=DEFAULT_LIMIT,
+            help=f"at most N rows (default {DEFAULT_LIMIT}; 0: all)",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="one JSON object per line, with the full text"
+        )
+
+    def handle(
+        self, *args: Any, status: str, target: str, since: str, limit: int, json: bool, **options: Any
+    ) -> None:
+        """Print the matching deliveries."""
+        deliveries = list(self.select(status=status, target=target, since=since, limit=limit))
+        if json:
+            self.write_json_lines(delivery_row(d) for d in deliveries)
+            return
+        if not deliveries:
+            self.stdout.write("no deliveries match")
+            return
+        table = new_table("id", "created", "status", "target", "post", "origin", "tries", "detail")
+        for d in deliveries:
+            origin = f"{d.origin} ({plain(d.requested_by)})" if d.requested_by else d.origin
+            table.add_row(
+                str(d.pk),
+                local_time(d.created_at),
+                styled(d.status),
+                plain(d.target.name),
+                plain(d.post.title[:80] or d.post.url),
+                origin,
+                str(d.attempts),
+                detail(d),
+            )
+        self.write_table(table)
+
+    def select(self, *, status: str, target: str, since: str, limit: int) -> QuerySet[Delivery]:
+        """The deliveries the filters ask for, newest first."""
+        rows = Delivery.objects.select_related("post__feed", "target").order_by("-created_at", "-id")
+        if statuses := split_list(status):
+            if unknown := [s for s in statuses if s not in Delivery.Status.values]:
+                known = ", ".join(Delivery.Status.values)
+                raise UserError(f"unknown status {', '.join(map(repr, unknown))}; one of: {known}")
+            rows = rows.filter(status__in=statuses)
+        if target:
+            rows = rows.filter(target=get_target(target))
+        if since:
+            rows = rows.filter(created_at__gte=timezone.now() - parse_since(since))
+        if limit < 0:
+            raise UserError(f"bad --limit {limit}: 0 (all) or more")
+        return rows[:limit] if limit else rows

@@ -1,0 +1,260 @@
+"""``syndicator targets``: add, list, remove, pause and resume the places posts go to."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any
+
+from django.core.management.base import CommandParser
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+
+from syndicator import delivery
+from syndicator.cli_util import (
+    SyndicatorCommand,
+    add_actions,
+    get_feeds,
+    get_target,
+    iso,
+    new_table,
+    os_user,
+    parse_ids,
+    plain,
+    plural,
+    split_list,
+    styled,
+)
+from syndicator.errors import UserError
+from syndicator.models import Delivery, Target
+from syndicator.targets import ADAPTERS
+from syndicator.targets.base import Adapter, Setting
+
+FORMATS = ("telegram", "facebook", "twitter", "email")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+INT_RE = re.compile(r"[-+]?\d+")
+
+
+def adapter_class(kind: str) -> type[Adapter]:
+    """The registered adapter for a kind, or a UserError listing the kinds there are."""
+    try:
+        return ADAPTERS[kind]
+    except KeyError:
+        available = ", ".join(sorted(ADAPTERS))
+        raise UserError(f"unknown target kind {kind!r}; available kinds: {available}") from None
+
+
+def coerce_setting(spec: Setting, raw: str) -> object:
+    """A --set value typed as its setting expects: whole numbers become ints."""
+    if INT_RE.fullmatch(raw.strip()):
+        return int(raw)
+    if isinstance(spec.default, int | float) and not isinstance(spec.default, bool):
+        try:
+            return float(raw)
+        except ValueError:
+            raise UserError(f"bad --set {spec.name}={raw}: {spec.name} is a number") from None
+    if spec.choices and raw not in spec.choices:
+        raise UserError(f"bad --set {spec.name}={raw}: one of {', '.join(spec.choices)}")
+    return raw
+
+
+def parse_settings(cls: type[Adapter], pairs: list[str]) -> dict[str, object]:
+    """Validate KEY=VALUE pairs against the adapter's settings_spec and type their values."""
+    specs = {spec.name: spec for spec in cls.settings_spec}
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"bad --set {pair!r}: use KEY=VALUE")
+        if key not in specs:
+            known = ", ".join(specs) or "none"
+            raise UserError(f"unknown setting {key!r} for {cls.kind} targets (settings: {known})")
+        values[key] = coerce_setting(specs[key], raw)
+    return values
+
+
+def target_state(target: Target) -> str:
+    """'enabled', 'disabled' or 'paused'."""
+    if not target.enabled:
+        return "disabled"
+    return "paused" if target.paused_at else "enabled"
+
+
+def filters_text(target: Target) -> str:
+    """The target's filters as one short line; 'all posts' when it has none."""
+    parts = []
+    if feed_ids := sorted(f.pk for f in target.feeds.all()):
+        parts.append("feeds " + ",".join(map(str, feed_ids)))
+    if target.languages:
+        parts.append("languages " + ",".join(target.languages))
+    if target.categories:
+        parts.append("categories " + ",".join(target.categories))
+    return "; ".join(parts) or "all posts"
+
+
+def target_row(target: Target, counts: dict[str, int]) -> dict[str, Any]:
+    """A target as the JSON object ``targets list --json`` prints."""
+    return {
+        "id": target.pk,
+        "name": target.name,
+        "kind": target.kind,
+        "format": target.message_format,
+        "enabled": target.enabled,
+        "paused": target.paused_at is not None,
+        "paused_at": iso(target.paused_at),
+        "paused_reason": target.paused_reason,
+        "feeds": sorted(f.pk for f in target.feeds.all()),
+        "languages": target.languages,
+        "categories": target.categories,
+        "settings": target.settings,
+        "secret_env": target.secret_env,
+        "deliveries": counts,
+    }
+
+
+class Command(SyndicatorCommand):
+    help = "Add, list, remove, pause and resume delivery targets."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """Subcommands: add, list, remove, pause, resume."""
+        action = add_actions(parser)
+        add = action("add", "add a target of a registered kind (outbox: dry run)")
+        add.add_argument("kind", help="adapter kind: " + ", ".join(sorted(ADAPTERS)))
+        add.add_argument("--name", required=True, help="unique name, used by repost --to and log --target")
+        add.add_argument("--format", choices=FORMATS, help="the network an outbox imitates")
+        add.add_argument("--feeds", default="", help="only posts of these feed ids (comma-separated)")
+        add.add_argument("--languages", default="", help="only posts in these languages, e.g. en,ar")
+        add.add_argument("--categories", default="", help="only posts with one of these categories")
+        add.add_argument(
+            "--set",
+            dest="set_values",
+            action="extend",
+            nargs="+",
+            default=[],
+            metavar="KEY=VALUE",
+            help="an adapter setting (repeatable)",
+        )
+        add.add_argument("--secret-env", default="", help="environment variable holding the credential")
+
+        listing = action("list", "show targets, their filters and delivery counts")
+        listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+        # The positional's dest is not "name": call_command(name=...) would mistake it for --name.
+        remove = action("remove", "delete a target and its delivery log")
+        remove.add_argument("target", metavar="NAME")
+        pause = action("pause", "hold deliveries to a target until it is resumed")
+        pause.add_argument("target", metavar="NAME")
+        pause.add_argument("--reason", default="", help="why (shown in targets list)")
+        resume = action("resume", "resume a paused target and send what waited")
+        resume.add_argument("target", metavar="NAME")
+
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        """Dispatch to the subcommand."""
+        getattr(self, f"handle_{action}")(**options)
+
+    def handle_add(
+        self,
+        *,
+        kind: str,
+        name: str,
+        format: str | None,
+        feeds: str,
+        languages: str,
+        categories: str,
+        set_values: list[str],
+        secret_env: str,
+        **_: Any,
+    ) -> None:
+        """Create a target; prints its id."""
+        cls = adapter_class(kind)
+        name = name.strip()
+        if not name or len(name) > Target._meta.get_field("name").max_length:
+            raise UserError("bad --name: give a name of 1 to 100 characters")
+        target_settings = parse_settings(cls, set_values)
+        if format:
+            if "format" not in {spec.name for spec in cls.settings_spec}:
+                raise UserError(f"--format does not apply to {kind} targets: they use their own format")
+            target_settings["format"] = format
+        if missing := [s.name for s in cls.settings_spec if s.required and s.name not in target_settings]:
+            raise UserError(f"{kind} targets need --set {'=… --set '.join(missing)}=…")
+        if secret_env and not ENV_NAME_RE.fullmatch(secret_env):
+            raise UserError(f"bad --secret-env {secret_env!r}: the name of an environment variable")
+        feed_list = get_feeds(parse_ids(split_list(feeds), "feed"))
+        if Target.objects.filter(name=name).exists():
+            raise UserError(f"a target named {name!r} exists already")
+        try:
+            with transaction.atomic():
+                target = Target.objects.create(
+                    kind=kind,
+                    name=name,
+                    settings=target_settings,
+                    secret_env=secret_env,
+                    languages=split_list(languages),
+                    categories=split_list(categories),
+                )
+                target.feeds.set(feed_list)
+        except IntegrityError:  # created concurrently between the check and the insert
+            raise UserError(f"a target named {name!r} exists already") from None
+        self.stdout.write(str(target.pk))
+
+    def handle_list(self, *, json: bool, **_: Any) -> None:
+        """Print every target with its filters and its deliveries counted by status."""
+        targets = list(Target.objects.order_by("name").prefetch_related("feeds"))
+        counts: dict[int, dict[str, int]] = defaultdict(dict)
+        for target_id, status, n in (
+            Delivery.objects.order_by().values_list("target_id", "status").annotate(n=Count("id"))
+        ):
+            counts[target_id][status] = n
+        if json:
+            self.write_json_lines(target_row(t, counts[t.pk]) for t in targets)
+            return
+        if not targets:
+            self.stdout.write("no targets yet: add one with `syndicator targets add outbox --name NAME`")
+            return
+        table = new_table("name", "kind", "format", "state", "filters", "deliveries")
+        for target in targets:
+            state = styled(target_state(target))
+            if target.paused_at and target.paused_reason:
+                state += f" ({plain(target.paused_reason[:120])})"
+            by_status = counts[target.pk]
+            deliveries = ", ".join(
+                f"{styled(status)} {by_status[status]}"
+                for status in Delivery.Status.values
+                if status in by_status
+            )
+            table.add_row(
+                plain(target.name),
+                target.kind,
+                target.message_format,
+                state,
+                plain(filters_text(target)),
+                deliveries or "none",
+            )
+        self.write_table(table)
+
+    def handle_remove(self, *, target: str, **_: Any) -> None:
+        """Delete a target with its deliveries."""
+        found = get_target(target)
+        deliveries = found.deliveries.count()
+        found.delete()
+        self.stdout.write(f"removed target {target!r} and its {plural(deliveries, 'delivery', 'deliveries')}")
+
+    def handle_pause(self, *, target: str, reason: str, **_: Any) -> None:
+        """Pause a target: its deliveries wait, queued, until it is resumed."""
+        found = get_target(target)
+        if found.paused_at:
+            self.stdout.write(f"target {target!r} was already paused: {found.paused_reason}")
+            return
+        delivery.pause_target(found, reason.strip() or f"paused by {os_user()} from the command line")
+        self.stdout.write(f"target {target!r} paused; its deliveries wait until `targets resume {target}`")
+
+    def handle_resume(self, *, target: str, **_: Any) -> None:
+        """Resume a paused target and enqueue the deliveries that waited for it."""
+        found = get_target(target)
+        if not found.paused_at:
+            self.stdout.write(f"target {target!r} is not paused")
+            return
+        sent = delivery.resume_target(found)
+        waiting = plural(sent, "waiting delivery", "waiting deliveries")
+        self.stdout.write(f"target {target!r} resumed; {waiting} sent to a worker")
