@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from syndicator import delivery as deliveries
+from syndicator.health import feed_health, target_health
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 
 STATUS_COLOURS = {
@@ -23,6 +24,10 @@ STATUS_COLOURS = {
     "not_modified": "#2e7d32",
     "error": "#c62828",
     "new": "#546e7a",
+    "warning": "#ef6c00",
+    "failing": "#c62828",
+    "paused": "#ef6c00",
+    "disabled": "#757575",
 }
 
 
@@ -163,9 +168,10 @@ class FeedAdmin(admin.ModelAdmin):
         "consecutive_failures",
     )
 
-    @admin.display(description="status", ordering="last_status")
+    @admin.display(description="health", ordering="consecutive_failures")
     def status_badge(self, obj: Feed) -> str:
-        return badge(obj.last_status, obj.get_last_status_display())
+        health = feed_health(obj)
+        return format_html('<span title="{}">{}</span>', health.reason, badge(health.state))
 
     @admin.display(description="last error")
     def short_error(self, obj: Feed) -> str:
@@ -184,7 +190,7 @@ class FeedAdmin(admin.ModelAdmin):
 
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "format", "enabled", "paused", "secret_env")
+    list_display = ("name", "kind", "format", "health", "secret_env")
     list_filter = ("kind", "enabled")
     search_fields = ("name",)
     filter_horizontal = ("feeds",)
@@ -195,9 +201,10 @@ class TargetAdmin(admin.ModelAdmin):
     def format(self, obj: Target) -> str:
         return obj.message_format
 
-    @admin.display(description="paused")
-    def paused(self, obj: Target) -> str:
-        return badge("failed", f"paused: {obj.paused_reason[:60]}") if obj.paused_at else "—"
+    @admin.display(description="health")
+    def health(self, obj: Target) -> str:
+        verdict = target_health(obj)
+        return format_html("{} {}", badge(verdict.state), verdict.reason[:100])
 
     @admin.action(description="Pause selected targets")
     def pause(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:

@@ -39,6 +39,8 @@ STATUS_STYLES = {
     "new": "cyan",
     "paused": "yellow",
     "disabled": "dim",
+    "warning": "yellow",
+    "failing": "bold red",
 }
 
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -1,7 +1,5 @@
 """syndicator.feeds: fetching over real HTTP on 127.0.0.1, parsing the project's fixtures, sanitizing."""
 
-# The fixtures' Arabic, Persian and typographic characters (en dash, curly quote) are the point.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from syndicator.cli_util import (
     styled,
 )
 from syndicator.errors import UserError
+from syndicator.health import feed_health
 from syndicator.models import Delivery, Feed
 
 # A BCP 47-ish tag: en, fa, pt-BR, zh-Hant. Posts are routed by it, so a typo would silently match nothing.
@@ -62,6 +63,7 @@ def feed_row(feed: Feed) -> dict[str, Any]:
         "language": feed.language,
         "enabled": feed.enabled,
         "status": feed.last_status,
+        "health": feed_health(feed).state,
         "poll_interval": feed.poll_interval,
         "backfill": feed.backfill,
         "last_polled_at": iso(feed.last_polled_at),
@@ -159,7 +161,7 @@ class Command(SyndicatorCommand):
             "url",
             "lang",
             "enabled",
-            "status",
+            "health",
             "last poll",
             "next poll",
             "failures",
@@ -172,7 +174,7 @@ class Command(SyndicatorCommand):
                 plain(feed.url),
                 plain(feed.language),
                 "yes" if feed.enabled else styled("no", "disabled"),
-                styled(feed.last_status),
+                styled(feed_health(feed).state),
                 relative(feed.last_polled_at),
                 next_poll(feed),
                 styled(str(feed.consecutive_failures), "error") if feed.consecutive_failures else "0",

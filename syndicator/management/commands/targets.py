@@ -26,6 +26,7 @@ from syndicator.cli_util import (
     styled,
 )
 from syndicator.errors import UserError
+from syndicator.health import target_health
 from syndicator.models import Delivery, Target
 from syndicator.targets import ADAPTERS
 from syndicator.targets.base import Adapter, Setting
@@ -74,13 +75,6 @@ def parse_settings(cls: type[Adapter], pairs: list[str]) -> dict[str, object]:
     return values
 
 
-def target_state(target: Target) -> str:
-    """'enabled', 'disabled' or 'paused'."""
-    if not target.enabled:
-        return "disabled"
-    return "paused" if target.paused_at else "enabled"
-
-
 def filters_text(target: Target) -> str:
     """The target's filters as one short line; 'all posts' when it has none."""
     parts = []
@@ -104,6 +98,8 @@ def target_row(target: Target, counts: dict[str, int]) -> dict[str, Any]:
         "paused": target.paused_at is not None,
         "paused_at": iso(target.paused_at),
         "paused_reason": target.paused_reason,
+        "health": (health := target_health(target)).state,
+        "health_reason": health.reason,
         "feeds": sorted(f.pk for f in target.feeds.all()),
         "languages": target.languages,
         "categories": target.categories,
@@ -212,11 +208,12 @@ class Command(SyndicatorCommand):
         if not targets:
             self.stdout.write("no targets yet: add one with `syndicator targets add outbox --name NAME`")
             return
-        table = new_table("name", "kind", "format", "state", "filters", "deliveries")
+        table = new_table("name", "kind", "format", "health", "filters", "deliveries")
         for target in targets:
-            state = styled(target_state(target))
-            if target.paused_at and target.paused_reason:
-                state += f" ({plain(target.paused_reason[:120])})"
+            health = target_health(target)
+            state = styled(health.state)
+            if health.reason:
+                state += f" ({plain(health.reason[:120])})"
             by_status = counts[target.pk]
             deliveries = ", ".join(
                 f"{styled(status)} {by_status[status]}"

@@ -1,0 +1,49 @@
+"""Health verdicts derived from history: one function each for feeds and targets."""
+
+from __future__ import annotations
+
+import pytest
+from django.utils import timezone
+
+from syndicator.health import feed_health, target_health
+from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+
+pytestmark = pytest.mark.django_db
+
+
+def test_feed_health_follows_consecutive_failures():
+    feed = Feed.objects.create(url="https://a.example/feed")
+    assert feed_health(feed).state == "new"
+    feed.last_status, feed.consecutive_failures, feed.last_error = "error", 1, "HTTP 503"
+    assert feed_health(feed).state == "warning"
+    feed.consecutive_failures = 3
+    verdict = feed_health(feed)
+    assert verdict.state == "failing" and "HTTP 503" in verdict.reason
+    feed.last_status, feed.consecutive_failures = "ok", 0
+    assert feed_health(feed).ok
+    feed.enabled = False
+    assert feed_health(feed).state == "disabled"
+
+
+def test_target_health_sees_paused_failing_and_recovered_targets():
+    feed = Feed.objects.create(url="https://a.example/feed")
+    post = Post.objects.create(feed=feed, guid="1", title="t")
+    target = Target.objects.create(name="t", kind="outbox")
+    delivery = Delivery.objects.create(post=post, target=target, status="retrying")
+    assert target_health(target).state == "ok"
+
+    for n in range(1, 6):
+        DeliveryAttempt.objects.create(
+            delivery=delivery, number=n, outcome="transient", message="HTTP 502", finished_at=timezone.now()
+        )
+    verdict = target_health(target)
+    assert verdict.state == "failing" and "HTTP 502" in verdict.reason
+
+    DeliveryAttempt.objects.create(delivery=delivery, number=6, outcome="sent", finished_at=timezone.now())
+    assert target_health(target).state == "ok"
+
+    Delivery.objects.create(post=post, target=target, status="uncertain", origin="manual")
+    assert target_health(target).state == "warning"
+
+    target.paused_at, target.paused_reason = timezone.now(), "token revoked"
+    assert target_health(target).state == "paused"
