@@ -1,6 +1,5 @@
 """syndicator.feeds: fetching over real HTTP on 127.0.0.1, parsing the project's fixtures, sanitizing."""
 
-
 from __future__ import annotations
 
 import gzip
