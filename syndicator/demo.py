@@ -1,0 +1,85 @@
+"""The demo configuration a fresh install runs with: bundled feeds delivered to outbox targets.
+
+The feeds point at the web app's own copies of the fixtures (``/demo/feeds/<file>``), so the
+demo works offline; the targets are dry-run outboxes, one per network format, so a newcomer sees
+every format rendered in the delivery log within a minute of ``syndicator run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.db import transaction
+from django.utils import timezone
+
+from syndicator.models import Feed, Target
+from syndicator.views import DEMO_FEEDS_DIR
+
+DEMO_FEEDS_PATH = "/demo/feeds/"
+# Polled every minute: the demo feeds never change, and a newcomer's machine should stay quiet.
+DEMO_POLL_INTERVAL = 60
+DEMO_FORMATS = ("telegram", "facebook", "twitter", "email")
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class DemoFeed:
+    """One bundled feed of the demo."""
+
+    file: str
+    name: str
+    language: str
+    # The first poll delivers only this many newest items: enough to show the formats.
+    backfill: int
+
+
+DEMO_FEEDS = (
+    DemoFeed("nejat-en-recent.rss", "Demo: Nejat (English)", "en", backfill=3),
+    DemoFeed("nejat-ar.rss", "Demo: Nejat (Arabic)", "ar", backfill=1),
+    DemoFeed("nejat-fa.rss", "Demo: Nejat (Persian)", "fa", backfill=1),
+)
+
+
+def demo_feed_url(base_url: str, file: str) -> str:
+    """The URL at which the web app serves a bundled demo feed."""
+    return f"{base_url.rstrip('/')}{DEMO_FEEDS_PATH}{file}"
+
+
+def seed_demo(base_url: str) -> bool:
+    """Create the demo feeds and outbox targets if no feed and no target exist; True if it did."""
+    with transaction.atomic():
+        if Feed.objects.exists() or Target.objects.exists():
+            return False
+        for feed in DEMO_FEEDS:
+            Feed.objects.create(
+                url=demo_feed_url(base_url, feed.file),
+                name=feed.name,
+                language=feed.language,
+                backfill=feed.backfill,
+                poll_interval=DEMO_POLL_INTERVAL,
+            )
+        for fmt in DEMO_FORMATS:
+            Target.objects.create(name=f"demo-{fmt}", kind=Target.Kind.OUTBOX, settings={"format": fmt})
+    return True
+
+
+def repoint_demo_feeds(base_url: str) -> int:
+    """Point demo feeds seeded by an earlier run at this run's address; return how many moved.
+
+    A later ``syndicator run --port 8001`` would otherwise poll a port nothing listens on.
+    """
+    moved = 0
+    for feed in Feed.objects.filter(url__contains=DEMO_FEEDS_PATH):
+        parts = urlsplit(feed.url)
+        file = parts.path.removeprefix(DEMO_FEEDS_PATH)
+        if parts.hostname not in LOOPBACK_HOSTS or "/" in file or not (DEMO_FEEDS_DIR / file).is_file():
+            continue
+        url = demo_feed_url(base_url, file)
+        if url == feed.url or Feed.objects.filter(url=url).exists():
+            continue
+        # Due now: polls that failed while nothing listened may have backed the feed off for hours.
+        moved += Feed.objects.filter(pk=feed.pk).update(
+            url=url, next_poll_at=timezone.now(), consecutive_failures=0
+        )
+    return moved
