@@ -187,3 +187,26 @@ def test_permanent_failure_fails_at_once_and_admin_retry_sends_it(feed_server, c
     assert deliveries.retry([failed]) == 1
     sent = wait_for(lambda: Delivery.objects.filter(pk=failed.pk, status="sent").first())
     assert sent.attempts == 2
+
+
+def test_a_feed_is_never_polled_twice_at_once_nor_scheduled_twice(feed_server, db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from syndicator import watch
+
+    feed_server.set_file("/feed", "nejat-en-recent.rss")
+    feed = Feed.objects.create(url=feed_server.url("/feed"), poll_interval=300)
+
+    assert watch.claim_due_feeds() == [feed.pk]
+    assert watch.claim_due_feeds() == [], "a scheduled feed is not due again until its interval passes"
+
+    Feed.objects.filter(pk=feed.pk).update(polling_until=timezone.now() + timedelta(minutes=1))
+    report = watch.poll_feed(feed.pk)
+    assert report.status == "busy" and feed_server.hits("/feed") == 0
+
+    # A lease left behind by a dead worker expires, and the feed is polled again.
+    Feed.objects.filter(pk=feed.pk).update(polling_until=timezone.now() - timedelta(seconds=1))
+    assert watch.poll_feed(feed.pk).status == "ok"
+    assert Feed.objects.get(pk=feed.pk).polling_until is None
