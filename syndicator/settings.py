@@ -185,6 +185,13 @@ SYNDICATOR_USER_AGENT = os.environ.get(
     "SYNDICATOR_USER_AGENT", "syndicator/0.1 (+https://github.com/syndicator/syndicator)"
 )
 
+# Timeout of one call to a network's API (connect is capped at 10 s).
+SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15))
+# Graph API version for Facebook Pages, pinned (TARGETS.md: v25.0 is available until 2028-07).
+SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
+# Base URL of the web app as the outside world sees it (one-click unsubscribe links in email).
+SYNDICATOR_PUBLIC_URL = os.environ.get("SYNDICATOR_PUBLIC_URL", "http://127.0.0.1:8000")
+
 # Jinja2 message templates (templates/messages/*.j2).
 SYNDICATOR_MESSAGE_TEMPLATES = BASE_DIR / "templates" / "messages"
 

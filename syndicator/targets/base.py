@@ -19,6 +19,8 @@ class Setting:
     required: bool = False
     default: object = None
     choices: tuple[str, ...] = ()
+    # The value names an environment variable that holds a secret; the secret itself is never stored.
+    secret_env: bool = False
 
 
 @dataclass
@@ -51,6 +53,21 @@ class Adapter:
             if spec.name == name:
                 return self.target.settings.get(name, spec.default)
         raise KeyError(name)
+
+    def secret(self, setting_name: str | None = None) -> str:
+        """The secret from the environment variable the target names (Target.secret_env, or a
+        declared ``secret_env`` setting); TargetBroken when it is not set."""
+        import os
+
+        from syndicator.errors import TargetBroken
+
+        env_name = str(self.setting(setting_name) or "") if setting_name else self.target.secret_env
+        if not env_name:
+            raise TargetBroken(f"target {self.target.name!r} names no environment variable for its secret")
+        value = os.environ.get(env_name, "")
+        if not value:
+            raise TargetBroken(f"environment variable {env_name} is not set (secret of {self.target.name!r})")
+        return value
 
     def render(self, delivery: Delivery) -> Message:
         """The message this target would send for the delivery's post."""

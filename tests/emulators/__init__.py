@@ -1,0 +1,1 @@
+"""Loopback emulators of the networks' HTTP APIs, for testing adapters over real HTTP."""

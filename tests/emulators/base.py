@@ -1,0 +1,220 @@
+"""The common part of every API emulator: a loopback HTTP server with routes and scripted faults.
+
+    with TelegramEmulator() as api:
+        api.fail_next(status=502)                  # the next request gets a 502
+        api.fail_next(status=429, json={...}, headers={"Retry-After": "3"})
+        api.hang_next(seconds=5)                   # the next request hangs past the client timeout
+        ...
+        api.accepted                               # what the emulator accepted, in order
+
+A subclass registers routes with ``self.route(method, regex, handler)``; a handler receives an
+``EmulatedRequest`` and returns ``Reply``. Scripted faults are served before any route runs, in
+the order they were queued, so a test can script a whole outage. Like Svix's test receivers, the
+answer can be changed mid-test, and tests poll for state rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import json as json_module
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class EmulatedRequest:
+    """One request as the emulator saw it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+    match: re.Match[str] | None = None
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON, or None."""
+        try:
+            return json_module.loads(self.body or b"null")
+        except ValueError:
+            return None
+
+    @property
+    def form(self) -> dict[str, str]:
+        """The body (urlencoded) and query merged, single values."""
+        merged = {k: v[-1] for k, v in self.query.items()}
+        if "application/x-www-form-urlencoded" in self.headers.get("content-type", ""):
+            merged.update({k: v[-1] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()})
+        return merged
+
+    def params(self) -> dict[str, Any]:
+        """JSON body, else form fields and query: how most APIs read their parameters."""
+        data = self.json
+        if isinstance(data, dict):
+            return {**{k: v[-1] for k, v in self.query.items()}, **data}
+        return self.form
+
+
+@dataclass
+class Reply:
+    """What the emulator answers."""
+
+    status: int = 200
+    json: Any = None
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering (a hang past the client's timeout)
+
+
+Handler = Callable[[EmulatedRequest], Reply]
+
+
+class Emulator:
+    """A ThreadingHTTPServer on 127.0.0.1 with routes, scripted faults and a request log."""
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.requests: list[EmulatedRequest] = []
+        self.accepted: list[dict[str, Any]] = []
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self._script: list[Reply] = []
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        """Listen on a free loopback port and serve in a daemon thread."""
+        self._closing.clear()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        name = type(self).__name__
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hanging requests are released."""
+        self._closing.set()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- routes and faults ----------------------------------------------------------------------
+
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        """Answer requests whose method matches and whose path fully matches the regex."""
+        self._routes.append((method.upper(), re.compile(pattern), handler))
+
+    def fail_next(
+        self,
+        count: int = 1,
+        *,
+        status: int = 500,
+        json: Any = None,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next `count` requests with this reply instead of the real one."""
+        with self._lock:
+            self._script.extend(
+                Reply(status=status, json=json, body=body, headers=dict(headers or {}), delay=delay)
+                for _ in range(count)
+            )
+
+    def hang_next(self, count: int = 1, *, seconds: float = 30.0) -> None:
+        """The next `count` requests get no answer for `seconds` (past any sane client timeout)."""
+        self.fail_next(count, status=504, body=b"", delay=seconds)
+
+    def clear_faults(self) -> None:
+        """Forget scripted faults that were not used."""
+        with self._lock:
+            self._script.clear()
+
+    def record(self, kind: str, **data: Any) -> None:
+        """Remember something the emulator accepted (a message, a post, a tweet)."""
+        with self._lock:
+            self.accepted.append({"kind": kind, **data})
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    def dispatch(self, request: EmulatedRequest) -> Reply:
+        """The scripted fault if one is queued, else the matching route, else 404."""
+        with self._lock:
+            self.requests.append(request)
+            if self._script:
+                return self._script.pop(0)
+        for method, pattern, handler in self._routes:
+            if method == request.method and (match := pattern.fullmatch(request.path)):
+                request.match = match
+                return handler(request)
+        return Reply(status=404, json={"error": f"no route for {request.method} {request.path}"})
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, but wake when the emulator stops (so a hang never outlives its test)."""
+        self._closing.wait(seconds)
+
+
+def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
+    class EmulatorHandler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parts = urlsplit(self.path)
+            request = EmulatedRequest(
+                method=self.command,
+                path=parts.path,
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+            reply = emulator.dispatch(request)
+            if reply.delay:
+                started = time.monotonic()
+                emulator.wait(reply.delay)
+                if time.monotonic() - started < reply.delay:
+                    return  # the emulator is stopping: drop the connection
+            payload = reply.body
+            content_type = "text/plain; charset=utf-8"
+            if reply.json is not None:
+                payload = json_module.dumps(reply.json).encode()
+                content_type = "application/json"
+            try:
+                self.send_response(reply.status)
+                headers = {"Content-Type": content_type, **reply.headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (its timeout): that is the point of a hang
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return EmulatorHandler
