@@ -55,6 +55,13 @@ class OutboxAdapter(Adapter):
         digest = hashlib.sha256(f"{delivery.pk}:{message.as_log_text()}".encode()).hexdigest()[:16]
         return SendResult(external_id=f"outbox-{delivery.pk}-{digest}")
 
+    def check(self) -> str:
+        """Nothing to log in to; an injected dead token fails the check as a real one would."""
+        settings = self.target.settings
+        if settings.get("fail") == "broken" and int(settings.get("fail_next", 0) or 0) > 0:
+            raise FAILURES["broken"](settings)
+        return f"dry run: renders {self.target.message_format} messages and sends them nowhere"
+
     def _maybe_fail(self) -> None:
         from syndicator.models import Target
 

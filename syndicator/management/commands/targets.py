@@ -28,7 +28,8 @@ from syndicator.cli_util import (
 from syndicator.errors import UserError
 from syndicator.health import target_health
 from syndicator.models import Delivery, Target
-from syndicator.targets import ADAPTERS
+from syndicator.redact import redact
+from syndicator.targets import ADAPTERS, get_adapter
 from syndicator.targets.base import Adapter, Setting
 
 FORMATS = ("telegram", "facebook", "twitter", "email")
@@ -45,8 +46,16 @@ def adapter_class(kind: str) -> type[Adapter]:
         raise UserError(f"unknown target kind {kind!r}; available kinds: {available}") from None
 
 
+TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 def coerce_setting(spec: Setting, raw: str) -> object:
-    """A --set value typed as its setting expects: whole numbers become ints."""
+    """A --set value typed as its setting expects: booleans, whole numbers become ints."""
+    if isinstance(spec.default, bool):
+        word = raw.strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise UserError(f"bad --set {spec.name}={raw}: {spec.name} is true or false")
+        return word in TRUE_WORDS
     if INT_RE.fullmatch(raw.strip()):
         return int(raw)
     if isinstance(spec.default, int | float) and not isinstance(spec.default, bool):
@@ -131,7 +140,14 @@ class Command(SyndicatorCommand):
             metavar="KEY=VALUE",
             help="an adapter setting (repeatable)",
         )
-        add.add_argument("--secret-env", default="", help="environment variable holding the credential")
+        add.add_argument(
+            "--secret-env",
+            "--token-env",
+            "--password-env",
+            dest="secret_env",
+            default="",
+            help="NAME of the environment variable holding the token or password (never the secret itself)",
+        )
 
         listing = action("list", "show targets, their filters and delivery counts")
         listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -144,6 +160,8 @@ class Command(SyndicatorCommand):
         pause.add_argument("--reason", default="", help="why (shown in targets list)")
         resume = action("resume", "resume a paused target and send what waited")
         resume.add_argument("target", metavar="NAME")
+        check = action("check", "verify each target's configuration and credentials against its API")
+        check.add_argument("target", metavar="NAME", nargs="?", help="only this target")
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         """Dispatch to the subcommand."""
@@ -193,6 +211,24 @@ class Command(SyndicatorCommand):
         except IntegrityError:  # created concurrently between the check and the insert
             raise UserError(f"a target named {name!r} exists already") from None
         self.stdout.write(str(target.pk))
+
+    def handle_check(self, *, target: str | None, **_: Any) -> None:
+        """Ask every (or the named) target's API whether its configuration works; one verdict each."""
+        targets = [get_target(target)] if target else list(Target.objects.order_by("name"))
+        if not targets:
+            raise UserError("no targets to check")
+        failed = 0
+        table = new_table("name", "kind", "check", "detail")
+        for found in targets:
+            try:
+                verdict, detail = "ok", get_adapter(found).check()
+            except Exception as exc:  # every failure is a verdict here, never a traceback
+                failed += 1
+                verdict, detail = "failed", f"{type(exc).__name__}: {redact(str(exc))}"
+            table.add_row(plain(found.name), found.kind, styled(verdict), plain(detail))
+        self.write_table(table)
+        if failed:
+            raise UserError(f"{plural(failed, 'target')} failed the check")
 
     def handle_list(self, *, json: bool, **_: Any) -> None:
         """Print every target with its filters and its deliveries counted by status."""
