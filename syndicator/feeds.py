@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from syndicator.errors import FeedFetchError, FeedParseError, FeedTooLarge
 from syndicator.redact import redact
+from syndicator.tls import ssl_context
 
 
 @dataclass
@@ -185,7 +186,7 @@ def fetch(
         headers["If-Modified-Since"] = last_modified
     own_client = client is None
     if client is None:
-        client = httpx.Client(follow_redirects=False, timeout=timeout)
+        client = httpx.Client(follow_redirects=False, timeout=timeout, verify=ssl_context())
     deadline = _Deadline(timeout)
     try:
         current = url

@@ -15,6 +15,7 @@ from django.conf import settings
 
 from syndicator.errors import OutcomeUnknown, TransientError
 from syndicator.redact import redact
+from syndicator.tls import ssl_context
 
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 MAYBE_SENT = (
@@ -36,6 +37,7 @@ def client(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         headers={"User-Agent": settings.SYNDICATOR_USER_AGENT, **(headers or {})},
         follow_redirects=False,
+        verify=ssl_context(),
     )
 
 

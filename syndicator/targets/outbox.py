@@ -66,7 +66,9 @@ class OutboxAdapter(Adapter):
         from syndicator.models import Target
 
         with transaction.atomic():
-            target = Target.objects.select_for_update().get(pk=self.target.pk)
+            # no_key: a plain FOR UPDATE waits on every open transaction inserting deliveries for
+            # this target (they hold FOR KEY SHARE on it), stalling sends behind a poll.
+            target = Target.objects.select_for_update(no_key=True).get(pk=self.target.pk)
             remaining = int(target.settings.get("fail_next", 0) or 0)
             kind = target.settings.get("fail")
             if remaining <= 0 or kind not in FAILURES:
