@@ -1,0 +1,429 @@
+"""Telegram channel target: the Bot API over httpx (``POST {base_url}/bot{token}/{method}``, JSON).
+
+A post with an image and a caption that fits goes out as ``sendPhoto``; if Telegram cannot use the
+photo, the same attempt falls back to ``sendMessage`` with the full text, so a broken image never
+holds up the news. Everything else is ``sendMessage`` in HTML parse mode.
+
+Identity: ``external_id`` is ``"{chat.id}:{message_id}"`` with the numeric chat id from Telegram's
+answer. A message id is unique only within its chat, and the numeric id survives a username
+change or a group's upgrade, so the pair is what editMessage/deleteMessage would need later.
+
+The bot token is part of every request URL: no URL is ever put in an exception or a log line,
+and every message built from a response is scrubbed of the token (see ``_scrub``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from django.db import transaction
+
+from syndicator.errors import (
+    DeliveryError,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    TargetBroken,
+    TransientError,
+)
+from syndicator.redact import redact
+from syndicator.targets import http
+from syndicator.targets.base import Adapter, SendResult, Setting, register
+
+if TYPE_CHECKING:
+    from syndicator.formatting import Message
+    from syndicator.models import Delivery
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.telegram.org"
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0", ""})
+
+
+class Fault(Enum):
+    """What a Bot API error means for the delivery (TARGETS.md §1, "Errors: retry vs give up")."""
+
+    RATE_LIMITED = "rate limited"  # wait retry_after, then retry
+    RETRY = "retry"  # Telegram failed and said so: nothing was posted
+    UNKNOWN = "unknown"  # the request reached Telegram and no verdict came back: may be posted
+    CONFIG = "config"  # the target is misconfigured: pause it and tell someone
+    CONTENT = "content"  # this message will never be accepted
+    CAPTION = "caption"  # the caption was refused; the text alone may still go out
+    PHOTO = "photo"  # Telegram could not use the photo URL
+    MIGRATED = "migrated"  # the group became a supergroup: new chat id, resend once
+
+
+# The error table, in one place. The code decides where it is specific; 400 ("Bad Request") and
+# any code Telegram may introduce later are decided by the description ("error_code values may
+# change, so treat description matching as a fallback", TARGETS.md §1).
+BY_CODE: dict[int, tuple[Fault, str]] = {
+    401: (Fault.CONFIG, "the bot token in {env} was refused: check it with @BotFather"),
+    404: (Fault.CONFIG, "the Bot API knows no such token or method: check {env} and base_url {base_url}"),
+    403: (Fault.CONFIG, "add the bot to {chat} as an administrator allowed to post messages"),
+    429: (Fault.RATE_LIMITED, "Telegram asks us to slow down"),
+    # A 5xx is an answer, not silence. The Bot API server answers sendMessage only after TDLib
+    # reports the send as done or failed, so its own 500 ("Internal Server Error: …", JSON) means
+    # not posted. 502 and 503 come from the front proxy when the Bot API server is down or
+    # restarting (the usual outage signature): nothing was processed. 504 differs: the front
+    # forwarded the request and stopped waiting, which is TARGETS.md's "if the request was sent,
+    # mark it unknown".
+    500: (Fault.RETRY, "Telegram failed; retrying later"),
+    502: (Fault.RETRY, "Telegram's API front could not reach the Bot API server; retrying later"),
+    503: (Fault.RETRY, "Telegram is unavailable; retrying later"),
+    504: (Fault.UNKNOWN, "the gateway timed out after the request reached Telegram: it may have been posted"),
+}
+# Lower-case fragments of ``description``; the first match wins.
+BY_DESCRIPTION: tuple[tuple[str, Fault, str], ...] = (
+    ("chat not found", Fault.CONFIG, "check chat_id {chat} (a private channel needs the bot as a member)"),
+    ("bot was kicked", Fault.CONFIG, "the bot was removed from {chat}: add it back as an administrator"),
+    ("bot is not a member", Fault.CONFIG, "add the bot to {chat} as an administrator"),
+    ("need administrator rights", Fault.CONFIG, "make the bot an administrator of {chat}"),
+    ("not enough rights", Fault.CONFIG, "give the bot the right to post messages in {chat}"),
+    ("have no rights to send", Fault.CONFIG, "give the bot the right to post messages in {chat}"),
+    ("chat_write_forbidden", Fault.CONFIG, "give the bot the right to post messages in {chat}"),
+    ("can't parse entities", Fault.CONTENT, "the telegram template produced markup Telegram refuses"),
+    ("message is too long", Fault.CONTENT, "the rendered text is over Telegram's 4096 limit"),
+    ("caption is too long", Fault.CAPTION, "the caption is over Telegram's 1024 limit"),
+    ("text is empty", Fault.CONTENT, "the rendered message is empty"),
+    ("wrong file identifier/http url", Fault.PHOTO, "Telegram refused the image URL"),
+    ("failed to get http url content", Fault.PHOTO, "Telegram could not download the image"),
+    ("wrong type of the web page content", Fault.PHOTO, "the image URL is not an image"),
+    ("photo_invalid_dimensions", Fault.PHOTO, "the image's size is not accepted"),
+    ("image_process_failed", Fault.PHOTO, "Telegram could not process the image"),
+)
+# What an unlisted error means, by class of HTTP status.
+UNLISTED_3XX = (Fault.CONFIG, "the Bot API does not redirect: check base_url {base_url}")
+UNLISTED_4XX = (Fault.CONTENT, "Telegram refused this message")
+UNLISTED_5XX = (Fault.RETRY, "Telegram failed; retrying later")
+
+
+class ApiError(Exception):
+    """A Bot API answer with ``ok: false`` (or a non-JSON error page from its front)."""
+
+    def __init__(self, status: int, code: int, description: str, parameters: dict, retry_header: str = ""):
+        super().__init__(description)
+        self.status, self.code, self.description = status, code, description
+        self.parameters, self.retry_header = parameters, retry_header
+
+
+def classify(err: ApiError) -> tuple[Fault, str]:
+    """The fault an API error stands for, and advice for the admin (a template)."""
+    if err.parameters.get("migrate_to_chat_id"):
+        return Fault.MIGRATED, "the group is now supergroup {new}: set chat_id={new}"
+    if err.code == 429 or err.parameters.get("retry_after"):
+        return BY_CODE[429]
+    if err.code in BY_CODE:
+        return BY_CODE[err.code]
+    text = err.description.lower()
+    for fragment, fault, advice in BY_DESCRIPTION:
+        if fragment in text:
+            return fault, advice
+    if err.status >= 500 or err.code >= 500:
+        return UNLISTED_5XX
+    return UNLISTED_3XX if 300 <= err.status < 400 else UNLISTED_4XX
+
+
+def message_url(chat_id: int | str, username: str, message_id: int) -> str:
+    """The t.me link of a message: by username when public, /c/ (members only) when private."""
+    if username:
+        return f"https://t.me/{username}/{message_id}"
+    digits = str(chat_id)
+    if digits.startswith("-100") and digits[4:].isdigit():
+        return f"https://t.me/c/{digits[4:]}/{message_id}"
+    return ""  # a basic group has no message links
+
+
+def _scrub(text: str, token: str) -> str:
+    """Text without the token or its secret half (after the ":"), and redacted like every log line."""
+    secret = token.partition(":")[2]
+    for value in (token, secret if len(secret) >= 8 else ""):
+        if value:
+            text = text.replace(value, "<redacted>")
+    return redact(text)
+
+
+@register
+class TelegramAdapter(Adapter):
+    """Posts to a Telegram channel (or group) through a bot that is an administrator there."""
+
+    kind = "telegram"
+    label = "Telegram"
+    idempotent = False  # the Bot API has no idempotency key: a lost answer may hide a posted message
+    settings_spec = (
+        Setting("chat_id", "Channel to post to: @channelusername, or the numeric -100… id", required=True),
+        Setting(
+            "base_url", "Bot API server (self-hosted telegram-bot-api, emulator)", default=DEFAULT_BASE_URL
+        ),
+        Setting("silent", "Post without a notification (disable_notification)", default=False),
+        Setting("link_preview", "Show a preview of the post's link", default=True),
+        Setting("photo", "Send the image, the text as its caption, when it fits", default=True),
+        Setting("timeout", "Seconds to wait for the Bot API (default SYNDICATOR_TARGET_TIMEOUT)"),
+    )
+
+    # --- the contract ---------------------------------------------------------------------------
+
+    def send(self, message: Message, delivery: Delivery) -> SendResult:
+        """Publish the message: sendPhoto with caption when possible, else (or on refusal) sendMessage."""
+        token = self.secret()
+        self._chat_id()  # a bad chat_id is a configuration error before anything leaves
+        with self._client() as client:
+            fallback = ""
+            if message.image_url and message.caption and self._flag("photo"):
+                try:
+                    return self._result(self._deliver(client, token, "sendPhoto", self._photo(message)), "")
+                except ApiError as err:
+                    fault, advice = classify(err)
+                    if fault not in (Fault.PHOTO, Fault.CAPTION):
+                        raise self._error(err, token, "sendPhoto") from None
+                    # TARGETS.md says "retry later at most once, then fall back"; we fall back at
+                    # once: the news matters more than its picture, and a retry delays it.
+                    fallback = _scrub(f"{err.description[:200]} ({advice})", token)
+                    log.info(
+                        "Telegram target %s: photo not used, sending text: %s", self.target.name, fallback
+                    )
+            try:
+                answer = self._deliver(client, token, "sendMessage", self._text(message))
+            except ApiError as err:
+                raise self._error(err, token, "sendMessage") from None
+            return self._result(answer, fallback)
+
+    def check(self) -> str:
+        """Verify the token (getMe), the chat (getChat) and the bot's right to post (getChatMember)."""
+        token = self.secret()
+        chat_id = self._chat_id()
+        with self._client() as client:
+            try:
+                me = self._call(client, token, "getMe", {})
+                chat = self._call(client, token, "getChat", {"chat_id": chat_id})
+                member = self._call(
+                    client, token, "getChatMember", {"chat_id": chat_id, "user_id": me.get("id")}
+                )
+            except ApiError as err:
+                error = self._error(err, token, "check")
+                # Nothing is being posted: any refusal here is about the configuration.
+                if isinstance(error, PermanentError) and not isinstance(error, TargetBroken):
+                    error = TargetBroken(str(error), http_status=error.http_status)
+                raise error from None
+        bot, kind = f"@{me.get('username', me.get('id'))}", chat.get("type", "")
+        status = member.get("status", "")
+        may_post = status == "creator" or (
+            status == "administrator" and (kind != "channel" or member.get("can_post_messages", False))
+        )
+        if kind != "channel" and status == "member":
+            may_post = True  # group members post unless restricted
+        if not may_post:
+            raise TargetBroken(
+                f"Telegram: bot {bot} is '{status or 'unknown'}' in {chat_id}: make it an administrator "
+                "with the right to post messages"
+            )
+        title = chat.get("title") or chat.get("username") or ""
+        return f"ok: bot {bot} can post to {chat_id}" + (f' ({kind} "{title}")' if title else "")
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _deliver(self, client: httpx.Client, token: str, method: str, payload: dict) -> dict:
+        """Call a send method; on migrate_to_chat_id store the new chat id and resend once."""
+        try:
+            return self._call(client, token, method, {"chat_id": self._chat_id(), **payload})
+        except ApiError as err:
+            new_id = err.parameters.get("migrate_to_chat_id")
+            if not new_id:
+                raise
+            self._migrate(int(new_id))
+        try:
+            return self._call(client, token, method, {"chat_id": self._chat_id(), **payload})
+        except ApiError as err:
+            if err.parameters.get("migrate_to_chat_id"):
+                raise TargetBroken(
+                    f"Telegram: chat {self._chat_id()} migrated twice in one attempt: check chat_id",
+                    http_status=err.status,
+                ) from None
+            raise
+
+    def _call(self, client: httpx.Client, token: str, method: str, payload: dict) -> dict:
+        """One Bot API call: its ``result``, or ApiError; transport errors as DeliveryErrors."""
+        try:
+            response = http.request(client, "POST", f"/bot{token}/{method}", json=payload)
+        except DeliveryError as exc:  # TransientError or OutcomeUnknown, already redacted; scrub anyway
+            exc.args = (f"Telegram {method}: {_scrub(str(exc), token)}",)
+            raise
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success and not isinstance(body, dict):
+            # Not the Bot API at all (it always answers JSON): base_url points somewhere else.
+            raise TargetBroken(
+                f"Telegram {method}: {self._base_url()} answered {response.status_code} without JSON: "
+                "check base_url",
+                http_status=response.status_code,
+            )
+        body = body if isinstance(body, dict) else {}
+        if response.is_success and body.get("ok") is True and isinstance(body.get("result"), dict):
+            return body["result"]
+        if response.is_success:
+            # The Bot API said success in a shape we cannot read: it probably posted.
+            raise OutcomeUnknown(
+                f"Telegram {method}: HTTP {response.status_code} without a readable result",
+                http_status=response.status_code,
+            )
+        parameters = body.get("parameters")
+        code = body.get("error_code")
+        raise ApiError(
+            status=response.status_code,
+            code=code if isinstance(code, int) else response.status_code,
+            description=str(body.get("description") or f"HTTP {response.status_code}"),
+            parameters=parameters if isinstance(parameters, dict) else {},
+            retry_header=response.headers.get("retry-after", ""),
+        )
+
+    def _error(self, err: ApiError, token: str, method: str) -> DeliveryError:
+        """The DeliveryError an API error maps to, with a clear, redacted message."""
+        fault, advice = classify(err)
+        chat = self.target.settings.get("chat_id")
+        new = err.parameters.get("migrate_to_chat_id")
+        advice = advice.format(chat=repr(chat), base_url=self._base_url(), env=self._env(), new=new)
+        text = _scrub(f"Telegram {method}: {err.description[:300]} ({err.code}): {advice}", token)
+        status = err.status
+        if fault is Fault.RATE_LIMITED:
+            return RateLimited(text, retry_after=self._retry_after(err), http_status=status)
+        if fault is Fault.RETRY:
+            return TransientError(text, http_status=status)
+        if fault is Fault.UNKNOWN:
+            return OutcomeUnknown(text, http_status=status)
+        if fault in (Fault.CONFIG, Fault.MIGRATED):
+            return TargetBroken(text, http_status=status)
+        return PermanentError(text, http_status=status)  # CONTENT, and PHOTO/CAPTION outside sendPhoto
+
+    @staticmethod
+    def _retry_after(err: ApiError) -> float | None:
+        """parameters.retry_after (documented), else a Retry-After header (unverified), else None."""
+        for value in (err.parameters.get("retry_after"), err.retry_header):
+            try:
+                seconds = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+            if seconds > 0:
+                return seconds
+        return None
+
+    # --- payloads and results -------------------------------------------------------------------
+
+    def _text(self, message: Message) -> dict[str, Any]:
+        """sendMessage fields (chat_id is added per call)."""
+        preview: dict[str, Any] = {"is_disabled": not self._flag("link_preview")}
+        if message.link:
+            preview["url"] = message.link
+        return {
+            "text": message.text,
+            "parse_mode": message.parse_mode or "HTML",
+            "link_preview_options": preview,
+            "disable_notification": self._flag("silent"),
+        }
+
+    def _photo(self, message: Message) -> dict[str, Any]:
+        """sendPhoto fields: the image by URL (Telegram fetches it, ≤ 5 MB) and the caption."""
+        return {
+            "photo": message.image_url,
+            "caption": message.caption,
+            "parse_mode": message.parse_mode or "HTML",
+            "disable_notification": self._flag("silent"),
+        }
+
+    def _result(self, answer: dict, fallback: str) -> SendResult:
+        """The SendResult of a sent Message object."""
+        message_id = answer.get("message_id")
+        chat = answer.get("chat") if isinstance(answer.get("chat"), dict) else {}
+        if not isinstance(message_id, int):
+            raise OutcomeUnknown("Telegram accepted the message but its answer has no message_id")
+        chat_id = chat.get("id", self._chat_id())
+        username = str(chat.get("username") or "")
+        details = {
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "username": username,
+            "photo": "photo" in answer,
+        }
+        if fallback:
+            details["photo_fallback"] = fallback
+        return SendResult(
+            external_id=f"{chat_id}:{message_id}",
+            external_url=message_url(chat_id, username, message_id),
+            details=details,
+        )
+
+    def _migrate(self, new_chat_id: int) -> None:
+        """Store the supergroup's id in the target's settings (TARGETS.md: update the chat id)."""
+        from syndicator.models import Target
+
+        old = self.target.settings.get("chat_id")
+        self.target.settings = {**self.target.settings, "chat_id": new_chat_id}
+        if self.target.pk is not None:
+            with transaction.atomic():
+                row = Target.objects.select_for_update().get(pk=self.target.pk)
+                row.settings = {**row.settings, "chat_id": new_chat_id}
+                row.save(update_fields=["settings"])
+        log.warning(
+            "Telegram target %s: chat %s was upgraded to supergroup %s; chat_id updated",
+            self.target.name,
+            old,
+            new_chat_id,
+        )
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        return http.client(self._base_url(), timeout=self._timeout())
+
+    def _base_url(self) -> str:
+        return str(self.setting("base_url") or DEFAULT_BASE_URL)
+
+    def _env(self) -> str:
+        return f"${self.target.secret_env}" if self.target.secret_env else "the target's secret"
+
+    def _chat_id(self) -> int | str:
+        """chat_id as the Bot API takes it: "@username" or an integer; TargetBroken otherwise."""
+        raw = self.target.settings.get("chat_id")
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        value = str(raw or "").strip()
+        if re.fullmatch(r"@\w{4,}", value):
+            return value
+        if re.fullmatch(r"-?\d+", value):
+            return int(value)
+        hint = f"; did you mean '@{value}'?" if re.fullmatch(r"[A-Za-z]\w{3,}", value) else ""
+        raise TargetBroken(
+            f"Telegram: chat_id {value!r} of target {self.target.name!r} is neither @channelusername "
+            f"nor a numeric id{hint}"
+        )
+
+    def _flag(self, name: str) -> bool:
+        """A yes/no setting, whether stored as a bool or as the CLI's text."""
+        value = self.setting(name)
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise TargetBroken(
+            f"Telegram: setting {name}={value!r} of target {self.target.name!r} is not true/false"
+        )
+
+    def _timeout(self) -> float | None:
+        value = self.setting("timeout")
+        if value in (None, ""):
+            return None
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            seconds = 0.0
+        if seconds <= 0:
+            raise TargetBroken(
+                f"Telegram: timeout={value!r} of target {self.target.name!r} is not seconds > 0"
+            )
+        return seconds
