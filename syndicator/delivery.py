@@ -7,6 +7,7 @@ same task message, or a worker and the sweeper, can never both act on one delive
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -191,6 +192,8 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
         log.exception("delivery %s: unexpected error while sending", delivery_id)
         return _record_failure(delivery, attempt, OutcomeUnknown(f"unexpected error: {exc!r}"), started)
     now = timezone.now()
+    if result.details:  # what the network said beyond the id (photo id, per-recipient counts)
+        attempt.message = redact(json.dumps(result.details, ensure_ascii=False, default=str))[:5000]
     _finish_attempt(attempt, Outcome.SENT, started, now)
     Delivery.objects.filter(pk=delivery.pk, status__in=(Status.SENDING, Status.UNCERTAIN)).update(
         status=Status.SENT,

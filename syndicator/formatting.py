@@ -280,12 +280,15 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
     rtl = re.split(r"[-_]", language.lower())[0] in RTL_LANGUAGES or _mostly_rtl(title)
     url = _attr(post, "url").strip()
     utm = options.get("utm", True)
+    if isinstance(utm, str):  # from the CLI: "utm_source=x&utm_campaign=y"
+        utm = dict(parse_qsl(utm)) or False
     if utm is True or utm is None:
         utm = {"utm_source": fmt, "utm_medium": "email" if fmt == "email" else "social"}
     categories = getattr(post, "categories", None) or []
     if isinstance(categories, str):
         categories = [categories]
-    show_tags = bool(options.get("hashtags", fmt in ("twitter", "telegram")))
+    show_tags = options.get("hashtags")
+    show_tags = fmt in ("twitter", "telegram") if show_tags is None else bool(show_tags)
     tag_limit = options.get("hashtag_limit")
     return {
         "title": title,

@@ -14,7 +14,9 @@ _PATTERNS = [
         r"\1=<redacted>",
     ),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^/\s@]+)@"), r"\1\2:<redacted>@"),
-    (re.compile(r"(?i)\b(authorization:\s*)(bearer|basic|oauth)\s+[^\s,]+"), r"\1\2 <redacted>"),
+    (re.compile(r"(?i)\b(authorization:\s*)(bearer|basic)\s+[^\s,]+"), r"\1\2 <redacted>"),
+    # OAuth 1.0a header parameters: every one of oauth_token, oauth_consumer_key, oauth_signature...
+    (re.compile(r"(?i)\b(oauth_[a-z_]+)=\"[^\"]*\""), r'\1="<redacted>"'),
 ]
 
 

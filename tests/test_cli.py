@@ -138,7 +138,8 @@ def test_targets_add_outbox_stores_format_filters_and_typed_settings(feed):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ("telegram --name tg", "unknown target kind 'telegram'; available kinds: outbox"),
+        ("mastodon --name m", "unknown target kind 'mastodon'; available kinds: .*outbox"),
+        ("telegram --name tg", "telegram targets need --set chat_id="),
         ("outbox --name new --feeds 999", "no feed with id 999"),
         ("outbox --name new --feeds one", "bad feed id"),
         ("outbox --name new --set chat_id=5", "unknown setting 'chat_id' for outbox targets"),

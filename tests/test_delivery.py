@@ -176,3 +176,14 @@ def test_attempt_messages_are_redacted():
     url = "https://api.telegram.org/bot123456:AAE-secret_token/sendMessage?access_token=abc123"
     assert redact(url) == "https://api.telegram.org/bot<redacted>/sendMessage?access_token=<redacted>"
     assert "hunter2" not in redact("redis://user:hunter2@cache:6379/0")
+
+
+def test_oauth_and_bearer_headers_are_redacted_whole():
+    from syndicator.redact import redact
+
+    header = (
+        'Authorization: OAuth oauth_consumer_key="ck-123", oauth_token="42-secret", oauth_signature="s%3D"'
+    )
+    cleaned = redact(header)
+    assert "ck-123" not in cleaned and "42-secret" not in cleaned and "s%3D" not in cleaned
+    assert "abc.def" not in redact("authorization: Bearer abc.def")

@@ -607,3 +607,21 @@ def test_empty_post_raises_permanent_error() -> None:
 def test_unknown_format_raises_permanent_error() -> None:
     with pytest.raises(PermanentError, match="unknown message format"):
         render_message(make_post(title="Title"), "myspace")
+
+
+def test_utm_and_hashtag_options_as_the_cli_stores_them():
+    post = SimpleNamespace(
+        title="A title",
+        url="https://site.example/p?id=1",
+        summary="",
+        content="",
+        author="",
+        categories=["World"],
+        image_url="",
+        language="en",
+        published_at=None,
+    )
+    custom = render_message(post, "twitter", options={"utm": "utm_source=newsletter", "hashtags": False})
+    assert "https://site.example/p?id=1&utm_source=newsletter" in custom.text and "#World" not in custom.text
+    off = render_message(post, "twitter", options={"utm": False})
+    assert "utm_" not in off.text and "#World" in off.text

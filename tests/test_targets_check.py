@@ -37,3 +37,10 @@ def test_check_fails_with_the_reason_and_a_non_zero_exit():
 def test_check_of_an_unknown_target_is_a_one_line_error():
     with pytest.raises(CommandError, match="nope"):
         run_check("nope")
+
+
+def test_formatting_switches_are_settings_of_every_kind():
+    call_command("targets", "add", "outbox", "--name", "plain", "--set", "hashtags=false", "utm=false")
+    call_command("targets", "add", "outbox", "--name", "tagged", "--set", "utm=utm_source=newsletter")
+    assert Target.objects.get(name="plain").settings == {"hashtags": False, "utm": False}
+    assert Target.objects.get(name="tagged").settings == {"utm": "utm_source=newsletter"}

@@ -32,6 +32,14 @@ class SendResult:
     details: dict = field(default_factory=dict)
 
 
+# Settings the formatting layer reads for every network (syndicator.formatting.render_message).
+FORMAT_SETTINGS = (
+    Setting("hashtags", "Hashtags from the post's categories (default: on for X and Telegram)"),
+    Setting("hashtag_limit", "At most this many hashtags", default=3),
+    Setting("utm", "UTM parameters: false to add none, or a query such as utm_source=x&utm_campaign=y"),
+)
+
+
 class Adapter:
     """Base class of target adapters: render a delivery into a Message, then send it.
 
@@ -43,6 +51,11 @@ class Adapter:
     settings_spec: ClassVar[tuple[Setting, ...]] = ()
     # Whether re-sending after an ambiguous outcome is harmless (nothing public happens twice).
     idempotent: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        own = {spec.name for spec in cls.settings_spec}
+        cls.settings_spec = (*cls.settings_spec, *(s for s in FORMAT_SETTINGS if s.name not in own))
 
     def __init__(self, target: Target) -> None:
         self.target = target

@@ -99,7 +99,10 @@ class Emulator:
         self._httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         name = type(self).__name__
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name=name, daemon=True)
+        # A short poll interval: shutdown() waits up to one interval (0.5 s by default, per test).
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        )
         self._thread.start()
         return self
 

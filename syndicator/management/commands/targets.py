@@ -51,11 +51,13 @@ TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"
 
 def coerce_setting(spec: Setting, raw: str) -> object:
     """A --set value typed as its setting expects: booleans, whole numbers become ints."""
+    word = raw.strip().lower()
     if isinstance(spec.default, bool):
-        word = raw.strip().lower()
         if word not in TRUE_WORDS | FALSE_WORDS:
             raise UserError(f"bad --set {spec.name}={raw}: {spec.name} is true or false")
         return word in TRUE_WORDS
+    if spec.default is None and word in {"true", "false"}:  # a switch without a declared default
+        return word == "true"
     if INT_RE.fullmatch(raw.strip()):
         return int(raw)
     if isinstance(spec.default, int | float) and not isinstance(spec.default, bool):
@@ -221,7 +223,7 @@ class Command(SyndicatorCommand):
         table = new_table("name", "kind", "check", "detail")
         for found in targets:
             try:
-                verdict, detail = "ok", get_adapter(found).check()
+                verdict, detail = "ok", get_adapter(found).check().removeprefix("ok: ")
             except Exception as exc:  # every failure is a verdict here, never a traceback
                 failed += 1
                 verdict, detail = "failed", f"{type(exc).__name__}: {redact(str(exc))}"
