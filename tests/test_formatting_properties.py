@@ -19,6 +19,7 @@ from syndicator.formatting import (
     truncate,
     twitter_length,
 )
+from tests.emulators.telegram import telegram_parse
 
 # Telegram's HTML parse mode accepts these tags only; the default template uses two of them.
 TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote"}
@@ -95,6 +96,10 @@ def test_telegram_text_fits_4096_uses_allowed_tags_only_and_keeps_the_link(post:
     assert not re.search(r"&(?!(?:amp|lt|gt|quot|#x27|#\d+);)", message.text)  # no cut entity
     assert message.caption in ("", message.text)
     assert telegram_length(message.caption) <= 1024
+    # And Telegram itself (the emulator's port of TDLib's parser) accepts it, within its limit.
+    parsed, error = telegram_parse(message.text)
+    assert error is None, error
+    assert 0 < len(parsed) <= 4096
 
 
 @settings(max_examples=100, deadline=None)
