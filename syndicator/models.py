@@ -201,3 +201,79 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome or 'in progress'}"
+
+
+class SubscriberQuerySet(models.QuerySet):
+    """Subscribers with the filters the email adapter and the CLI share."""
+
+    def active(self) -> SubscriberQuerySet:
+        """Those who get mail: neither unsubscribed nor suppressed."""
+        return self.filter(unsubscribed_at__isnull=True, suppressed_at__isnull=True)
+
+
+class Subscriber(models.Model):
+    """One address on an email target's list; an unsubscribed or suppressed address gets no mail."""
+
+    target = models.ForeignKey(
+        Target, on_delete=models.CASCADE, related_name="subscribers", limit_choices_to={"kind": "email"}
+    )
+    email = models.EmailField()
+    name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # Set by the one-click unsubscribe link (RFC 8058); the row stays, so an import never re-adds it.
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+    # Set when the server refuses the address for good (a 5xx for the mailbox, TARGETS.md §4).
+    suppressed_at = models.DateTimeField(null=True, blank=True)
+    suppressed_reason = models.TextField(blank=True, help_text="The server's reply, redacted.")
+
+    objects = SubscriberQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["target", "email"], name="subscriber_unique_email_per_target")
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def state(self) -> str:
+        """active, unsubscribed or suppressed."""
+        if self.unsubscribed_at:
+            return "unsubscribed"
+        return "suppressed" if self.suppressed_at else "active"
+
+
+class EmailRecipientResult(models.Model):
+    """What the SMTP server answered for one subscriber of one email delivery.
+
+    An automatic retry sends only to the subscribers whose row is missing or deferred, so one bad
+    address never blocks the rest and nobody gets the same post twice; an admin's retry also
+    re-sends to the unknown and the refused (syndicator/targets/email.py).
+    """
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted"  # 2xx after the final "." of DATA
+        DEFERRED = "deferred"  # 4xx, or the session broke before the message was sent: retry
+        REFUSED = "refused"  # 5xx: never retried automatically
+        # The message was sent and no reply came: it may have arrived. Written before DATA too,
+        # so a worker killed mid-send leaves this, never a false "deferred".
+        UNKNOWN = "unknown"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="email_results")
+    subscriber = models.ForeignKey(Subscriber, on_delete=models.CASCADE, related_name="results")
+    status = models.CharField(max_length=10, choices=Status.choices)
+    smtp_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    smtp_reply = models.TextField(blank=True, help_text="The server's last reply, redacted.")
+    message_id = models.CharField(max_length=300, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["delivery_id", "subscriber_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "subscriber"], name="email_result_unique_recipient")
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.delivery_id} to {self.subscriber_id}: {self.status}"

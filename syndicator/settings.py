@@ -191,6 +191,8 @@ SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15
 SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
 # Base URL of the web app as the outside world sees it (one-click unsubscribe links in email).
 SYNDICATOR_PUBLIC_URL = os.environ.get("SYNDICATOR_PUBLIC_URL", "http://127.0.0.1:8000")
+# How long an email's unsubscribe link works, in seconds (the token is signed and timestamped).
+SYNDICATOR_UNSUBSCRIBE_MAX_AGE = int(os.environ.get("SYNDICATOR_UNSUBSCRIBE_MAX_AGE", 90 * 86400))
 
 # Jinja2 message templates (templates/messages/*.j2).
 SYNDICATOR_MESSAGE_TEMPLATES = BASE_DIR / "templates" / "messages"
@@ -208,5 +210,9 @@ LOGGING = {
         # httpx logs every request URL at INFO; a Telegram token is part of that URL.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # requests_oauthlib and oauthlib log the OAuth parameters (consumer key, access token) at
+        # DEBUG; a debug log must not carry credentials.
+        "oauthlib": {"level": "INFO"},
+        "requests_oauthlib": {"level": "INFO"},
     },
 }

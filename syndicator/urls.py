@@ -1,4 +1,4 @@
-"""URL routes: the admin (delivery log, feeds, targets) and the bundled demo feeds."""
+"""URL routes: the admin (delivery log, feeds, targets), the bundled demo feeds, email unsubscribe."""
 
 from django.contrib import admin
 from django.urls import path
@@ -15,4 +15,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("demo/feeds/<str:name>", views.demo_feed, name="demo-feed"),
+    path("unsubscribe/<str:token>", views.unsubscribe, name="unsubscribe"),
 ]

@@ -1,11 +1,20 @@
-"""Small views outside the admin: a health probe and the bundled demo feeds."""
+"""Small views outside the admin: a health probe, the bundled demo feeds, email unsubscribe."""
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
+from django.core import signing
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
+from django.utils.html import format_html
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods
+
+from syndicator import mailing
+
+log = logging.getLogger(__name__)
 
 DEMO_FEEDS_DIR = settings.PACKAGE_DIR / "demo_feeds"
 
@@ -25,3 +34,56 @@ def demo_feed(request: HttpRequest, name: str) -> HttpResponse:
     if path.parent != DEMO_FEEDS_DIR.resolve() or path.suffix != ".rss" or not path.is_file():
         raise Http404("no such demo feed")
     return HttpResponse(path.read_bytes(), content_type="application/rss+xml; charset=utf-8")
+
+
+# --- one-click unsubscribe (RFC 8058) ----------------------------------------------------------
+
+_PAGE = (
+    '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    '<meta name="robots" content="noindex"><title>{}</title></head>'
+    '<body style="font-family: sans-serif; max-width: 36em; margin: 3em auto; padding: 0 1em;">'
+    '<h1 style="font-size: 1.3em;">{}</h1>{}</body></html>\n'
+)
+
+
+def _page(title: str, body: str, status: int = 200) -> HttpResponse:
+    """A small self-contained HTML page (no login, no cookies, no static files)."""
+    return HttpResponse(format_html(_PAGE, title, title, body), status=status)
+
+
+@csrf_exempt  # mail providers POST "List-Unsubscribe=One-Click" with no cookie and no CSRF token
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """GET: confirm with a button (link scanners must not unsubscribe anyone); POST: unsubscribe."""
+    try:
+        subscriber = mailing.subscriber_for_token(token)
+    except signing.SignatureExpired:
+        return _page(
+            "This unsubscribe link has expired",
+            format_html("<p>{}</p>", "Use the link in a more recent email, or reply to ask to be removed."),
+            status=400,
+        )
+    except signing.BadSignature:
+        return _page(
+            "This unsubscribe link is not valid",
+            format_html("<p>{}</p>", "Check that the whole link was copied from the email."),
+            status=400,
+        )
+    list_name = subscriber.target.settings.get("from_name") or subscriber.target.name
+    if request.method == "POST":
+        stopped = mailing.unsubscribe(subscriber)
+        log.info("subscriber %s of %s unsubscribed (one-click: %s)", subscriber.pk, list_name, stopped)
+        return _page(
+            "You are unsubscribed",
+            format_html("<p>{} will send no more mail to {}.</p>", list_name, subscriber.email),
+        )
+    if subscriber.unsubscribed_at:
+        return _page("You are unsubscribed", format_html("<p>{} is not on the list.</p>", subscriber.email))
+    form = format_html(
+        '<p>Stop mail from {} to {}?</p><form method="post"><button type="submit" name="List-Unsubscribe" '
+        'value="One-Click">Unsubscribe</button></form>',
+        list_name,
+        subscriber.email,
+    )
+    return _page("Unsubscribe", form)

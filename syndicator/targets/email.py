@@ -1,0 +1,335 @@
+"""Email: one message per subscriber over SMTP (smtplib + email.message), with one-click unsubscribe.
+
+Each attempt opens one SMTP session and sends every pending subscriber a personal copy (its own
+List-Unsubscribe URL) with the low-level mail()/rcpt()/data() calls, so the final 250 reply (often a
+queue id) is kept (TARGETS.md §4). The server's answer for each subscriber is recorded in
+``EmailRecipientResult`` as it arrives, and the attempt's error is decided from all of them:
+
+    every pending subscriber answered        accepted ≥ 1: sent ("accepted 12, refused 1")
+                                             all refused: PermanentError; none at all: sent, 0
+    some deferred (4xx), or the session      TransientError (RateLimited after a slow-down code
+      broke before their message went          or a paused batch); the retry sends only to them
+    nothing pending, some "unknown"          OutcomeUnknown: the delivery becomes uncertain
+
+"unknown" is a subscriber whose message went out (the final "." of DATA) with no reply after it:
+it may have arrived, so no automatic retry re-sends it, and while others are still deferred the
+attempt stays a TransientError (they deserve their retries). Only when nothing else is pending is
+the whole delivery uncertain; an admin's retry (a fresh retry budget) then re-sends to every
+active subscriber not yet accepted: the unknown ones and those refused for the content.
+
+What each SMTP reply and error means (TARGETS.md §4, "retry vs give up") is one table, in
+syndicator/targets/_smtp.py with the session plumbing.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.utils import timezone
+from django.utils.text import slugify
+
+from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
+from syndicator.mailing import WIRE, Sender, ascii_address, build_message, make_message_id
+from syndicator.targets import _smtp
+from syndicator.targets._smtp import Outcome, Server
+from syndicator.targets.base import Adapter, SendResult, Setting, register
+
+if TYPE_CHECKING:
+    from syndicator.formatting import Message
+    from syndicator.models import Delivery, Subscriber
+
+SECURITY = ("starttls", "tls", "none")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """A target's settings, checked and typed (the password is never part of it)."""
+
+    server: Server
+    sender: Sender
+    rate_limit_wait: float
+    batch_seconds: float
+
+
+@register
+class EmailAdapter(Adapter):
+    """A mailing list: every active subscriber of the target gets the post by SMTP."""
+
+    kind = "email"
+    label = "email"
+    settings_spec = (
+        Setting("host", "SMTP server host name", required=True),
+        Setting("port", "SMTP port (default 587, or 465 with security=tls)"),
+        Setting("security", "TLS mode; none only to a loopback host", default="starttls", choices=SECURITY),
+        Setting("username", "SMTP login; the password comes from the target's secret env variable"),
+        Setting("from_address", "Sender address (From and envelope)", required=True),
+        Setting("from_name", "Sender display name"),
+        Setting("reply_to", "Reply-To address"),
+        Setting("list_id", "List-Id (default <target-name>.syndicator)"),
+        Setting("unsubscribe_mailto", "Address for a mailto: List-Unsubscribe beside the HTTPS one"),
+        Setting("timeout", "Seconds per SMTP operation (default SYNDICATOR_TARGET_TIMEOUT)"),
+        Setting("allow_insecure", "Allow security=none to a host that is not loopback", default=False),
+        Setting("ca_file", "CA bundle to verify the server's certificate (default: the system's)"),
+        Setting("rate_limit_wait", "Seconds to wait after the server says to slow down", default=300),
+        Setting("batch_seconds", "Sending time per attempt; the rest follows in the next", default=45),
+    )
+
+    # --- configuration --------------------------------------------------------------------------
+
+    def config(self) -> SmtpConfig:
+        """The settings, validated; TargetBroken naming the first bad one."""
+        name = self.target.name
+        host = str(self.setting("host") or "").strip()
+        if not host:
+            raise TargetBroken(f"email target {name!r}: set host")
+        security = str(self.setting("security") or "starttls")
+        if security not in SECURITY:
+            raise TargetBroken(f"email target {name!r}: security is starttls, tls or none, not {security!r}")
+        if security == "none" and not _smtp.is_loopback(host) and not _flag(self.setting("allow_insecure")):
+            raise TargetBroken(
+                f"email target {name!r}: security=none would send mail and password in clear text to "
+                f"{host}; use starttls or tls (allow_insecure=true overrides this)"
+            )
+        from_address = str(self.setting("from_address") or "").strip()
+        for field in ("from_address", "reply_to", "unsubscribe_mailto"):
+            value = str(self.setting(field) or "").strip()
+            if value or field == "from_address":
+                try:
+                    validate_email(value)
+                except ValidationError:
+                    raise TargetBroken(
+                        f"email target {name!r}: {field} {value!r} is not an address"
+                    ) from None
+        ca_file = str(self.setting("ca_file") or "")
+        if ca_file and not os.path.isfile(ca_file):
+            raise TargetBroken(f"email target {name!r}: ca_file {ca_file} does not exist")
+        timeout = _number(self.setting("timeout"), "timeout", float) or settings.SYNDICATOR_TARGET_TIMEOUT
+        return SmtpConfig(
+            server=Server(
+                host=host,
+                port=_number(self.setting("port"), "port", int) or (465 if security == "tls" else 587),
+                security=security,
+                username=str(self.setting("username") or ""),
+                timeout=timeout,
+                ca_file=ca_file,
+                secret_env=self.target.secret_env,
+            ),
+            sender=Sender(
+                address=from_address,
+                name=str(self.setting("from_name") or ""),
+                reply_to=str(self.setting("reply_to") or ""),
+                list_id=str(self.setting("list_id") or f"{slugify(name) or 'list'}.syndicator"),
+                unsubscribe_mailto=str(self.setting("unsubscribe_mailto") or ""),
+            ),
+            rate_limit_wait=_number(self.setting("rate_limit_wait"), "rate_limit_wait", float) or 300.0,
+            batch_seconds=_number(self.setting("batch_seconds"), "batch_seconds", float) or 45.0,
+        )
+
+    # --- check and send -------------------------------------------------------------------------
+
+    def check(self) -> str:
+        """Connect, EHLO, STARTTLS or TLS, log in if configured, QUIT: one verdict line."""
+        server = self.config().server
+        _smtp.close_session(_smtp.open_session(server, self.password(server)))
+        if server.username:
+            verdict = f"SMTP login to {server.where} as {server.username}, {server.security}"
+        else:
+            verdict = f"SMTP connection to {server.where} (no login configured), {server.security}"
+        active = self.target.subscribers.active().count()
+        verdict += f"; {active} active subscriber{'' if active == 1 else 's'}"
+        if not settings.SYNDICATOR_PUBLIC_URL.lower().startswith("https://"):
+            verdict += "; warning: SYNDICATOR_PUBLIC_URL is not https, so one-click unsubscribe is ignored"
+        return verdict
+
+    def password(self, server: Server) -> str:
+        """The SMTP password from the target's environment variable ("" without a username)."""
+        return self.secret() if server.username else ""
+
+    def send(self, message: Message, delivery: Delivery) -> SendResult:
+        """Send to every pending subscriber in one session; decide from all their answers."""
+        config = self.config()
+        # A fresh retry budget (first attempt, or an admin's retry) re-sends to all not accepted;
+        # automatic retries only to the deferred and the never tried.
+        fresh = delivery.attempts <= delivery.budget_start + 1
+        recipients = self.pending(delivery, fresh=fresh)
+        slow_down = paused = False
+        if recipients:
+            started = time.monotonic()
+            password = self.password(config.server)
+            smtp = _smtp.open_session(config.server, password)
+            try:
+                for number, subscriber in enumerate(recipients, start=1):
+                    outcome = self.send_one(smtp, config, message, delivery, subscriber, password)
+                    if outcome.stop:
+                        slow_down = outcome.slow_down
+                        break
+                    # The task has a time limit: pause between messages, the next attempt goes on.
+                    if number < len(recipients) and time.monotonic() - started > config.batch_seconds:
+                        paused = True
+                        break
+            finally:
+                _smtp.close_session(smtp)
+        return self.verdict(delivery, config, slow_down=slow_down, paused=paused)
+
+    def pending(self, delivery: Delivery, *, fresh: bool = False) -> list[Subscriber]:
+        """Active subscribers still to be sent this delivery, in a stable order."""
+        from syndicator.models import EmailRecipientResult as Result
+
+        final = (
+            [Result.Status.ACCEPTED]
+            if fresh
+            else [Result.Status.ACCEPTED, Result.Status.REFUSED, Result.Status.UNKNOWN]
+        )
+        done = Result.objects.filter(delivery=delivery, status__in=final).values("subscriber_id")
+        return list(self.target.subscribers.active().exclude(pk__in=done).order_by("pk"))
+
+    def send_one(
+        self,
+        smtp: smtplib.SMTP,
+        config: SmtpConfig,
+        message: Message,
+        delivery: Delivery,
+        subscriber: Subscriber,
+        password: str,
+    ) -> Outcome:
+        """MAIL, RCPT, DATA for one subscriber; its result is recorded before this returns."""
+        from syndicator.models import EmailRecipientResult as Result
+
+        Status = Result.Status
+        sender, where = config.sender.address, config.server.where
+        message_id = make_message_id(delivery.post, subscriber.email, sender)
+        address = ascii_address(subscriber.email)
+        if address is None:  # an internationalised local part needs SMTPUTF8, which we do not speak
+            return self.record(
+                delivery, subscriber, message_id, Outcome(Status.REFUSED, reply="non-ASCII address")
+            )
+        payload = build_message(config.sender, message, subscriber, message_id).as_bytes(policy=WIRE)
+        smtp.payload_sent = False  # type: ignore[attr-defined]  (set by _Tracked)
+        stage = "MAIL"
+        try:
+            code, reply = smtp.mail(sender)
+            if 500 <= code < 600:  # the sender, not this reader, is refused: configuration
+                raise TargetBroken(
+                    f"SMTP {where} refuses the sender {sender} ({code} {_smtp.clean(reply, password)}): "
+                    "check from_address and the login",
+                    http_status=code,
+                )
+            if code == 250:
+                stage = "RCPT"
+                code, reply = smtp.rcpt(address)
+            if code in (250, 251):
+                stage = "DATA"
+                # Written ahead: a worker killed from here on leaves "unknown", never a false "deferred".
+                self.record(delivery, subscriber, message_id, Outcome(Status.UNKNOWN, reply="no reply yet"))
+                code, reply = smtp.data(payload)
+        except smtplib.SMTPDataError as exc:  # DATA itself refused: the message never went
+            code, reply = exc.smtp_code, exc.smtp_error
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            status = Status.UNKNOWN if getattr(smtp, "payload_sent", False) else Status.DEFERRED
+            text = f"{type(exc).__name__} at {stage}: {_smtp.clean(str(exc), password)}"
+            return self.record(delivery, subscriber, message_id, Outcome(status, reply=text, stop=True))
+        outcome = _smtp.reply_outcome(code, _smtp.clean(reply, password), stage)
+        if outcome.status != Status.ACCEPTED and not outcome.stop:
+            _smtp.rset(smtp)  # end the open transaction before the next MAIL
+        suppress = _smtp.condemns(code, outcome.reply, stage)
+        return self.record(delivery, subscriber, message_id, outcome, suppress=suppress)
+
+    def record(
+        self,
+        delivery: Delivery,
+        subscriber: Subscriber,
+        message_id: str,
+        outcome: Outcome,
+        *,
+        suppress: bool = False,
+    ) -> Outcome:
+        """Store one subscriber's result (and suppress the address after a final refusal)."""
+        from syndicator.models import EmailRecipientResult, Subscriber
+
+        reply = f"{outcome.code} {outcome.reply}".strip() if outcome.code else outcome.reply
+        EmailRecipientResult.objects.update_or_create(
+            delivery=delivery,
+            subscriber=subscriber,
+            defaults={
+                "status": outcome.status,
+                "smtp_code": outcome.code,
+                "smtp_reply": reply[:2000],
+                "message_id": message_id,
+            },
+        )
+        if suppress:
+            Subscriber.objects.filter(pk=subscriber.pk, suppressed_at__isnull=True).update(
+                suppressed_at=timezone.now(), suppressed_reason=reply[:2000]
+            )
+        return outcome
+
+    def verdict(self, delivery: Delivery, config: SmtpConfig, *, slow_down: bool, paused: bool) -> SendResult:
+        """The attempt's result from every recorded answer of the delivery (see the module docstring)."""
+        from syndicator.models import EmailRecipientResult as Result
+
+        results = Result.objects.filter(delivery=delivery).order_by("updated_at", "pk")
+        rows = list(results.values_list("status", "smtp_reply"))
+        counts = Counter(status for status, _ in rows)
+        pending = len(self.pending(delivery))
+        waiting = f"{pending} recipient{'' if pending == 1 else 's'}"
+        parts = [f"accepted {counts[Result.Status.ACCEPTED]}"]
+        parts += [
+            f"{label} {n}"
+            for label, n in (("refused", counts["refused"]), ("unknown", counts["unknown"]))
+            if n
+        ]
+        summary = ", ".join(parts)
+        last = next(
+            (reply for status, reply in reversed(rows) if status == Result.Status.DEFERRED), "not tried yet"
+        )
+        if pending and (slow_down or paused):
+            why = (
+                f"the server asks to slow down ({last})"
+                if slow_down
+                else "paused to stay within the task time"
+            )
+            wait = config.rate_limit_wait if slow_down else 1.0
+            raise RateLimited(f"email: {waiting} wait: {why}; {summary}", retry_after=wait)
+        if pending:
+            raise TransientError(
+                f"email: {waiting} deferred ({last}); {summary}; the retry sends only to them"
+            )
+        if counts[Result.Status.UNKNOWN]:
+            raise OutcomeUnknown(
+                f"email: {summary}; for {counts['unknown']} the connection was lost after the message was "
+                "sent, so it may have arrived; retrying the delivery re-sends to everyone not accepted"
+            )
+        if not counts[Result.Status.ACCEPTED] and counts[Result.Status.REFUSED]:
+            first = next(reply for status, reply in rows if status == Result.Status.REFUSED)
+            raise PermanentError(f"email: all {counts['refused']} recipients refused ({first})")
+        details = {"recipients": len(rows), **{status: counts[status] for status in Result.Status.values}}
+        if not rows:
+            details["note"] = "no active subscribers: nothing to send"
+            summary = "accepted 0 (no active subscribers)"
+        return SendResult(external_id=summary, details=details)
+
+
+def _flag(value: object) -> bool:
+    """A yes/no setting, which the CLI may store as text."""
+    return value is True or str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _number(value: object, name: str, kind: type) -> Any:
+    """A numeric setting (the CLI may store it as text); None when unset, TargetBroken when bad."""
+    if value in (None, ""):
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise TargetBroken(f"setting {name} must be a number, not {value!r}") from None
+    if number <= 0:
+        raise TargetBroken(f"setting {name} must be positive, not {value!r}")
+    return number
