@@ -1,0 +1,91 @@
+"""One contract for every network adapter, run against each network's emulator over real I/O.
+
+Every registered adapter (but the outbox dry run) must have a harness in tests/emulators/, send a
+real post and answer with an external id, and turn each failure mode into the right error class.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+
+import pytest
+
+from syndicator.errors import RateLimited, TargetBroken
+from syndicator.models import Delivery, Feed, Post
+from syndicator.targets import ADAPTERS, get_adapter
+
+HARNESS_MODULES = {
+    "telegram": "tests.emulators.telegram",
+    "facebook": "tests.emulators.graph",
+    "twitter": "tests.emulators.x",
+    "email": "tests.emulators.smtp",
+}
+FAILURE_MODES = ("server_error", "rate_limited", "timeout", "bad_token", "rejected_content")
+
+pytestmark = pytest.mark.django_db
+
+
+def test_every_registered_network_has_a_harness():
+    assert set(ADAPTERS) - {"outbox"} == set(HARNESS_MODULES)
+
+
+@pytest.fixture(params=sorted(HARNESS_MODULES))
+def harness(request) -> Iterator[object]:
+    module = importlib.import_module(HARNESS_MODULES[request.param])
+    with module.Harness() as running:
+        yield running
+
+
+@pytest.fixture
+def post() -> Post:
+    feed = Feed.objects.create(url="https://www.nejatngo.org/en/feed/", language="en")
+    return Post.objects.create(
+        feed=feed,
+        guid="https://www.nejatngo.org/?p=90006",
+        url="https://www.nejatngo.org/en/?p=90006",
+        title="Nejat NewsLetter – January 2026",
+        summary="The January issue of the Nejat NewsLetter is out.",
+        content="<p>The January issue of the Nejat NewsLetter is out.</p>",
+        categories=["MEK"],
+        language="en",
+    )
+
+
+def send(harness, post: Post):
+    target = harness.make_target()
+    delivery = Delivery.objects.create(post=post, target=target)
+    adapter = get_adapter(target)
+    return adapter.send(adapter.render(delivery), delivery)
+
+
+def test_send_publishes_once_and_answers_with_an_external_id(harness, post):
+    result = send(harness, post)
+
+    assert result.external_id
+    if harness.kind != "email":  # email has no public URL (TARGETS.md)
+        assert result.external_url.startswith("https://")
+    sent = harness.sent()
+    assert len(sent) == 1
+    assert "Nejat NewsLetter" in sent[0]["text"]
+
+
+@pytest.mark.parametrize("mode", FAILURE_MODES)
+def test_each_failure_mode_raises_its_error_class(harness, post, mode):
+    harness.inject(mode)
+    with pytest.raises(Exception) as raised:
+        send(harness, post)
+
+    expected = harness.expected[mode]
+    assert type(raised.value) is expected, f"{harness.kind}/{mode}: {raised.value!r}"
+    if isinstance(raised.value, RateLimited):
+        assert raised.value.retry_after and raised.value.retry_after > 0
+    assert harness.sent() == [], "a failed send published nothing"
+
+
+def test_check_accepts_good_credentials_and_rejects_a_dead_token(harness):
+    target = harness.make_target()
+    assert get_adapter(target).check()
+    harness.inject("bad_token")
+    with pytest.raises(TargetBroken):
+        get_adapter(target).check()
