@@ -9,7 +9,7 @@ from django.utils.html import format_html
 
 from syndicator import delivery as deliveries
 from syndicator.health import feed_health, target_health
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Feed, Post, Subscriber, Target
 
 STATUS_COLOURS = {
     "sent": "#2e7d32",
@@ -64,6 +64,19 @@ class DeliveryAttemptInline(admin.TabularInline):
         return False
 
 
+class EmailRecipientInline(admin.TabularInline):
+    """Per-recipient results of an email delivery: who got it, who was deferred or refused."""
+
+    model = EmailRecipientResult
+    extra = 0
+    can_delete = False
+    fields = ("subscriber", "status", "smtp_code", "smtp_reply", "message_id", "updated_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     list_display = (
@@ -82,7 +95,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     search_fields = ("post__title", "post__url", "last_error", "rendered_text")
     list_select_related = ("post", "target")
     date_hierarchy = "created_at"
-    inlines = [DeliveryAttemptInline]
+    inlines = [DeliveryAttemptInline, EmailRecipientInline]
     actions = ["retry_selected", "cancel_selected"]
     readonly_fields = (
         "post",
@@ -245,3 +258,19 @@ class PostAdmin(admin.ModelAdmin):
             badge(d.status, f"{d.target.name}: {d.status}") for d in obj.deliveries.select_related("target")
         ]
         return format_html(" ".join(["{}"] * len(parts)), *parts) if parts else "—"
+
+
+@admin.register(Subscriber)
+class SubscriberAdmin(admin.ModelAdmin):
+    list_display = (
+        "email",
+        "name",
+        "target",
+        "created_at",
+        "unsubscribed_at",
+        "suppressed_at",
+        "suppressed_reason",
+    )
+    list_filter = ("target",)
+    search_fields = ("email", "name")
+    readonly_fields = ("unsubscribed_at", "suppressed_at", "suppressed_reason")

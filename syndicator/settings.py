@@ -122,7 +122,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+# Only for a deployment that runs collectstatic; otherwise whitenoise serves from the apps.
+STATIC_ROOT = os.environ.get("STATIC_ROOT") or None
 # Serve the admin's static files straight from the installed apps: no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", 8 * 3600))
