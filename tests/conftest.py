@@ -34,6 +34,9 @@ def celery_app():
     from celeryproject import app
 
     app.conf.broker_url = TEST_BROKER_URL
+    # In-process worker threads must not keep connections to the test database open past a test:
+    # the database could not be dropped at the end of the session.
+    app.conf.CELERY_DB_REUSE_MAX = None
     app.conf.broker_transport_options = {
         **app.conf.broker_transport_options,
         "global_keyprefix": f"synd-test-{uuid.uuid4().hex[:8]}:",

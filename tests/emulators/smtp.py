@@ -21,7 +21,6 @@ import asyncio
 import email
 import email.policy
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -343,8 +342,3 @@ class Harness:
     def inject(self, mode: str) -> None:
         """Make the next SMTP session fail this way."""
         self.server.fail_next_session(**self.FAULTS[mode])
-
-
-def openssl_available() -> bool:
-    """Whether the openssl command is there to make a test certificate."""
-    return shutil.which("openssl") is not None

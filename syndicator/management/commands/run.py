@@ -135,8 +135,6 @@ class Command(BaseCommand):
     def handle(self, *args: object, host: str, port: int, no_demo: bool, **options: object) -> None:
         data_dir = Path(settings.DATA_DIR)
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        # WhiteNoise warns on every start while STATIC_ROOT is missing (it serves from the finders).
-        Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
         lock = RunLock(data_dir / "run.lock")
         lock.acquire()
         become_subreaper()
