@@ -133,27 +133,34 @@ def _newest(posts: list[Post], count: int) -> list[Post]:
     return ranked[:count]
 
 
+def post_from_item(feed: Feed, item: feeds.ParsedItem, now: datetime | None = None) -> Post:
+    """An unsaved Post of a feed from one parsed (and sanitized) item, fields cut to their columns."""
+    return Post(
+        feed=feed,
+        guid=item.guid[:2000],
+        url=item.url[:2000],
+        title=item.title,
+        summary=item.summary,
+        content=item.content,
+        author=item.author[:300],
+        categories=item.categories,
+        image_url=item.image_url[:2000],
+        enclosures=item.enclosures,
+        language=(item.language or feed.language)[:16],
+        published_at=item.published_at,
+        first_seen_at=now or timezone.now(),
+    )
+
+
 def _store_post(feed: Feed, item: feeds.ParsedItem, now: datetime) -> Post | None:
     """Insert one post; None when (feed, guid) already exists (it was seen before)."""
+    post = post_from_item(feed, item, now)
     try:
         with transaction.atomic():
-            return Post.objects.create(
-                feed=feed,
-                guid=item.guid[:2000],
-                url=item.url[:2000],
-                title=item.title,
-                summary=item.summary,
-                content=item.content,
-                author=item.author[:300],
-                categories=item.categories,
-                image_url=item.image_url[:2000],
-                enclosures=item.enclosures,
-                language=(item.language or feed.language)[:16],
-                published_at=item.published_at,
-                first_seen_at=now,
-            )
+            post.save(force_insert=True)
     except IntegrityError:
         return None
+    return post
 
 
 def _record_feed_error(feed: Feed, exc: FeedError, now: datetime) -> PollReport:

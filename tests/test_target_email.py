@@ -6,7 +6,6 @@ import logging
 import re
 import time
 from io import StringIO
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -16,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from syndicator import delivery as deliveries
-from syndicator import feeds, mailing
+from syndicator import mailing
 from syndicator.errors import (
     DeliveryError,
     OutcomeUnknown,
@@ -25,13 +24,13 @@ from syndicator.errors import (
     TargetBroken,
     TransientError,
 )
-from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Feed, Post, Subscriber, Target
+from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Post, Subscriber, Target
 from syndicator.targets import get_adapter
 from tests.emulators.smtp import Harness, SmtpServer, free_port, self_signed_certificate
+from tests.helpers import demo_post
 
 pytestmark = pytest.mark.django_db
 
-DEMO_FEEDS = Path(feeds.__file__).resolve().parent / "demo_feeds"
 PUBLIC_URL = "https://news.example.org"
 
 
@@ -52,23 +51,7 @@ def harness():
         yield running
 
 
-def fixture_post(name: str, index: int = 0) -> Post:
-    """An item of a bundled demo feed, parsed and sanitized the way a poll stores it."""
-    parsed = feeds.parse((DEMO_FEEDS / name).read_bytes())
-    item = feeds.sanitize(parsed.items[index])
-    feed, _ = Feed.objects.get_or_create(url=f"https://www.nejatngo.org/{parsed.language}/feed/")
-    return Post.objects.create(
-        feed=feed,
-        guid=item.guid,
-        url=item.url,
-        title=item.title,
-        summary=item.summary,
-        content=item.content,
-        author=item.author,
-        categories=item.categories,
-        language=item.language or parsed.language,
-        published_at=item.published_at,
-    )
+fixture_post = demo_post
 
 
 def email_target(server: SmtpServer, *addresses: str, name: str = "newsletter", **settings) -> Target:

@@ -6,22 +6,20 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from syndicator import feeds
 from syndicator.delivery import attempt_delivery
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets.base import SendResult
 from tests.emulators.graph import PAGE_ID, PAGE_NAME, TOKEN, Harness, buc_usage, graph_error
+from tests.helpers import demo_post
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
 
-FEEDS = Path(__file__).resolve().parent.parent / "syndicator" / "demo_feeds"
 IMAGE = "https://www.nejatngo.org/wp-content/uploads/2025/12/camp.jpg"
 
 
@@ -32,27 +30,7 @@ def fb() -> Iterator[Harness]:
         yield harness
 
 
-def fixture_post(filename: str, index: int = 0, **overrides: object) -> Post:
-    """A stored Post made from a bundled demo feed's item, the way watch.py stores one."""
-    parsed = feeds.parse((FEEDS / filename).read_bytes())
-    item = feeds.sanitize(parsed.items[index])
-    feed, _ = Feed.objects.get_or_create(
-        url=f"https://www.nejatngo.org/feeds/{filename}", defaults={"language": parsed.language}
-    )
-    fields = {
-        "guid": item.guid,
-        "url": item.url,
-        "title": item.title,
-        "summary": item.summary,
-        "content": item.content,
-        "author": item.author,
-        "categories": item.categories,
-        "image_url": item.image_url,
-        "language": item.language,
-        "published_at": item.published_at,
-    }
-    existing = Post.objects.filter(feed=feed, guid=item.guid).first()
-    return existing or Post.objects.create(feed=feed, **{**fields, **overrides})
+fixture_post = demo_post
 
 
 def deliver(target: Target, post: Post) -> Delivery:

@@ -8,15 +8,13 @@ import logging
 import re
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from syndicator import feeds
 from syndicator.delivery import attempt_delivery
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
 from syndicator.formatting import Message
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets.base import SendResult
 from tests.emulators.telegram import (
@@ -31,10 +29,10 @@ from tests.emulators.telegram import (
     TelegramEmulator,
     telegram_parse,
 )
+from tests.helpers import demo_post
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
 
-FEEDS = Path(__file__).resolve().parent.parent / "syndicator" / "demo_feeds"
 ENV = "TELEGRAM_BOT_TOKEN"
 IMAGE = "https://www.nejatngo.org/wp-content/uploads/2025/01/camp.jpg"
 _names = itertools.count(1)
@@ -64,26 +62,7 @@ def make_target(api: TelegramEmulator, **settings: object) -> Target:
     )
 
 
-def stored_post(feed_file: str = "nejat-en-recent.rss", index: int = 0, **fields: object) -> Post:
-    """An item of a bundled demo feed, parsed, sanitized and stored the way a poll stores it."""
-    parsed = feeds.parse((FEEDS / feed_file).read_bytes())
-    item = feeds.sanitize(parsed.items[index])
-    feed = Feed.objects.create(
-        url=f"https://feeds.example/{next(_names)}/{feed_file}", language=parsed.language
-    )
-    values = {
-        "guid": item.guid,
-        "url": item.url,
-        "title": item.title,
-        "summary": item.summary,
-        "content": item.content,
-        "author": item.author,
-        "categories": item.categories,
-        "image_url": item.image_url,
-        "language": item.language,
-        "published_at": item.published_at,
-    }
-    return Post.objects.create(feed=feed, **{**values, **fields})
+stored_post = demo_post
 
 
 def send(target: Target, post: Post | None = None, message: Message | None = None) -> SendResult:

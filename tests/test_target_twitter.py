@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,7 @@ from syndicator.errors import (
     TransientError,
 )
 from syndicator.formatting import Message, twitter_length
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets.twitter import IMAGE_MAX_BYTES, RATE_LIMIT_FALLBACK
 from tests.emulators.x import (
@@ -35,10 +34,10 @@ from tests.emulators.x import (
     Harness,
     problem,
 )
+from tests.helpers import DEMO_FEEDS as FEEDS
+from tests.helpers import demo_post
 
 pytestmark = pytest.mark.django_db
-
-FEEDS = Path(__file__).resolve().parent.parent / "syndicator" / "demo_feeds"
 
 
 @pytest.fixture
@@ -80,25 +79,7 @@ def hang_up_server() -> Iterator[str]:
     listener.close()
 
 
-def feed_post(name: str, index: int = 0, **changes: object) -> Post:
-    """A saved post built from a bundled demo feed the way the feed reader stores one."""
-    parsed = feeds.parse((FEEDS / name).read_bytes())
-    item = feeds.sanitize(parsed.items[index])
-    feed, _ = Feed.objects.get_or_create(url=f"https://feeds.example/{name}", language=parsed.language)
-    fields = dict(
-        feed=feed,
-        guid=f"{item.guid}#{Post.objects.count()}",  # the same item may be stored again in one test
-        url=item.url,
-        title=item.title,
-        summary=item.summary,
-        content=item.content,
-        author=item.author,
-        categories=item.categories,
-        image_url=item.image_url,
-        language=item.language or parsed.language,
-        published_at=item.published_at,
-    )
-    return Post.objects.create(**{**fields, **changes})
+feed_post = demo_post
 
 
 def new_delivery(target: Target, post: Post | None = None) -> Delivery:

@@ -1,0 +1,29 @@
+"""Test data built the way production builds it."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from syndicator import feeds
+from syndicator.models import Feed, Post
+from syndicator.watch import post_from_item
+
+DEMO_FEEDS = Path(feeds.__file__).resolve().parent / "demo_feeds"
+_feed_numbers = itertools.count(1)
+
+
+def demo_post(filename: str = "nejat-en-recent.rss", index: int = 0, **overrides: object) -> Post:
+    """Item `index` of a bundled demo feed, parsed, sanitized and stored as a poll stores it.
+
+    Each call stores it under a feed of its own, so one test may store the same item twice.
+    """
+    parsed = feeds.parse((DEMO_FEEDS / filename).read_bytes())
+    feed = Feed.objects.create(
+        url=f"https://feeds.example/{next(_feed_numbers)}/{filename}", language=parsed.language
+    )
+    post = post_from_item(feed, feeds.sanitize(parsed.items[index]))
+    for name, value in overrides.items():
+        setattr(post, name, value)
+    post.save()
+    return post
