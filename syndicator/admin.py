@@ -9,7 +9,17 @@ from django.utils.html import format_html
 
 from syndicator import delivery as deliveries
 from syndicator.health import feed_health, target_health
-from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Feed, Post, Subscriber, Target
+from syndicator.models import (
+    ApiToken,
+    Delivery,
+    DeliveryAttempt,
+    EmailRecipientResult,
+    Feed,
+    Post,
+    Subscriber,
+    Target,
+)
+from syndicator.tokens import revoke
 
 STATUS_COLOURS = {
     "sent": "#2e7d32",
@@ -136,12 +146,13 @@ class DeliveryAdmin(admin.ModelAdmin):
             return "—"
         return format_html('<a href="{}" target="_blank" rel="noopener">open</a>', obj.external_url)
 
-    @admin.action(description="Retry selected failed or uncertain deliveries")
+    # Actions run from the list page, which editors may view: each needs the change right (admins).
+    @admin.action(description="Retry selected failed or uncertain deliveries", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = deliveries.retry(queryset)
         self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
 
-    @admin.action(description="Cancel selected queued deliveries")
+    @admin.action(description="Cancel selected queued deliveries", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         count = deliveries.cancel(queryset)
         self.message_user(request, f"{count} deliveries cancelled.", messages.SUCCESS)
@@ -190,7 +201,7 @@ class FeedAdmin(admin.ModelAdmin):
     def short_error(self, obj: Feed) -> str:
         return obj.last_error[:80]
 
-    @admin.action(description="Poll selected feeds now")
+    @admin.action(description="Poll selected feeds now", permissions=["change"])
     def poll_now(self, request: HttpRequest, queryset: QuerySet[Feed]) -> None:
         from syndicator import watch  # imported here: admin loads at start-up, polling is rare
 
@@ -219,13 +230,13 @@ class TargetAdmin(admin.ModelAdmin):
         verdict = target_health(obj)
         return format_html("{} {}", badge(verdict.state), verdict.reason[:100])
 
-    @admin.action(description="Pause selected targets")
+    @admin.action(description="Pause selected targets", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         for target in queryset:
             deliveries.pause_target(target, f"paused by {request.user}")
         self.message_user(request, f"{queryset.count()} targets paused.")
 
-    @admin.action(description="Resume selected targets")
+    @admin.action(description="Resume selected targets", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
         sent = sum(deliveries.resume_target(target) for target in queryset)
         self.message_user(request, f"{queryset.count()} targets resumed; {sent} waiting deliveries queued.")
@@ -274,3 +285,25 @@ class SubscriberAdmin(admin.ModelAdmin):
     list_filter = ("target",)
     search_fields = ("email", "name")
     readonly_fields = ("unsubscribed_at", "suppressed_at", "suppressed_reason")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """API tokens: listed and revoked here; made with `syndicator tokens create`, which shows one once."""
+
+    list_display = ("id", "user", "name", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("user__username", "name")
+    list_select_related = ("user",)
+    fields = ("user", "name", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("user", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke_selected"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # The token would have to be shown once; the CLI does that, the admin form cannot.
+        return False
+
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        count = sum(revoke(pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(request, f"{count} tokens revoked.", messages.SUCCESS)

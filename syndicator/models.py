@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -277,3 +278,26 @@ class EmailRecipientResult(models.Model):
 
     def __str__(self) -> str:
         return f"delivery {self.delivery_id} to {self.subscriber_id}: {self.status}"
+
+
+class ApiToken(models.Model):
+    """A user's key to the JSON API and /metrics; only its SHA-256 is stored (see syndicator.tokens)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for, e.g. the CMS hook.")
+    # The token is shown once, at creation; a leaked database gives no usable key.
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"token {self.pk} of {self.user} ({self.name or 'unnamed'})"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

@@ -1,10 +1,12 @@
-"""URL routes: the admin (delivery log, feeds, targets), the bundled demo feeds, email unsubscribe."""
+"""URL routes: the admin (delivery log, feeds, targets), the JSON API, /metrics, demo feeds, unsubscribe."""
 
 from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
 from syndicator import views
+from syndicator.api import api
+from syndicator.metrics import metrics_view
 
 admin.site.site_header = "syndicator"
 admin.site.site_title = "syndicator"
@@ -13,6 +15,8 @@ admin.site.index_title = "Feeds, targets and the delivery log"
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("metrics", metrics_view, name="metrics"),
     path("healthz", views.healthz, name="healthz"),
     path("demo/feeds/<str:name>", views.demo_feed, name="demo-feed"),
     path("unsubscribe/<str:token>", views.unsubscribe, name="unsubscribe"),

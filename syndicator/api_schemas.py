@@ -1,0 +1,197 @@
+"""The JSON API's request and response shapes (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from ninja import Field, Schema
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from syndicator.models import Delivery
+
+# The largest id SQLite and PostgreSQL's bigint hold: a bigger one would be a driver error (a 500).
+MAX_ID = 2**63 - 1
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+# Deeper than any real log; bounds the OFFSET the database is asked for.
+MAX_OFFSET = 10**9
+# Above every network's limit (Facebook's 63,206 is the largest), so the limit check names the
+# network; the cap bounds the work of measuring (twitter-text costs ~6 ms per 1,000 characters).
+MAX_TEXT = 100_000
+
+
+def _storable(value: str) -> str:
+    """Refuse text no database can store: NUL (PostgreSQL) and lone surrogates (UTF-8)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class Error(Schema):
+    """Every error answer: one sentence saying what is wrong."""
+
+    detail: str
+
+
+class RepostRejected(Schema):
+    """A repost refused because of what was asked: the reason per target."""
+
+    detail: str
+    targets: dict[str, str]
+
+
+class RepostIn(BaseModel):
+    """What to repost: target names (default: every enabled target) and an optional text."""
+
+    # A plain pydantic model, not a ninja Schema: a body of `null` or `[]` is refused instead of
+    # read as "every target, default text", and a misspelt field is an error, not ignored.
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Annotated[StorableText, Field(max_length=100)]] | None = Field(
+        None, description="Target names; omit for every enabled target.", max_length=100
+    )
+    text: Annotated[StorableText, Field(max_length=MAX_TEXT)] = Field(
+        "", description="Send this text instead of the rendered message; the post's link is added."
+    )
+
+
+class PostDelivery(Schema):
+    """One delivery of a post, as a post list shows it."""
+
+    id: int
+    target: str
+    status: str
+    origin: str
+    created_at: datetime
+
+
+class PostOut(Schema):
+    """A post and where it went."""
+
+    id: int
+    feed_id: int
+    feed: str
+    url: str
+    title: str
+    language: str
+    published_at: datetime | None
+    first_seen_at: datetime
+    deliveries: list[PostDelivery]
+
+
+class PostPage(Schema):
+    """One page of posts, newest first."""
+
+    count: int
+    limit: int
+    offset: int
+    items: list[PostOut]
+
+
+class DeliveryOut(Schema):
+    """A delivery, with the fields ``syndicator log --json`` prints."""
+
+    id: int
+    post_id: int
+    post_url: str
+    post_title: str
+    feed_id: int
+    target: str
+    target_kind: str
+    status: str
+    origin: str
+    requested_by: str
+    attempts: int
+    text: str = Field(description="The message as sent, or as it would be sent.")
+    external_id: str
+    external_url: str
+    last_error: str
+    created_at: datetime
+    sent_at: datetime | None
+    next_attempt_at: datetime | None
+
+
+class AttemptOut(Schema):
+    """One try at sending: the delivery's timeline."""
+
+    number: int
+    started_at: datetime
+    finished_at: datetime | None
+    duration_ms: int | None
+    outcome: str
+    http_status: int | None
+    error_class: str
+    message: str
+    retry_after: float | None
+
+
+class DeliveryDetail(DeliveryOut):
+    """A delivery with its attempts, oldest first."""
+
+    attempt_log: list[AttemptOut]
+
+
+class DeliveryPage(Schema):
+    """One page of the delivery log, newest first."""
+
+    count: int
+    limit: int
+    offset: int
+    items: list[DeliveryOut]
+
+
+class Paging(Schema):
+    """Which page: ``limit`` rows from ``offset``."""
+
+    limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
+
+
+class DeliveryFilters(Paging):
+    """The delivery log's filters; the same as the admin's."""
+
+    status: list[Delivery.Status] = Field(default_factory=list, description="Any of these statuses.")
+    target: Annotated[StorableText, Field(max_length=100)] | None = Field(
+        None, description="A target's name."
+    )
+    feed: Id | None = Field(None, description="A feed's id.")
+    origin: Delivery.Origin | None = None
+    since: datetime | None = Field(None, description="Created at or after (ISO 8601).")
+    until: datetime | None = Field(None, description="Created before (ISO 8601).")
+    q: Annotated[StorableText, Field(max_length=200)] | None = Field(
+        None, description="Search the post title, the post URL and the last error."
+    )
+
+
+class PostFilters(Paging):
+    """The post list's filters."""
+
+    feed: Id | None = Field(None, description="A feed's id.")
+
+
+class HealthItem(Schema):
+    """One feed's or target's verdict (syndicator.health)."""
+
+    id: int
+    name: str
+    state: str
+    reason: str
+
+
+class HealthOut(Schema):
+    """Liveness for anyone; with credentials, the health of every feed and target too."""
+
+    status: str = Field(description="ok: the web app and its database answer.")
+    feeds: list[HealthItem] | None = None
+    targets: list[HealthItem] | None = None
+    deliveries: dict[str, int] | None = Field(None, description="Deliveries by status.")
+    oldest_queued_age_seconds: float | None = None

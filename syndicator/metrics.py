@@ -1,0 +1,166 @@
+"""/metrics in Prometheus's text format, read from the database at scrape time.
+
+A custom collector queries the database on each scrape instead of counting in process memory:
+deliveries are made by many worker processes on many machines, and the database is the one
+place that sees them all (no multiprocess directory, no shared state). The "counters" here are
+therefore counts of rows, exact and restart-proof.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Min
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from syndicator.health import feed_health, target_health
+from syndicator.models import Delivery, DeliveryAttempt, Feed, Target
+from syndicator.tokens import bearer_token, user_for_token
+
+# Deliveries sent within this window feed the first-seen-to-sent histogram.
+LATENCY_WINDOW = timedelta(hours=24)
+# Seconds from a post being first seen to its delivery being sent: a poll interval, a few retries,
+# up to a rate limit's or an outage's hours.
+LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+class DatabaseCollector(Collector):
+    """Every syndicator metric, computed from the database when Prometheus scrapes."""
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families."""
+        yield self.deliveries()
+        yield self.attempts()
+        yield self.oldest_queued()
+        yield from self.feeds()
+        yield self.targets()
+        yield self.latency()
+
+    def deliveries(self) -> Metric:
+        by_target = GaugeMetricFamily(
+            "syndicator_deliveries", "Deliveries by target and status.", labels=["target", "status"]
+        )
+        rows = Delivery.objects.values_list("target__name", "status").annotate(n=Count("id")).order_by()
+        counts = {(name, status): n for name, status, n in rows}
+        # Every status of every target, zeros too: a rate() over a series that comes and goes lies.
+        for name in Target.objects.order_by("name").values_list("name", flat=True):
+            for status in Delivery.Status.values:
+                by_target.add_metric([name, status], counts.get((name, status), 0))
+        return by_target
+
+    def attempts(self) -> Metric:
+        family = CounterMetricFamily(
+            "syndicator_delivery_attempts",
+            "Finished delivery attempts by target and outcome.",
+            labels=["target", "outcome"],
+        )
+        rows = (
+            DeliveryAttempt.objects.exclude(outcome="")
+            .values_list("delivery__target__name", "outcome")
+            .annotate(n=Count("id"))
+            .order_by("delivery__target__name", "outcome")
+        )
+        for name, outcome, n in rows:
+            family.add_metric([name, outcome], n)
+        return family
+
+    def oldest_queued(self) -> Metric:
+        oldest = Delivery.objects.filter(status=Delivery.Status.QUEUED).aggregate(m=Min("created_at"))["m"]
+        age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+        return GaugeMetricFamily(
+            "syndicator_oldest_queued_delivery_age_seconds",
+            "Age of the oldest delivery waiting in queued (0 when none waits).",
+            value=max(age, 0.0),
+        )
+
+    def feeds(self) -> Iterator[Metric]:
+        failures = GaugeMetricFamily(
+            "syndicator_feed_consecutive_failures",
+            "Polls of a feed that failed in a row.",
+            labels=["feed_id", "feed"],
+        )
+        states = GaugeMetricFamily(
+            "syndicator_feeds", "Feeds by health (syndicator.health).", labels=["state"]
+        )
+        in_error = 0
+        by_state: dict[str, int] = dict.fromkeys(("ok", "new", "warning", "failing", "disabled"), 0)
+        for feed in Feed.objects.all():
+            failures.add_metric([str(feed.pk), str(feed)], feed.consecutive_failures)
+            verdict = feed_health(feed)
+            by_state[verdict.state] = by_state.get(verdict.state, 0) + 1
+            in_error += feed.enabled and feed.last_status == Feed.Status.ERROR
+        for state, n in by_state.items():
+            states.add_metric([state], n)
+        yield failures
+        yield states
+        yield GaugeMetricFamily(
+            "syndicator_feeds_in_error", "Enabled feeds whose last poll failed.", value=in_error
+        )
+
+    def targets(self) -> Metric:
+        family = GaugeMetricFamily(
+            "syndicator_target_healthy",
+            "1 when a target is healthy (syndicator.health), else 0.",
+            labels=["target", "state"],
+        )
+        for target in Target.objects.all():
+            verdict = target_health(target)
+            family.add_metric([target.name, verdict.state], 1 if verdict.ok else 0)
+        return family
+
+    def latency(self) -> Metric:
+        """Seconds from a post first seen to its automatic delivery sent, over the recent window.
+
+        Manual reposts are left out: they are sent whenever an editor asks, not late.
+        """
+        since = timezone.now() - LATENCY_WINDOW
+        rows = Delivery.objects.filter(
+            status=Delivery.Status.SENT, origin=Delivery.Origin.AUTO, sent_at__gte=since
+        ).values_list("sent_at", "post__first_seen_at")
+        seconds = [max((sent - seen).total_seconds(), 0.0) for sent, seen in rows]
+        buckets = [(str(float(le)), sum(1 for s in seconds if s <= le)) for le in LATENCY_BUCKETS]
+        buckets.append(("+Inf", len(seconds)))
+        return HistogramMetricFamily(
+            "syndicator_post_to_sent_seconds",
+            f"Seconds from a post first seen to its delivery sent (automatic, sent in the last "
+            f"{int(LATENCY_WINDOW.total_seconds() // 3600)} h).",
+            buckets=buckets,
+            sum_value=sum(seconds),
+        )
+
+
+def allowed(request: HttpRequest) -> tuple[bool, int]:
+    """Whether this request may read /metrics, and the status to answer when it may not."""
+    if settings.SYNDICATOR_METRICS_PUBLIC:
+        return True, 200
+    if (token := bearer_token(request)) is not None:
+        return (user_for_token(token) is not None), 401
+    user = request.user
+    if not user.is_authenticated:
+        return False, 401
+    return user.is_staff, 403
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The metrics, for a staff session, a token, or anyone when SYNDICATOR_METRICS_PUBLIC is set."""
+    ok, status = allowed(request)
+    if not ok:
+        response = HttpResponse(
+            "metrics need an API token (Authorization: Bearer) or a staff login\n",
+            status=status,
+            content_type="text/plain; charset=utf-8",
+        )
+        if status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="syndicator"'
+        return response
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DatabaseCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

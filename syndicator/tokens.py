@@ -1,0 +1,75 @@
+"""API tokens: made once and shown once, stored as a SHA-256, checked on every API call.
+
+A token is 32 random bytes (``secrets.token_urlsafe``) behind a ``synd_`` prefix, so a leaked one
+is recognisable in logs and secret scanners. Only its SHA-256 is stored: the token has the full
+entropy of a random key, so a plain hash is enough (a slow password hash buys nothing here and
+would cost every request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest
+from django.utils import timezone
+
+from syndicator.models import ApiToken
+
+PREFIX = "synd_"
+# last_used_at is written at most this often per token: one write per request would be wasted load.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def create_token(user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
+    """Make a token for a user; return the row and the token itself, which is never shown again."""
+    token = PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken.objects.create(user=user, name=name[:100], key_hash=hash_token(token))
+    return row, token
+
+
+def user_for_token(token: str) -> AbstractBaseUser | None:
+    """The active user an unrevoked token belongs to, or None; records when it was last used."""
+    if not token.startswith(PREFIX) or len(token) > 200:
+        return None
+    row = (
+        ApiToken.objects.select_related("user")
+        .filter(key_hash=hash_token(token), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if row is None:
+        return None
+    now = timezone.now()
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=row.pk).update(last_used_at=now)
+    return row.user
+
+
+def bearer_token(request: HttpRequest) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def request_user(request: HttpRequest) -> AbstractBaseUser | None:
+    """Who a request comes from: a bearer token's user, else the logged-in session's, else None."""
+    if (token := bearer_token(request)) is not None:
+        return user_for_token(token)
+    user = getattr(request, "user", None)
+    return user if user is not None and user.is_authenticated else None
+
+
+def revoke(token_id: int) -> bool:
+    """Revoke a token by id; False when there is no such unrevoked token."""
+    return bool(
+        ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    )

@@ -1,0 +1,160 @@
+"""/metrics: the Prometheus text computed from the database, and who may read it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from tests.accounts import PASSWORD, bearer, make_user, token_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def log() -> None:
+    """A small log: a healthy and a failing feed, two targets, deliveries in several states."""
+    now = timezone.now()
+    ok = Feed.objects.create(url="https://news.example/feed", name="News", last_status="ok")
+    Feed.objects.create(
+        url="https://broken.example/feed",
+        name="Broken",
+        last_status="error",
+        consecutive_failures=3,
+        last_error="HTTP 500",
+    )
+    x = Target.objects.create(name="x-main", kind="outbox", settings={"format": "twitter"})
+    tg = Target.objects.create(name="tg", kind="outbox", settings={"format": "telegram"})
+
+    def post(guid: str, seen_ago: float) -> Post:
+        return Post.objects.create(
+            feed=ok,
+            guid=guid,
+            url=f"https://news.example/{guid}",
+            first_seen_at=now - timedelta(seconds=seen_ago),
+        )
+
+    # Sent 30 s and 400 s after being first seen, within the last day: the latency histogram.
+    fast = Delivery.objects.create(
+        post=post("1", 100), target=tg, status="sent", sent_at=now - timedelta(seconds=70)
+    )
+    slow = Delivery.objects.create(
+        post=post("2", 1000), target=x, status="sent", sent_at=now - timedelta(seconds=600)
+    )
+    # Left out of the histogram: a manual repost, and one sent two days ago.
+    Delivery.objects.create(post=post("3", 9000), target=tg, origin="manual", status="sent", sent_at=now)
+    Delivery.objects.create(
+        post=post("4", 3 * 86400), target=tg, status="sent", sent_at=now - timedelta(days=2)
+    )
+    failed = Delivery.objects.create(post=post("5", 50), target=x, status="failed", attempts=2)
+    queued = Delivery.objects.create(post=post("6", 200), target=x, status="queued")
+    Delivery.objects.filter(pk=queued.pk).update(created_at=now - timedelta(seconds=120))
+    for delivery, number, outcome in (
+        (fast, 1, "sent"),
+        (slow, 1, "rate_limited"),
+        (slow, 2, "sent"),
+        (failed, 1, "transient"),
+        (failed, 2, "permanent"),
+    ):
+        DeliveryAttempt.objects.create(delivery=delivery, number=number, outcome=outcome, finished_at=now)
+    DeliveryAttempt.objects.create(delivery=queued, number=1)  # in progress: no outcome yet
+
+
+def scrape(client: Client, **kwargs: object) -> dict[tuple[str, tuple], float]:
+    """/metrics as {(sample name, sorted labels): value}."""
+    response = client.get("/metrics", **kwargs)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def staff() -> Client:
+    client = Client()
+    make_user("ops", "admin")
+    client.login(username="ops", password=PASSWORD)
+    return client
+
+
+def test_deliveries_by_target_and_status_with_zeros(staff: Client, log) -> None:
+    metrics = scrape(staff)
+    assert metrics[("syndicator_deliveries", (("status", "sent"), ("target", "tg")))] == 3
+    assert metrics[("syndicator_deliveries", (("status", "failed"), ("target", "x-main")))] == 1
+    assert metrics[("syndicator_deliveries", (("status", "queued"), ("target", "x-main")))] == 1
+    assert metrics[("syndicator_deliveries", (("status", "uncertain"), ("target", "tg")))] == 0
+
+
+def test_attempts_by_outcome(staff: Client, log) -> None:
+    metrics = scrape(staff)
+    attempts = {
+        labels: v for (name, labels), v in metrics.items() if name == "syndicator_delivery_attempts_total"
+    }
+    assert attempts == {
+        (("outcome", "sent"), ("target", "tg")): 1,
+        (("outcome", "rate_limited"), ("target", "x-main")): 1,
+        (("outcome", "sent"), ("target", "x-main")): 1,
+        (("outcome", "transient"), ("target", "x-main")): 1,
+        (("outcome", "permanent"), ("target", "x-main")): 1,
+    }
+
+
+def test_the_oldest_queued_delivery_and_feed_errors(staff: Client, log) -> None:
+    metrics = scrape(staff)
+    assert 119 <= metrics[("syndicator_oldest_queued_delivery_age_seconds", ())] < 180
+    broken = Feed.objects.get(name="Broken")
+    failures = ("syndicator_feed_consecutive_failures", (("feed", "Broken"), ("feed_id", str(broken.pk))))
+    assert metrics[failures] == 3
+    assert metrics[("syndicator_feeds_in_error", ())] == 1
+    assert metrics[("syndicator_feeds", (("state", "failing"),))] == 1
+    assert metrics[("syndicator_feeds", (("state", "ok"),))] == 1
+    # x-main has a failed delivery waiting on a person: a warning, so not healthy.
+    assert metrics[("syndicator_target_healthy", (("state", "warning"), ("target", "x-main")))] == 0
+    assert metrics[("syndicator_target_healthy", (("state", "ok"), ("target", "tg")))] == 1
+
+
+def test_time_from_first_seen_to_sent_is_a_histogram_of_the_last_day(staff: Client, log) -> None:
+    metrics = scrape(staff)
+
+    def bucket(le: str) -> float:
+        return metrics[("syndicator_post_to_sent_seconds_bucket", (("le", le),))]
+
+    assert metrics[("syndicator_post_to_sent_seconds_count", ())] == 2
+    assert metrics[("syndicator_post_to_sent_seconds_sum", ())] == pytest.approx(430, abs=2)
+    assert (bucket("15.0"), bucket("30.0"), bucket("300.0"), bucket("600.0"), bucket("+Inf")) == (
+        0,
+        1,
+        1,
+        2,
+        2,
+    )
+
+
+def test_an_empty_database_scrapes_cleanly(staff: Client) -> None:
+    metrics = scrape(staff)
+    assert metrics[("syndicator_oldest_queued_delivery_age_seconds", ())] == 0
+    assert metrics[("syndicator_post_to_sent_seconds_count", ())] == 0
+
+
+def test_metrics_need_a_staff_login_or_a_token(client: Client, log) -> None:
+    anonymous = client.get("/metrics")
+    assert anonymous.status_code == 401 and anonymous["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/metrics", **bearer("synd_wrong")).status_code == 401
+    scrape(client, **bearer(token_for(make_user("prometheus", "editor"))))
+
+    not_staff = Client()
+    make_user("plain")
+    not_staff.login(username="plain", password=PASSWORD)
+    assert not_staff.get("/metrics").status_code == 403
+
+
+def test_metrics_can_be_made_public(client: Client, settings, log) -> None:
+    settings.SYNDICATOR_METRICS_PUBLIC = True
+    assert scrape(client)[("syndicator_feeds_in_error", ())] == 1
