@@ -21,17 +21,22 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/syndicator run
 
-## test: the whole suite on PostgreSQL + Redis, then the pipeline tests on the SQLite default
+## test: the whole suite on PostgreSQL + Redis, then the pipeline tests on the SQLite default,
+## then, on its own and last, the fault test that stops this machine's PostgreSQL for a few seconds
 test: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
-		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "not long"
+		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "not long and not faults_pg_stop"
 	TEST_BROKER_URL=$(TEST_BROKER_URL) SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-sqlite \
 		$(BIN)/pytest -m "not long" tests/test_pipeline.py
+	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
+		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "faults_pg_stop and not long"
 
-## test-long: everything, including the full-size load runs
+## test-long: everything, including the full-size load runs (the PostgreSQL stop last, on its own)
 test-long: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
-		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest
+		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "not faults_pg_stop"
+	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
+		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m faults_pg_stop
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

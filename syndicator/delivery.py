@@ -3,6 +3,9 @@
 This is the one place that changes a delivery's status and writes the delivery log
 (``DeliveryAttempt``). Every status change is a conditional UPDATE, so two workers holding the
 same task message, or a worker and the sweeper, can never both act on one delivery.
+
+What the retry policy does not cover (lost workers, uncertain outcomes, targets that keep failing,
+a database that is briefly away) is decided in syndicator/recovery.py and applied here.
 """
 
 from __future__ import annotations
@@ -29,8 +32,17 @@ from syndicator.errors import (
     UserError,
 )
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
+from syndicator.recovery import (
+    FAILED_OUTCOMES,
+    claim_verification,
+    due_verifications,
+    durably,
+    pause_reason,
+    settle_lost_sends,
+    uncertain_policy,
+)
 from syndicator.redact import redact
-from syndicator.targets import get_adapter
+from syndicator.targets import SendResult, get_adapter
 
 log = logging.getLogger(__name__)
 
@@ -166,35 +178,71 @@ def claim(delivery_id: int, *, now: datetime | None = None) -> bool:
 
 
 def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -> DeliveryAttempt | None:
-    """Claim, render, send and record one delivery; None when there was nothing to claim."""
+    """Claim, render, send and record one delivery (or look an uncertain one up, once).
+
+    None when there was nothing to do: already handled, not due, or its target paused.
+    """
     if not claim(delivery_id):
+        if verifying := claim_verification(delivery_id, task_id=task_id, worker=worker):
+            return verify_delivery(verifying)
         log.info("delivery %s: nothing to claim (already handled, not due, or target paused)", delivery_id)
         return None
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=delivery_id)
-    attempt = DeliveryAttempt.objects.create(
-        delivery=delivery, number=delivery.attempts, worker=worker[:200], task_id=task_id[:200]
-    )
     started = time.monotonic()
     try:
         adapter = get_adapter(delivery.target)
         message = adapter.render(delivery)
-    except DeliveryError as exc:
-        return _record_failure(delivery, attempt, exc, started)
-    except Exception as exc:  # a bug while rendering: nothing was sent, so this is safe to call permanent
-        log.exception("delivery %s: rendering failed", delivery_id)
-        return _record_failure(delivery, attempt, PermanentError(f"rendering failed: {exc!r}"), started)
-    Delivery.objects.filter(pk=delivery.pk).update(rendered_text=message.as_log_text())
+    except Exception as exc:  # nothing was sent, so a rendering bug is safe to call permanent
+        error = exc if isinstance(exc, DeliveryError) else PermanentError(f"rendering failed: {exc!r}")
+        if error is not exc:
+            log.exception("delivery %s: rendering failed", delivery_id)
+        attempt = _log_attempt(delivery, task_id, worker, rendered="")
+        return durably(lambda: _record_failure(delivery, attempt, error, started)) if attempt else None
+    # The attempt row is the mark that a request may leave: the sweeper puts a lost claim without
+    # one back in the queue, and treats one with it as uncertain.
+    attempt = _log_attempt(delivery, task_id, worker, rendered=message.as_log_text())
+    if attempt is None:
+        return None
     try:
         result = adapter.send(message, delivery)
-    except DeliveryError as exc:
-        return _record_failure(delivery, attempt, exc, started)
-    except Exception as exc:  # an unexpected error while sending: the request may have left
-        log.exception("delivery %s: unexpected error while sending", delivery_id)
-        return _record_failure(delivery, attempt, OutcomeUnknown(f"unexpected error: {exc!r}"), started)
+    except Exception as exc:
+        # An unexpected error while sending: the request may have left.
+        failure = exc if isinstance(exc, DeliveryError) else OutcomeUnknown(f"unexpected error: {exc!r}")
+        if failure is not exc:
+            log.exception("delivery %s: unexpected error while sending", delivery_id)
+        return durably(lambda: _record_failure(delivery, attempt, failure, started))
+    return durably(lambda: _record_success(delivery, attempt, result, started))
+
+
+def _log_attempt(delivery: Delivery, task_id: str, worker: str, *, rendered: str) -> DeliveryAttempt | None:
+    """Open the attempt's log row if the claim is still ours (the sweeper may have taken it back)."""
     now = timezone.now()
-    if result.details:  # what the network said beyond the id (photo id, per-recipient counts)
-        attempt.message = redact(json.dumps(result.details, ensure_ascii=False, default=str))[:5000]
+    lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
+    with transaction.atomic():
+        # Renewing the lease locks the row, so this and the sweeper's "lost before sending" update
+        # (which needs no attempt row and an expired lease) can never both succeed.
+        changes: dict = {"lease_until": now + lease}
+        if rendered:
+            changes["rendered_text"] = rendered
+        mine = Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING, attempts=delivery.attempts)
+        if not mine.update(**changes):
+            log.warning("delivery %s: claim taken back before sending; nothing sent", delivery.pk)
+            return None
+        return DeliveryAttempt.objects.create(
+            delivery=delivery, number=delivery.attempts, worker=worker[:200], task_id=task_id[:200]
+        )
+
+
+def _record_success(
+    delivery: Delivery, attempt: DeliveryAttempt, result: SendResult, started: float, note: str = ""
+) -> DeliveryAttempt:
+    """Log the attempt as sent and the delivery as sent, with the network's id and URL."""
+    now = timezone.now()
+    details = json.dumps(result.details, ensure_ascii=False, default=str) if result.details else ""
+    # What the network said beyond the id (photo id, per-recipient counts); how a look-up found it.
+    attempt.message = redact(" ".join(part for part in (note, details) if part))[:5000]
     _finish_attempt(attempt, Outcome.SENT, started, now)
+    # `uncertain` too: a lease that expired while the network was slow is overtaken by its answer.
     Delivery.objects.filter(pk=delivery.pk, status__in=(Status.SENDING, Status.UNCERTAIN)).update(
         status=Status.SENT,
         sent_at=now,
@@ -223,6 +271,14 @@ def _finish_attempt(
     attempt.save()
 
 
+def _outcome(exc: DeliveryError) -> str:
+    if isinstance(exc, RateLimited):
+        return Outcome.RATE_LIMITED
+    if isinstance(exc, TransientError):
+        return Outcome.TRANSIENT
+    return Outcome.UNKNOWN if isinstance(exc, OutcomeUnknown) else Outcome.PERMANENT
+
+
 def _record_failure(
     delivery: Delivery, attempt: DeliveryAttempt, exc: DeliveryError, started: float
 ) -> DeliveryAttempt:
@@ -230,14 +286,7 @@ def _record_failure(
     now = timezone.now()
     message = redact(f"{type(exc).__name__}: {exc}")
     changes: dict = {"last_error": message[:5000], "lease_until": None, "updated_at": now}
-    if isinstance(exc, RateLimited):
-        outcome = Outcome.RATE_LIMITED
-    elif isinstance(exc, TransientError):
-        outcome = Outcome.TRANSIENT
-    elif isinstance(exc, OutcomeUnknown):
-        outcome = Outcome.UNKNOWN
-    else:
-        outcome = Outcome.PERMANENT
+    outcome = _outcome(exc)
     _finish_attempt(attempt, outcome, started, now, exc)
 
     adapter_is_idempotent = getattr(get_adapter(delivery.target), "idempotent", False)
@@ -248,8 +297,9 @@ def _record_failure(
     elif isinstance(exc, PermanentError):
         changes.update(status=Status.FAILED, next_attempt_at=None)
     elif isinstance(exc, OutcomeUnknown) and not adapter_is_idempotent:
-        # Never re-send blindly: it may already be public.
-        changes.update(status=Status.UNCERTAIN, next_attempt_at=None)
+        # Never re-send blindly: it may already be public. The target's policy settles it.
+        changes.update(status=Status.UNCERTAIN, next_attempt_at=None, enqueued_at=None)
+        changes["last_error"] = f"{message}; {uncertain_policy(delivery.target.kind)}"[:5000]
     else:
         failures = _failures_in_budget(delivery)
         delay = retry_delay(failures, getattr(exc, "retry_after", None))
@@ -260,7 +310,13 @@ def _record_failure(
             changes.update(
                 status=Status.RETRYING, next_attempt_at=now + timedelta(seconds=delay), enqueued_at=None
             )
-    Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING).update(**changes)
+    # `uncertain` too, when this is still its latest attempt: the sweeper marked a slow send lost,
+    # and the network's verdict that came after all is better knowledge than "maybe".
+    Delivery.objects.filter(
+        pk=delivery.pk, attempts=attempt.number, status__in=(Status.SENDING, Status.UNCERTAIN)
+    ).update(**changes)
+    if outcome in FAILED_OUTCOMES and delivery.target.paused_at is None and not isinstance(exc, TargetBroken):
+        pause_if_failing(delivery.target, message, now=now)
     log.warning(
         "delivery %s to %s: attempt %s %s: %s",
         delivery.pk,
@@ -279,6 +335,40 @@ def _failures_in_budget(delivery: Delivery) -> int:
         .exclude(outcome__in=(Outcome.RATE_LIMITED, Outcome.SENT))
         .count()
     )
+
+
+# --- uncertain deliveries ----------------------------------------------------------------------
+
+
+def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
+    """Ask the target whether an uncertain delivery's post went out: sent if found, else uncertain."""
+    delivery = Delivery.objects.select_related("post__feed", "target").get(pk=attempt.delivery_id)
+    started = time.monotonic()
+    earlier = delivery.last_error
+    try:
+        result = get_adapter(delivery.target).verify(delivery)
+    except DeliveryError as exc:
+        error: DeliveryError = exc
+    except Exception as exc:  # a bug in a look-up must not hide the uncertain delivery
+        log.exception("delivery %s: looking it up failed", delivery.pk)
+        error = OutcomeUnknown(f"looking it up failed: {exc!r}")
+    else:
+        if result is not None:
+            note = "verified: found on the network after an uncertain attempt"
+            return durably(lambda: _record_success(delivery, attempt, result, started, note))
+        error = OutcomeUnknown(f"the network could not tell; {get_adapter(delivery.target).verify_note}")
+
+    def still_uncertain() -> DeliveryAttempt:
+        now = timezone.now()
+        _finish_attempt(attempt, _outcome(error), started, now, error)
+        why = redact(f"looked up: {error}; before: {earlier}")[:5000]
+        Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING, attempts=attempt.number).update(
+            status=Status.UNCERTAIN, lease_until=None, last_error=why, updated_at=now
+        )
+        log.warning("delivery %s stays uncertain: %s", delivery.pk, why)
+        return attempt
+
+    return durably(still_uncertain)
 
 
 # --- admin actions ------------------------------------------------------------------------------
@@ -309,11 +399,21 @@ def cancel(deliveries: Iterable[Delivery]) -> int:
     )
 
 
-def pause_target(target: Target, reason: str) -> None:
-    """Stop delivering to a target until it is resumed; deliveries wait, queued."""
-    Target.objects.filter(pk=target.pk, paused_at__isnull=True).update(
-        paused_at=timezone.now(), paused_reason=reason[:2000]
+def pause_target(target: Target, reason: str) -> bool:
+    """Stop delivering to a target until it is resumed; deliveries wait. False if already paused."""
+    return bool(
+        Target.objects.filter(pk=target.pk, paused_at__isnull=True).update(
+            paused_at=timezone.now(), paused_reason=reason[:2000]
+        )
     )
+
+
+def pause_if_failing(target: Target, last_error: str, *, now: datetime | None = None) -> bool:
+    """Pause a target whose attempts have all failed for long enough (recovery.pause_reason)."""
+    reason = pause_reason(target, last_error, now=now)
+    if reason:
+        log.error("target %s: %s", target.name, reason)
+    return bool(reason) and pause_target(target, reason)
 
 
 def resume_target(target: Target) -> int:
@@ -327,28 +427,12 @@ def resume_target(target: Target) -> int:
 
 
 def sweep(*, now: datetime | None = None) -> dict[str, int]:
-    """Expire lost sends to `uncertain`; re-enqueue due retries and stranded queued deliveries.
+    """Settle lost sends; re-enqueue due retries and stranded deliveries; enqueue look-ups.
 
     Runs on beat every few seconds: with it, no delivery depends on a broker message surviving.
     """
     now = now or timezone.now()
-    lost_ids = list(
-        Delivery.objects.filter(status=Status.SENDING, lease_until__lt=now).values_list("pk", flat=True)[
-            :SWEEP_BATCH
-        ]
-    )
-    lost = 0
-    for pk in lost_ids:
-        lost += Delivery.objects.filter(pk=pk, status=Status.SENDING, lease_until__lt=now).update(
-            status=Status.UNCERTAIN,
-            lease_until=None,
-            last_error="the worker was lost while sending: the post may or may not be published",
-            updated_at=now,
-        )
-        DeliveryAttempt.objects.filter(delivery_id=pk, finished_at__isnull=True).update(
-            outcome=Outcome.LOST, finished_at=now, message="worker lost mid-send (lease expired)"
-        )
-
+    requeued_lost, lost = settle_lost_sends(now)
     stale = now - timedelta(seconds=settings.SYNDICATOR_STRANDED_AFTER)
     not_recently_sent = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale)
     due = (
@@ -361,6 +445,9 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
         .values_list("pk", "target__kind")[:SWEEP_BATCH]
     )
     requeued = enqueue(list(due))
-    if lost or requeued:
-        log.info("sweep: %d lost sends marked uncertain, %d deliveries enqueued", lost, requeued)
-    return {"uncertain": lost, "enqueued": requeued}
+    # A look-up goes through its target's queue like a send: a slow network never stalls the sweeper.
+    verifying = enqueue(due_verifications(now, not_recently_sent))
+    counts = {"uncertain": lost, "requeued_lost": requeued_lost, "enqueued": requeued, "verifying": verifying}
+    if any(counts.values()):
+        log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
+    return counts

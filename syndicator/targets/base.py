@@ -51,6 +51,12 @@ class Adapter:
     settings_spec: ClassVar[tuple[Setting, ...]] = ()
     # Whether re-sending after an ambiguous outcome is harmless (nothing public happens twice).
     idempotent: ClassVar[bool] = False
+    # Why an uncertain delivery of this network waits for an admin (shown in its last_error), for
+    # adapters that cannot look a post up (see ``verify``).
+    verify_note: ClassVar[str] = (
+        "this network cannot be asked whether the post went out: an admin checks the account, "
+        "then retries the delivery or leaves it"
+    )
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -101,6 +107,23 @@ class Adapter:
     def check(self) -> str:
         """Verify the configuration and credentials; return a one-line verdict or raise."""
         return "ok"
+
+    def verify(self, delivery: Delivery) -> SendResult | None:
+        """Look up whether an uncertain delivery's post went out (its request left, no answer came).
+
+        Return its SendResult when found; raise a DeliveryError saying what the look-up found (or
+        why it failed) when not; None when this network cannot tell, which leaves the delivery to
+        an admin (``verify_note`` says why). syndicator.recovery calls it at most once per
+        uncertain episode. Networks that cannot tell: Telegram (a bot cannot read a channel's
+        history), X (reading the timeline needs a paid read tier), email (some recipients' answers
+        were lost; an admin's retry re-sends only to those not known to have it).
+        """
+        return None
+
+    @classmethod
+    def can_verify(cls) -> bool:
+        """Whether this adapter overrides ``verify`` (can look a post up)."""
+        return cls.verify is not Adapter.verify
 
 
 ADAPTERS: dict[str, type[Adapter]] = {}

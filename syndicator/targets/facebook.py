@@ -108,11 +108,8 @@ class FacebookAdapter(Adapter):
         """Publish a link post (or a photo post); the permalink lookup never fails the delivery."""
         token, page_id, version = self.secret(), self._page_id(), self._version()
         with self._client() as api:
-            if _flag(self.setting("photo")) and message.image_url:
-                caption = message.text
-                if message.link and message.link not in caption:  # /photos has no `link` field
-                    caption = f"{caption}\n\n{message.link}".strip()
-                form = {"url": message.image_url, "caption": caption}
+            if self._as_photo(message):
+                form = {"url": message.image_url, "caption": _caption(message)}
                 body = self._publish(api, token, f"/{version}/{page_id}/photos", form)
                 # Graph answers {"id": photo-id, "post_id": page-post-id} (TARGETS.md §2).
                 post_id = str(body.get("post_id") or body["id"])
@@ -131,6 +128,24 @@ class FacebookAdapter(Adapter):
                 details = {"page_id": page_id, "post_id": post_id}
             url = self._permalink(api, token, version, post_id)
         return SendResult(external_id=post_id, external_url=url, details=details)
+
+    def verify(self, delivery: Delivery) -> SendResult | None:
+        """Look an uncertain delivery's post up among the Page's newest posts, by its exact text.
+
+        A photo post is listed there too, with its caption as the message.
+        """
+        message = self.render(delivery)
+        text = _caption(message) if self._as_photo(message) else message.text
+        token, page_id, version = self.secret(), self._page_id(), self._version()
+        with self._client() as api:
+            found = self._lookup(api, token, f"/{version}/{page_id}/feed", text)
+        if found is None:
+            raise OutcomeUnknown(
+                f"Facebook: not among the Page's {DUPLICATE_LOOKUP_LIMIT} newest posts, so probably not "
+                "published: retry it to send it (Graph refuses an exact duplicate, and the adapter then "
+                "finds the earlier post)"
+            )
+        return found
 
     def check(self) -> str:
         """Ask Graph whose token this is (GET /me): it must be the Page named by page_id."""
@@ -160,6 +175,9 @@ class FacebookAdapter(Adapter):
         if not _VERSION.fullmatch(version):
             raise TargetBroken(f"Facebook: bad graph_version {version!r}: use the form v25.0")
         return version
+
+    def _as_photo(self, message: Message) -> bool:
+        return _flag(self.setting("photo")) and bool(message.image_url)
 
     def _client(self) -> httpx.Client:
         raw = self.setting("timeout")
@@ -304,16 +322,27 @@ class FacebookAdapter(Adapter):
         An earlier attempt of this delivery may have published it without us hearing the answer
         (5xx, timeout), so a 506 now most likely means that post exists.
         """
-        if not text:
-            raise duplicate
-        params = {"fields": "id,message,permalink_url", "limit": DUPLICATE_LOOKUP_LIMIT}
         try:
-            feed = self._call(api, token, "GET", feed_path, params=params)
+            found = self._lookup(api, token, feed_path, text)
         except DeliveryError as exc:
             raise DuplicatePost(
                 f"{duplicate} (looking it up failed: {_scrub(str(exc), token)})",
                 http_status=duplicate.http_status,
             ) from None
+        if found is None:
+            raise DuplicatePost(
+                f"{duplicate} (not among the Page's {DUPLICATE_LOOKUP_LIMIT} newest posts)",
+                http_status=duplicate.http_status,
+            )
+        found.details["found_after_duplicate"] = True
+        return found
+
+    def _lookup(self, api: httpx.Client, token: str, feed_path: str, text: str) -> SendResult | None:
+        """The Page's newest post with exactly this text, or None; a failed listing raises."""
+        if not text.strip():
+            raise OutcomeUnknown("Facebook: a post without text cannot be recognised among the Page's posts")
+        params = {"fields": "id,message,permalink_url", "limit": DUPLICATE_LOOKUP_LIMIT}
+        feed = self._call(api, token, "GET", feed_path, params=params)
         for item in feed.get("data") or []:
             if (
                 isinstance(item, dict)
@@ -322,12 +351,8 @@ class FacebookAdapter(Adapter):
             ):
                 post_id = str(item["id"])
                 url = item.get("permalink_url") or f"https://www.facebook.com/{post_id}"
-                details = {"post_id": post_id, "found_after_duplicate": True}
-                return SendResult(external_id=post_id, external_url=str(url), details=details)
-        raise DuplicatePost(
-            f"{duplicate} (not among the Page's {DUPLICATE_LOOKUP_LIMIT} newest posts)",
-            http_status=duplicate.http_status,
-        )
+                return SendResult(external_id=post_id, external_url=str(url), details={"post_id": post_id})
+        return None
 
 
 def retry_after_from(headers: Mapping[str, str]) -> float:
@@ -351,6 +376,13 @@ def retry_after_from(headers: Mapping[str, str]) -> float:
     if usage >= 100:
         return APP_USAGE_WAIT
     return DEFAULT_RATE_LIMIT_WAIT
+
+
+def _caption(message: Message) -> str:
+    """A photo post's caption: the text, and the link after it (/photos has no `link` field)."""
+    if message.link and message.link not in message.text:
+        return f"{message.text}\n\n{message.link}".strip()
+    return message.text
 
 
 def _flag(value: object) -> bool:

@@ -1,0 +1,218 @@
+"""What happens when a send ends in neither a yes nor a no, and when a target keeps failing.
+
+- A worker lost while sending (its lease expired) left either nothing on the wire (no attempt was
+  logged yet: the delivery goes back to the queue) or a request that may have been published:
+  the delivery becomes ``uncertain``.
+- An uncertain delivery is settled by its target's policy: looked up on the network once when the
+  adapter can (``Adapter.verify``), else left to an admin with the reason in its last_error.
+- A target whose attempts have all failed for long enough (SYNDICATOR_TARGET_PAUSE_AFTER) is
+  paused, with the reason shown; a success ends the streak.
+- An outcome the network gave is written even through a short database outage (``durably``).
+
+syndicator/delivery.py calls these; it stays the one place that moves a delivery on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
+from django.utils import timezone
+
+from syndicator.models import Delivery, DeliveryAttempt, Target
+from syndicator.redact import redact
+from syndicator.targets import ADAPTERS
+
+log = logging.getLogger(__name__)
+
+Status = Delivery.Status
+Outcome = DeliveryAttempt.Outcome
+ACTIVE_TARGET = Q(target__enabled=True, target__paused_at__isnull=True)
+BATCH = 500
+# A look-up of an uncertain delivery is logged as an attempt whose worker starts with this.
+VERIFY_MARK = "verify:"
+# Outcomes that count towards pausing a failing target (rate limits do not: the network said when).
+FAILED_OUTCOMES = (Outcome.TRANSIENT, Outcome.PERMANENT, Outcome.UNKNOWN, Outcome.LOST)
+
+T = TypeVar("T")
+
+
+# --- lost sends and uncertain deliveries --------------------------------------------------------
+
+
+def uncertain_policy(kind: str) -> str:
+    """What happens next to an uncertain delivery of this target kind, for its last_error."""
+    adapter = ADAPTERS.get(kind)
+    if adapter is None:
+        return "an admin decides: retry it or leave it"
+    return "it will be looked up on the network shortly" if adapter.can_verify() else adapter.verify_note
+
+
+def verifiable_kinds() -> list[str]:
+    """Target kinds whose adapter can look a post up (Adapter.verify)."""
+    return [kind for kind, cls in ADAPTERS.items() if cls.can_verify()]
+
+
+def unverified() -> Q:
+    """Uncertain deliveries of verifiable targets, not looked up since they became uncertain."""
+    looked_up = DeliveryAttempt.objects.filter(
+        delivery=OuterRef("pk"), number=OuterRef("attempts"), worker__startswith=VERIFY_MARK
+    )
+    return Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & ~Exists(looked_up)
+
+
+def settle_lost_sends(now: datetime) -> tuple[int, int]:
+    """Sends whose lease expired: requeued if no request left, else `uncertain`; both counts."""
+    expired = Q(status=Status.SENDING, lease_until__lt=now)
+    lost = list(Delivery.objects.filter(expired).order_by("pk").values_list("pk", "target__kind")[:BATCH])
+    requeued = uncertain = 0
+    for pk, kind in lost:
+        # The worker logs an attempt before its request leaves (delivery._log_attempt, which also
+        # renews the lease under the row lock): without that row it died between claim and send,
+        # so sending now cannot post twice.
+        started = DeliveryAttempt.objects.filter(delivery_id=pk, number=OuterRef("attempts"))
+        requeued += (
+            Delivery.objects.filter(expired, pk=pk)
+            .filter(~Exists(started))
+            .update(
+                status=Status.QUEUED,
+                lease_until=None,
+                next_attempt_at=None,
+                enqueued_at=None,
+                last_error="the worker was lost before sending: queued again",
+                updated_at=now,
+            )
+        )
+        why = "the worker was lost while sending: the post may or may not be published"
+        if Delivery.objects.filter(expired, pk=pk).update(
+            status=Status.UNCERTAIN,
+            lease_until=None,
+            enqueued_at=None,
+            last_error=f"{why}; {uncertain_policy(kind)}",
+            updated_at=now,
+        ):
+            uncertain += 1
+            DeliveryAttempt.objects.filter(delivery_id=pk, finished_at__isnull=True).update(
+                outcome=Outcome.LOST, finished_at=now, message="worker lost mid-send (lease expired)"
+            )
+    return requeued, uncertain
+
+
+def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "") -> DeliveryAttempt | None:
+    """Take an uncertain delivery to look it up, at most once: the look-up's attempt, or None.
+
+    Only once the delivery has been uncertain for SYNDICATOR_VERIFY_AFTER (see due_verifications),
+    whoever sent the message. The claim and its log row are one transaction, so a look-up lost with
+    its worker is never mistaken for a send that had not started (and so never requeued).
+    """
+    now = timezone.now()
+    lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
+    settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
+    eligible = Delivery.objects.filter(unverified(), ACTIVE_TARGET, pk=delivery_id, updated_at__lte=settled)
+    with transaction.atomic():
+        taken = (
+            Delivery.objects.filter(pk=delivery_id, status=Status.UNCERTAIN)
+            .filter(pk__in=eligible.values("pk"))
+            .update(
+                status=Status.SENDING, attempts=F("attempts") + 1, lease_until=now + lease, updated_at=now
+            )
+        )
+        if not taken:
+            return None
+        number = Delivery.objects.values_list("attempts", flat=True).get(pk=delivery_id)
+        return DeliveryAttempt.objects.create(
+            delivery_id=delivery_id,
+            number=number,
+            worker=f"{VERIFY_MARK}{worker}"[:200],
+            task_id=task_id[:200],
+        )
+
+
+def due_verifications(now: datetime, not_recently_sent: Q) -> list[tuple[int, str]]:
+    """(delivery id, kind) of uncertain deliveries to look up now: settled for SYNDICATOR_VERIFY_AFTER.
+
+    The wait gives the network time to show a post whose answer was lost (a timeout often means
+    it is still being made).
+    """
+    settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
+    return list(
+        Delivery.objects.filter(unverified(), ACTIVE_TARGET, not_recently_sent, updated_at__lte=settled)
+        .order_by("updated_at")
+        .values_list("pk", "target__kind")[:BATCH]
+    )
+
+
+def durably(record: Callable[[], T]) -> T:
+    """Run a write, retrying while the database is briefly away (SYNDICATOR_RECORD_RETRY seconds).
+
+    What the network answered is known only to this process: losing it to a restarting database
+    would leave a published post `uncertain`, or a failed one never retried.
+    """
+    deadline = time.monotonic() + settings.SYNDICATOR_RECORD_RETRY
+    pause = 0.2
+    while True:
+        try:
+            return record()
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block or time.monotonic() + pause > deadline:
+                raise
+            log.warning("database unavailable while recording an outcome, retrying: %s", redact(str(exc)))
+            with contextlib.suppress(DatabaseError):
+                connection.close()  # the next query opens a fresh connection
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+# --- targets that keep failing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FailingStreak:
+    """A target's failed attempts since its last success."""
+
+    count: int
+    since: datetime
+
+
+def failing_streak(target: Target) -> FailingStreak | None:
+    """The failed attempts since the target's last success, or None if there are none.
+
+    Rate limits count neither way (the network set the pace), nor do look-ups of uncertain
+    deliveries; any success, a look-up that found its post included, ends the streak.
+    """
+    attempts = DeliveryAttempt.objects.filter(delivery__target=target, finished_at__isnull=False)
+    last_success = attempts.filter(outcome=Outcome.SENT).aggregate(at=Max("finished_at"))["at"]
+    failed = attempts.filter(outcome__in=FAILED_OUTCOMES).exclude(worker__startswith=VERIFY_MARK)
+    if last_success is not None:
+        failed = failed.filter(finished_at__gt=last_success)
+    found = failed.aggregate(count=Count("pk"), since=Min("finished_at"))
+    return FailingStreak(found["count"], found["since"]) if found["count"] else None
+
+
+def pause_reason(target: Target, last_error: str, *, now: datetime | None = None) -> str:
+    """Why the target must be paused now by SYNDICATOR_TARGET_PAUSE_AFTER, or "" if it need not.
+
+    The policy: at least ``failures`` failed attempts and no success for at least ``seconds``.
+    Resuming does not forget the streak: if the first attempt after a resume fails too, the target
+    is paused again at once, rather than failing for another day after a resume that fixed nothing.
+    """
+    now = now or timezone.now()
+    policy = settings.SYNDICATOR_TARGET_PAUSE_AFTER
+    streak = failing_streak(target)
+    if streak is None or streak.count < policy["failures"]:
+        return ""
+    if now - streak.since < timedelta(seconds=policy["seconds"]):
+        return ""
+    since = timezone.localtime(streak.since).strftime("%Y-%m-%d %H:%M %Z")
+    return (
+        f"paused automatically: every attempt failed since {since} ({streak.count} attempts); "
+        f"last error: {last_error}; resume it once the cause is fixed"
+    )

@@ -1,0 +1,1 @@
+"""Fault and load tests: real worker processes, a private Redis, PostgreSQL and the emulators."""

@@ -1,0 +1,74 @@
+"""kill -9 a worker while deliveries are in flight, start another: nothing lost, nothing posted twice."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from syndicator.models import Delivery, DeliveryAttempt
+from syndicator.recovery import VERIFY_MARK
+from tests.conftest import wait_for
+from tests.faults.conftest import TAG
+from tests.faults.networks import KINDS, reconcile
+from tests.faults.support import settled, status_counts, store_posts
+
+pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+POSTS = 6
+PACE = 2.0  # every answer comes this long after the network handled the request
+
+
+def arrived_in_flight(networks, kind: str) -> set[int]:
+    """Posts whose request reached the network while their delivery still waits for the answer."""
+    sending = {
+        int(guid.rsplit("-", 1)[1])
+        for guid in Delivery.objects.filter(target__kind=kind, status="sending").values_list(
+            "post__guid", flat=True
+        )
+    }
+    return sending & {item.number for item in networks.received()[kind]}
+
+
+def test_a_worker_killed_mid_send_loses_nothing_and_posts_nothing_twice(networks, start_worker, sweeper):
+    networks.make_targets(timeout=10)
+    networks.pace = PACE
+    first = start_worker(concurrency=4)
+    store_posts(TAG, POSTS)
+
+    def killable() -> bool:
+        first.check()
+        # A Graph post made and unanswered (the look-up must find it), and one more network's.
+        others = any(arrived_in_flight(networks, kind) for kind in ("telegram", "twitter"))
+        return bool(arrived_in_flight(networks, "facebook")) and others
+
+    wait_for(killable, timeout=60)
+    first.kill()
+    networks.pace = 0
+    start_worker(concurrency=2)
+    wait_for(lambda: settled(POSTS * len(KINDS)), timeout=90)
+
+    books = reconcile(networks)
+    print(f"\nafter kill -9: {dict(status_counts())}; {books.summary()}")
+    assert not books.problems, books.problems
+    assert DeliveryAttempt.objects.filter(outcome="lost").exists(), "the kill hit sends in flight"
+    # The Graph API can list the Page's posts: each post it received is found and marked sent.
+    facebook = books.counts["facebook"]
+    assert facebook["uncertain_arrived"] == 0, facebook
+    looked_up = DeliveryAttempt.objects.filter(worker__startswith=VERIFY_MARK, outcome="sent")
+    assert looked_up.filter(delivery__target__kind="facebook").exists()
+    for delivery in Delivery.objects.filter(pk__in=looked_up.values("delivery")):
+        assert delivery.status == "sent" and delivery.external_url.startswith("https://")
+    # What stays uncertain waits for an admin, who sees it and why: the others cannot look a post
+    # up, and a Graph post killed before its request arrived was looked for and not found.
+    uncertain = Delivery.objects.filter(status="uncertain")
+    out = StringIO()
+    call_command("log", "--status", "uncertain", "--json", stdout=out)
+    shown = {row["id"]: row for row in map(json.loads, out.getvalue().splitlines())}
+    assert set(shown) == set(uncertain.values_list("pk", flat=True))
+    for row in shown.values():
+        assert "may or may not be published" in row["last_error"], row
+        expected = "not among the Page's" if row["target_kind"] == "facebook" else "an admin"
+        assert expected in row["last_error"], row
