@@ -80,6 +80,8 @@ def configure_environment(setup: str, data_dir: Path) -> None:
     for name in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "DEBUG", "DJANGO_SETTINGS_MODULE"):
         os.environ.pop(name, None)
     os.environ["SYNDICATOR_DATA_DIR"] = str(data_dir)
+    # The benchmark's feeds are served from 127.0.0.1, which feeds may not reach by default.
+    os.environ["SYNDICATOR_FEED_ALLOW_PRIVATE"] = "127.0.0.0/8"
     # INFO logs a line per stored batch and per delivery: that is logging cost, not pipeline cost.
     os.environ["LOG_LEVEL"] = "WARNING"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

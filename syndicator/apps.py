@@ -5,3 +5,8 @@ class SyndicatorConfig(AppConfig):
     name = "syndicator"
     verbose_name = "Syndicator"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from syndicator.redact import install_log_redaction
+
+        install_log_redaction()  # before any worker, web or CLI code logs

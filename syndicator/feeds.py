@@ -1,22 +1,18 @@
 """Fetch, parse and normalize RSS/Atom feeds: no Celery and no database here (the caller stores posts).
 
-``fetch`` does one conditional GET and says whether anything changed; ``parse`` turns a body into
-plain data without sanitizing it (DESIGN.md, "Feed parsing cost"); ``sanitize`` cleans the HTML of
-the items that turn out to be new.
+``fetch`` does one conditional GET and says whether anything changed (syndicator/feedhttp.py);
+``parse`` turns a body into plain data without sanitizing it (DESIGN.md, "Feed parsing cost");
+``sanitize`` cleans the HTML of the items that turn out to be new.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import html
 import io
 import mimetypes
 import re
-import socket
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,27 +20,22 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
-import httpx
 import nh3
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
-from syndicator.errors import FeedFetchError, FeedParseError, FeedTooLarge
-from syndicator.redact import redact
-from syndicator.tls import ssl_context
+from syndicator import feedxml
+from syndicator.errors import FeedParseError
+from syndicator.feedhttp import FetchResult, fetch
 
-
-@dataclass
-class FetchResult:
-    """The outcome of one fetch: changed or not, the body if it changed, the validators to keep."""
-
-    status: str  # "not_modified" (HTTP 304), "unchanged" (200, same body hash as before), "ok"
-    http_status: int
-    body: bytes  # b"" unless status == "ok"
-    etag: str
-    last_modified: str
-    body_hash: str  # sha256 hex; for "not_modified" and "unchanged" the previous one
-    final_url: str  # after redirects
+__all__ = [
+    "FetchResult",
+    "ParsedFeed",
+    "ParsedItem",
+    "clean_html",
+    "fetch",
+    "item_identity",
+    "parse",
+    "sanitize",
+]
 
 
 @dataclass
@@ -73,214 +64,36 @@ class ParsedFeed:
     language: str
     hub_url: str
     items: list[ParsedItem] = field(default_factory=list)
-
-
-# --- fetch ---------------------------------------------------------------------------------------
-
-_REDIRECT_STATUSES = {301, 302, 303, 307, 308}
-_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.8"
-
-
-def _setting(name: str, default: Any) -> Any:
-    """A Django setting, or ``default`` where Django is not configured (scripts, benchmarks)."""
-    try:
-        return getattr(settings, name, default)
-    except ImproperlyConfigured:
-        return default
-
-
-def _check_url(url: str) -> None:
-    """Refuse anything but an http(s) URL with a host; the message never repeats the URL."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError as exc:
-        raise FeedFetchError(f"invalid feed URL: {redact(str(exc))}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        shown = parts.scheme or "none"
-        raise FeedFetchError(f"unsupported URL scheme {shown!r}: only http and https feeds are fetched")
-    if not host:
-        raise FeedFetchError("invalid feed URL: no host")
-
-
-class _Deadline:
-    """One wall-clock limit for a whole fetch, redirects included.
-
-    httpx's timeouts bound each socket operation, so a server sending a byte now and then holds a
-    fetch for ever. A timer shuts the sockets in use down when the time is up, which ends whatever
-    read is blocked (headers or body); the body loop also checks the clock between chunks.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.message = f"timed out: no complete answer within {seconds:g} s"
-        self.expires_at = time.monotonic() + seconds
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def remaining(self) -> float:
-        return self.expires_at - time.monotonic()
-
-    def check(self) -> None:
-        if self.expired or self.remaining() <= 0:
-            raise FeedFetchError(self.message)
-
-    def trace(self, event: str, info: dict) -> None:
-        """httpcore trace hook: watch each socket as soon as it connects, before any header arrives."""
-        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-            self.watch(info.get("return_value"))
-
-    def watch(self, stream: Any) -> None:
-        # A pooled connection (caller's client) fires no connect event; its stream is watched once the
-        # response headers are in, from response.extensions["network_stream"].
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if sock is not None:
-            with self._lock:
-                self._sockets.append(sock)
-                if self.expired:
-                    self._abort(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                self._abort(sock)
-
-    @staticmethod
-    def _abort(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):  # already closed, or detached by the TLS wrapper
-            sock.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def fetch(
-    url: str,
-    *,
-    etag: str = "",
-    last_modified: str = "",
-    previous_hash: str = "",
-    timeout: float | None = None,
-    max_bytes: int | None = None,
-    max_redirects: int | None = None,
-    client: httpx.Client | None = None,
-) -> FetchResult:
-    """Fetch a feed with a conditional GET, within a size cap and a wall-clock deadline."""
-    timeout = float(_setting("SYNDICATOR_FEED_TIMEOUT", 20.0) if timeout is None else timeout)
-    max_bytes = int(_setting("SYNDICATOR_FEED_MAX_BYTES", 10 << 20) if max_bytes is None else max_bytes)
-    max_redirects = int(
-        _setting("SYNDICATOR_FEED_MAX_REDIRECTS", 5) if max_redirects is None else max_redirects
-    )
-    _check_url(url)
-    headers = {"User-Agent": _setting("SYNDICATOR_USER_AGENT", "syndicator"), "Accept": _ACCEPT}
-    # Validators are sent back only if ASCII, as HTTP requires: a server's stray UTF-8 ETag must not
-    # make every later fetch of the feed fail while the request is built.
-    if etag and etag.isascii():
-        headers["If-None-Match"] = etag
-    if last_modified and last_modified.isascii():
-        headers["If-Modified-Since"] = last_modified
-    own_client = client is None
-    if client is None:
-        client = httpx.Client(follow_redirects=False, timeout=timeout, verify=ssl_context())
-    deadline = _Deadline(timeout)
-    try:
-        current = url
-        for _ in range(max_redirects + 1):
-            _check_url(current)
-            deadline.check()
-            with client.stream(
-                "GET",
-                current,
-                headers=headers,
-                follow_redirects=False,  # followed here, so each hop's scheme is checked
-                timeout=httpx.Timeout(max(deadline.remaining(), 0.001)),
-                extensions={"trace": deadline.trace},
-            ) as response:
-                deadline.watch(response.extensions.get("network_stream"))
-                status = response.status_code
-                if status in _REDIRECT_STATUSES and response.headers.get("location"):
-                    current = urljoin(current, response.headers["location"].strip())
-                    continue
-                if status == 304:  # a 304 may omit the validators: the ones we sent still hold
-                    kept_etag = response.headers.get("etag", etag)
-                    kept_last_modified = response.headers.get("last-modified", last_modified)
-                    return FetchResult(
-                        "not_modified", 304, b"", kept_etag, kept_last_modified, previous_hash, current
-                    )
-                if not 200 <= status < 300:
-                    reason = httpx.codes.get_reason_phrase(status) or response.reason_phrase
-                    raise FeedFetchError(f"HTTP {status} {reason}".strip(), http_status=status)
-                body = _read_body(response, max_bytes, deadline)
-                new_etag = response.headers.get("etag", "")
-                new_last_modified = response.headers.get("last-modified", "")
-            body_hash = hashlib.sha256(body).hexdigest()
-            if previous_hash and body_hash == previous_hash:
-                return FetchResult("unchanged", status, b"", new_etag, new_last_modified, body_hash, current)
-            return FetchResult("ok", status, body, new_etag, new_last_modified, body_hash, current)
-        raise FeedFetchError(f"too many redirects (more than {max_redirects})")
-    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-        raise FeedFetchError(_describe(exc, deadline)) from None
-    finally:
-        deadline.cancel()
-        if own_client:
-            client.close()
-
-
-def _read_body(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> bytes:
-    """The decoded body, refused as soon as it passes max_bytes or the deadline passes."""
-    declared = response.headers.get("content-length", "")
-    # Content-Length counts encoded bytes; only without an encoding does it bound the decoded size.
-    if not response.headers.get("content-encoding") and declared.isdigit() and int(declared) > max_bytes:
-        raise FeedTooLarge(f"feed larger than {max_bytes} bytes", http_status=response.status_code)
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise FeedTooLarge(f"feed larger than {max_bytes} bytes", http_status=response.status_code)
-        chunks.append(chunk)
-        deadline.check()
-    return b"".join(chunks)
-
-
-_FAILURE_LABELS = (
-    (httpx.ConnectError, "connection failed"),
-    (httpx.DecodingError, "could not decode the response body"),
-    (httpx.InvalidURL, "invalid feed URL"),
-)
-
-
-def _describe(exc: BaseException, deadline: _Deadline) -> str:
-    """A one-line message for a network failure, with any credentials redacted."""
-    if deadline.expired:
-        return deadline.message
-    if isinstance(exc, httpx.TimeoutException):
-        step = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the server"
-        return f"timed out {step} (after {deadline.seconds:g} s)"
-    label = next((text for kind, text in _FAILURE_LABELS if isinstance(exc, kind)), type(exc).__name__)
-    return redact(f"{label}: {exc}" if str(exc) else label)
+    # Items left out, by reason: {"same guid as an earlier item": 2, "empty (no title, link or text)": 1}.
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
 # --- parse ---------------------------------------------------------------------------------------
 
 _TAG = re.compile(r"<[^>]*>")
+_LOOKS_LIKE_TAG = re.compile(r"<[a-zA-Z/!]")
 _IMG_SRC = re.compile(r"""<img\b[^>]*?\ssrc\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
 
 
-def parse(body: bytes, *, base_url: str = "", default_language: str = "") -> ParsedFeed:
-    """Parse an RSS or Atom body into plain data, leaving the HTML unsanitized (see ``sanitize``)."""
+def parse(
+    body: bytes, *, base_url: str = "", default_language: str = "", content_type: str = ""
+) -> ParsedFeed:
+    """Parse an RSS or Atom body into plain data, leaving the HTML unsanitized (see ``sanitize``).
+
+    content_type (the response's) gives the encoding of a body whose XML declares none.
+    """
+    body = feedxml.prepare(body, content_type)
     # A BytesIO, never the bytes: feedparser takes a bytes argument for a file name first, so a
     # body reading "/etc/passwd" would be read from our disk. No response_headers: a
     # content-location makes feedparser rewrite relative guids against wherever we fetched from
     # (identity must not move with the URL), and a content-type flags correct documents as bozo.
-    data = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+    try:
+        data = feedparser.parse(io.BytesIO(body), sanitize_html=False, resolve_relative_uris=False)
+    except Exception as exc:  # a feedparser bug on hostile input is this body's problem, not ours
+        raise FeedParseError(f"not an RSS/Atom feed: the parser failed ({type(exc).__name__})") from None
+    feedxml.check(body, data)
     if not data.entries and (data.bozo or not data.get("version")):
-        reason = data.get("bozo_exception") or ("empty body" if not body.strip() else "no feed element")
+        reason = "empty body" if not body.strip() else data.get("bozo_exception") or "no feed element"
         raise FeedParseError(f"not an RSS/Atom feed: {reason}")
     feed = data.feed
     link = _absolute(feed.get("link", ""), base_url)
@@ -289,18 +102,28 @@ def parse(body: bytes, *, base_url: str = "", default_language: str = "") -> Par
     base = base_url or link
     items: list[ParsedItem] = []
     seen: set[str] = set()
+    skipped: dict[str, int] = {}
     for entry in data.entries:
-        item = _item(entry, base, language)
-        if item.guid not in seen:  # the same guid twice in one body: the first one wins
+        item = _without_nul(_item(entry, base, language))
+        if item.guid in seen:  # the same guid twice in one body: the first one wins
+            reason = "same guid as an earlier item"
+        elif not _postable(item):
+            # It would only fail every target's delivery; if it gets content later (same guid),
+            # it is new then.
+            reason = "empty (no title, link or text)"
+        else:
             seen.add(item.guid)
             items.append(item)
+            continue
+        skipped[reason] = skipped.get(reason, 0) + 1
     hub = next((lnk.get("href", "") for lnk in feed.get("links", []) if lnk.get("rel") == "hub"), "")
     return ParsedFeed(
         title=_plain_text(feed.get("title", ""), feed.get("title_detail", {}).get("type", "")),
         link=link,
         language=language,
-        hub_url=_absolute(hub, base_url),
+        hub_url=_absolute(hub, base_url).replace("\x00", ""),
         items=items,
+        skipped=skipped,
     )
 
 
@@ -348,6 +171,26 @@ def _item(entry: Mapping[str, Any], base: str, feed_language: str) -> ParsedItem
         language=language.strip(),
         published_at=_published(entry),
     )
+
+
+def _postable(item: ParsedItem) -> bool:
+    """Whether an item has anything a message could show: a title, a link or some text."""
+    return bool(item.title or item.url or _plain_text(_TAG.sub(" ", f"{item.content} {item.summary}")))
+
+
+def _without_nul(item: ParsedItem) -> ParsedItem:
+    """item without NUL characters, which PostgreSQL refuses in text (feedparser's fallback
+    parser passes them through from a body that is not well-formed XML)."""
+    changes: dict[str, Any] = {
+        name: value.replace("\x00", "")
+        for name, value in vars(item).items()
+        if isinstance(value, str) and "\x00" in value
+    }
+    if any("\x00" in category for category in item.categories):
+        changes["categories"] = [c.replace("\x00", "") for c in item.categories if c.replace("\x00", "")]
+    if any("\x00" in str(enclosure) for enclosure in item.enclosures):
+        changes["enclosures"] = [e for e in item.enclosures if "\x00" not in str(e)]
+    return dataclasses.replace(item, **changes) if changes else item
 
 
 def _raw_content(entry: Mapping[str, Any]) -> str:
@@ -404,11 +247,16 @@ def _absolute(url: str, base: str) -> str:
 
 
 def _plain_text(value: str, content_type: str = "") -> str:
-    """Text with tags dropped (when it is HTML), entities unescaped and whitespace collapsed."""
+    """Text with tags dropped, entities unescaped and whitespace collapsed."""
     if "html" in content_type:
         value = _TAG.sub("", value)
     # Unescaped even when feedparser calls it plain: WordPress double-escapes titles (&amp;#8217;).
-    return " ".join(html.unescape(value or "").split())
+    value = html.unescape(value or "")
+    if _LOOKS_LIKE_TAG.search(value):
+        # Markup in a "plain" title (CDATA, or escaped twice): a title is text on every network,
+        # so tags go, and a script's or style's text with them ("3 < 5" is no tag and stays).
+        value = html.unescape(_TEXT_ONLY.clean(value))
+    return " ".join(value.split())
 
 
 def _length(value: Any) -> int | None:
@@ -457,12 +305,22 @@ _CLEANER = nh3.Cleaner(
 )
 
 
+_TEXT_ONLY = nh3.Cleaner(
+    tags=set(), clean_content_tags={"script", "style", "noscript", "template"}, attributes={}
+)
+
+
+def clean_html(fragment: str) -> str:
+    """An HTML fragment reduced to safe tags, attributes and http(s)/mailto links."""
+    return _CLEANER.clean(fragment)
+
+
 def sanitize(item: ParsedItem) -> ParsedItem:
     """A copy of item with summary and content reduced to safe HTML (plain text stays plain)."""
     return dataclasses.replace(
         item,
-        summary=_CLEANER.clean(item.summary),
-        content=_CLEANER.clean(item.content),
+        summary=clean_html(item.summary),
+        content=clean_html(item.content),
         categories=list(item.categories),
         enclosures=[dict(enclosure) for enclosure in item.enclosures],
     )

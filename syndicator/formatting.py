@@ -39,6 +39,8 @@ from markupsafe import Markup
 from twitter_text import parse_tweet
 
 from syndicator.errors import PermanentError
+from syndicator.feeds import clean_html
+from syndicator.sandbox import Sandbox
 
 FORMATS = ("telegram", "facebook", "twitter", "email")
 
@@ -225,6 +227,20 @@ _BODIES: dict[str, tuple[str, Callable[[str], int], int]] = {
 }
 
 
+def override_length(post: Any, fmt: str, text: str, *, options: dict | None = None) -> tuple[int, int | None]:
+    """How long an editor's text comes out on a network (link added, as sent) and that network's limit.
+
+    ``render_message`` would shorten a text that is too long; a repost form or the API asks here
+    first so the editor can be told instead. Email has no body limit: (length, None).
+    """
+    if fmt not in _BODIES:
+        return len(text), None
+    ctx = _context(post, fmt, options or {})
+    override = _CONTROL.sub("", text.replace("\r\n", "\n")).strip()
+    _name, measure, limit = _BODIES[fmt]
+    return measure(_override_renderer(fmt, ctx)({"text": override})), limit
+
+
 def _body_fields(fmt: str, ctx: dict) -> dict[str, str]:
     """The fields a body template may shorten, summary first: the title matters more."""
     if fmt == "facebook":
@@ -274,11 +290,13 @@ def _render_email(msg: Message, ctx: dict, override: str, overrides: dict[str, s
 def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
     """The plain values templates see, from a Post or anything with the same attributes."""
     title = " ".join(_CONTROL.sub("", _attr(post, "title")).split())
-    content = _attr(post, "content")
-    summary = plain_text(_attr(post, "summary") or content)
+    # Sanitized again, and only http(s) links: a poll stores clean HTML, but an editor may have
+    # changed the post since (the admin), and these reach readers (nh3 costs microseconds).
+    content = clean_html(_attr(post, "content"))
+    summary = plain_text(clean_html(_attr(post, "summary")) or content)
     language = _attr(post, "language").strip()
     rtl = re.split(r"[-_]", language.lower())[0] in RTL_LANGUAGES or _mostly_rtl(title)
-    url = _attr(post, "url").strip()
+    url = _http_only(_attr(post, "url"))
     utm = options.get("utm", True)
     if isinstance(utm, str):  # from the CLI: "utm_source=x&utm_campaign=y"
         utm = dict(parse_qsl(utm)) or False
@@ -294,7 +312,7 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
         "title": title,
         "summary": summary,
         "content_text": plain_text(content),
-        "content_html": Markup(content),  # sanitized by nh3 when the feed was read
+        "content_html": Markup(content),  # sanitized by nh3 just above
         "link": add_utm(url, utm) if utm else url,
         "url": url,
         "hashtags": hashtags(categories, 3 if tag_limit is None else int(tag_limit)) if show_tags else [],
@@ -303,7 +321,7 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
         "language": language,
         "direction": "rtl" if rtl else "ltr",
         "published_at": getattr(post, "published_at", None),
-        "image_url": _attr(post, "image_url").strip(),
+        "image_url": _http_only(_attr(post, "image_url")),
         "override": "",
     }
 
@@ -311,7 +329,7 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
 @lru_cache(maxsize=4)
 def _environment(directory: str, autoescape: bool) -> SandboxedEnvironment:
     """The sandbox templates run in; one with HTML autoescaping, one without."""
-    return SandboxedEnvironment(
+    return Sandbox(
         loader=jinja2.FileSystemLoader(directory),
         autoescape=autoescape,
         undefined=jinja2.StrictUndefined,  # a misspelt variable is an error, not a silent blank
@@ -463,6 +481,12 @@ def _mark_rtl(text: str) -> str:
 def _has_link(text: str, ctx: dict) -> bool:
     """Whether an editor's text already carries the post's link (with or without UTM parameters)."""
     return bool(ctx["link"] and ctx["link"] in text) or bool(ctx["url"] and ctx["url"] in text)
+
+
+def _http_only(url: str) -> str:
+    """url if it is http(s), else "" (javascript:, data: and the like are never links)."""
+    url = url.strip()
+    return url if url.lower().startswith(("http://", "https://")) else ""
 
 
 def _attr(post: Any, name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 
 # /bot<id>:<secret>/ in Telegram Bot API URLs; access_token= and similar query parameters;
 # user:password@ in URLs; Authorization headers echoed in errors.
@@ -13,10 +14,16 @@ _PATTERNS = [
         re.compile(r"(?i)\b(access_token|token|api_key|apikey|password|secret|key)=([^&\s\"']+)"),
         r"\1=<redacted>",
     ),
+    # oauthlib's Client repr, which requests_oauthlib logs at DEBUG: the X consumer key and token.
+    (re.compile(r"(?i)\b(client_key|resource_owner_key)=([^,\s>]+)"), r"\1=<redacted>"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^/\s@]+)@"), r"\1\2:<redacted>@"),
     (re.compile(r"(?i)\b(authorization:\s*)(bearer|basic)\s+[^\s,]+"), r"\1\2 <redacted>"),
-    # OAuth 1.0a header parameters: every one of oauth_token, oauth_consumer_key, oauth_signature...
+    # OAuth 1.0a parameters (oauth_token, oauth_consumer_key, oauth_signature...), in the header
+    # (key="value"), and as oauthlib logs them at DEBUG: ('key', 'value'), key=value, key%3Dvalue.
     (re.compile(r"(?i)\b(oauth_[a-z_]+)=\"[^\"]*\""), r'\1="<redacted>"'),
+    (re.compile(r"(?i)\('(oauth_[a-z_]+)',\s*'[^']*'\)"), r"('\1', '<redacted>')"),
+    (re.compile(r"(?i)\b(oauth_[a-z_]+)=([^&\s\"',)]+)"), r"\1=<redacted>"),
+    (re.compile(r"(?i)(oauth_[a-z_]+)%3D([^%&\s]+)"), r"\1%3D<redacted>"),  # after "%26": no \b
 ]
 
 
@@ -27,12 +34,38 @@ def redact(text: str) -> str:
     return text
 
 
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """record with its message, and its traceback if it has one, redacted (in place)."""
+    try:
+        message = record.getMessage()
+    except Exception:  # arguments that do not fit the format: logging reports that itself
+        return record
+    cleaned = redact(message)
+    if cleaned != message:
+        record.msg, record.args = cleaned, None
+    if record.exc_info and not record.exc_text:
+        # Formatters use exc_text when it is set, so the traceback is written redacted too.
+        record.exc_text = redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+    return record
+
+
+def install_log_redaction() -> None:
+    """Redact every log record as it is made, whatever logger makes it and whichever handler gets
+    it (httpx logs each request URL, and a Telegram token is part of it). Idempotent."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "redacting", False):
+        return
+
+    def make_redacted(*args: object, **kwargs: object) -> logging.LogRecord:
+        return redact_record(make(*args, **kwargs))
+
+    make_redacted.redacting = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(make_redacted)
+
+
 class RedactSecretsFilter(logging.Filter):
     """Logging filter that redacts every record's formatted message before it is written."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        redact_record(record)
         return True

@@ -61,6 +61,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Only for its static files: /api/docs then serves Swagger UI from here, not from a CDN.
+    "ninja",
     "syndicator",
 ]
 
@@ -174,6 +176,19 @@ SYNDICATOR_SWEEP_INTERVAL = float(os.environ.get("SYNDICATOR_SWEEP_INTERVAL", 5)
 SYNDICATOR_SEND_LEASE = float(os.environ.get("SYNDICATOR_SEND_LEASE", CELERY_TASK_TIME_LIMIT + 30))
 # A `queued` delivery whose message was sent this long ago and never claimed is sent again.
 SYNDICATOR_STRANDED_AFTER = float(os.environ.get("SYNDICATOR_STRANDED_AFTER", 60))
+# An uncertain delivery of a target that can look its posts up (Adapter.verify) is looked up once,
+# this many seconds after it became uncertain: a timed-out post is often still being made.
+SYNDICATOR_VERIFY_AFTER = float(os.environ.get("SYNDICATOR_VERIFY_AFTER", 60))
+# How long a worker keeps trying to write what the network answered while the database is away
+# (a restart, a failover); below the task time limit, so the task ends before Celery kills it.
+SYNDICATOR_RECORD_RETRY = float(os.environ.get("SYNDICATOR_RECORD_RETRY", 30))
+# A target is paused automatically when its attempts have all failed (rate limits aside) at least
+# `failures` times over at least `seconds`; any success resets the count. A dead token (TargetBroken)
+# pauses it at once.
+SYNDICATOR_TARGET_PAUSE_AFTER = {
+    "failures": int(os.environ.get("SYNDICATOR_TARGET_PAUSE_FAILURES", 20)),
+    "seconds": float(os.environ.get("SYNDICATOR_TARGET_PAUSE_SECONDS", 86400)),
+}
 # A feed poll holds its lease this long; a second poll of the same feed waits it out.
 SYNDICATOR_POLL_LEASE = float(os.environ.get("SYNDICATOR_POLL_LEASE", 120))
 
@@ -182,6 +197,13 @@ SYNDICATOR_FEED_MAX_BACKOFF = int(os.environ.get("SYNDICATOR_FEED_MAX_BACKOFF", 
 SYNDICATOR_FEED_TIMEOUT = float(os.environ.get("SYNDICATOR_FEED_TIMEOUT", 20))
 SYNDICATOR_FEED_MAX_BYTES = int(os.environ.get("SYNDICATOR_FEED_MAX_BYTES", 10 * 1024 * 1024))
 SYNDICATOR_FEED_MAX_REDIRECTS = int(os.environ.get("SYNDICATOR_FEED_MAX_REDIRECTS", 5))
+# Feeds are fetched from public addresses only (syndicator/netguard.py): a feed must not reach the
+# machine or the network syndicator runs in. Private networks (CIDRs) and host names allowed
+# besides, comma-separated, e.g. "10.1.0.0/16,intranet.example"; `syndicator run` adds its own
+# address for the demo feeds it serves, and the tests allow loopback.
+SYNDICATOR_FEED_ALLOW_PRIVATE = [
+    entry.strip() for entry in os.environ.get("SYNDICATOR_FEED_ALLOW_PRIVATE", "").split(",") if entry.strip()
+]
 SYNDICATOR_USER_AGENT = os.environ.get(
     "SYNDICATOR_USER_AGENT", "syndicator/0.1 (+https://github.com/syndicator/syndicator)"
 )
@@ -194,6 +216,9 @@ SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v
 SYNDICATOR_PUBLIC_URL = os.environ.get("SYNDICATOR_PUBLIC_URL", "http://127.0.0.1:8000")
 # How long an email's unsubscribe link works, in seconds (the token is signed and timestamped).
 SYNDICATOR_UNSUBSCRIBE_MAX_AGE = int(os.environ.get("SYNDICATOR_UNSUBSCRIBE_MAX_AGE", 90 * 86400))
+
+# /metrics for anyone (e.g. a Prometheus on a private network); otherwise a staff login or a token.
+SYNDICATOR_METRICS_PUBLIC = _env_bool("SYNDICATOR_METRICS_PUBLIC")
 
 # Jinja2 message templates (templates/messages/*.j2).
 SYNDICATOR_MESSAGE_TEMPLATES = BASE_DIR / "templates" / "messages"

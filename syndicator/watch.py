@@ -1,4 +1,12 @@
-"""Polling feeds: lease a feed, fetch it, store new posts with their deliveries, back off on errors."""
+"""Polling feeds: lease a feed, fetch it, store new posts with their deliveries, back off on errors.
+
+An item is new when its feed has no post with its guid, and none with its link and title either.
+The second identity is for feeds whose guids change on every fetch (a CMS that puts a session id
+or the build time in them, a migration that renumbered everything): by guid alone every item
+would look new on every poll and be posted again each time. Two items with the same link and the
+same title are the same post in practice; a link that is the feed's own home page is no
+identity, since some feeds link every item there.
+"""
 
 from __future__ import annotations
 
@@ -93,11 +101,14 @@ def _poll_leased(feed: Feed, now: datetime) -> PollReport:
         Feed.objects.filter(pk=feed.pk).update(last_status=Feed.Status.NOT_MODIFIED, **ok)
         return PollReport(feed=feed, status=fetched.status)
 
-    parsed = feeds.parse(fetched.body, base_url=fetched.final_url, default_language=feed.language)
-    known = set(
-        Post.objects.filter(feed=feed, guid__in=[i.guid for i in parsed.items]).values_list("guid", flat=True)
+    parsed = feeds.parse(
+        fetched.body,
+        base_url=fetched.final_url,
+        default_language=feed.language,
+        content_type=fetched.content_type,
     )
-    new_items = [feeds.sanitize(item) for item in parsed.items if item.guid not in known]
+    unseen, left_out = _unseen(feed, parsed)
+    new_items = [feeds.sanitize(item) for item in unseen]
     first_poll = feed.first_polled_at is None
     with transaction.atomic():
         stored = [post for item in new_items if (post := _store_post(feed, item, now)) is not None]
@@ -120,7 +131,40 @@ def _poll_leased(feed: Feed, now: datetime) -> PollReport:
             len(deliveries),
             " (first poll: backlog recorded, not delivered)" if first_poll and not feed.backfill else "",
         )
+    if left_out:
+        reasons = ", ".join(f"{count} {reason}" for reason, count in left_out.items())
+        log.info("feed %s: items left out: %s", feed.pk, reasons)
     return PollReport(feed=feed, status="ok", parsed=True, new_posts=stored, deliveries=len(deliveries))
+
+
+def _unseen(feed: Feed, parsed: feeds.ParsedFeed) -> tuple[list[feeds.ParsedItem], dict[str, int]]:
+    """The items of a body that are new to the feed (see the module docstring), and how many
+    were left out, by reason (the parser's reasons included)."""
+    guids = [item.guid for item in parsed.items]
+    known_guids = set(Post.objects.filter(feed=feed, guid__in=guids).values_list("guid", flat=True))
+    fresh = [item for item in parsed.items if item.guid not in known_guids]
+    home = parsed.link.rstrip("/")
+
+    def identity(item: feeds.ParsedItem) -> tuple[str, str] | None:
+        url = item.url[:2000]  # as stored
+        return (url, item.title) if url and item.title and url.rstrip("/") != home else None
+
+    keys = {key for item in fresh if (key := identity(item))}
+    stored = Post.objects.filter(feed=feed, url__in={url for url, _ in keys}).values_list("url", "title")
+    taken = set(stored) & keys
+    unseen, republished = [], 0
+    for item in fresh:
+        key = identity(item)
+        if key in taken:
+            republished += 1
+            continue
+        if key:
+            taken.add(key)  # a second item of this body with the same link and title is the same post
+        unseen.append(item)
+    left_out = dict(parsed.skipped)
+    if republished:
+        left_out["with a new guid and the link and title of a stored post"] = republished
+    return unseen, left_out
 
 
 def _newest(posts: list[Post], count: int) -> list[Post]:

@@ -44,6 +44,24 @@ def celery_app():
     return app
 
 
+@pytest.fixture(scope="session", autouse=True)
+def allow_loopback_feeds() -> Iterator[None]:
+    """Feeds here are served from 127.0.0.1, which syndicator refuses by default (no feed may
+    reach the machine it runs on: syndicator/netguard.py). Allowed in this process, and in every
+    process a test starts (they inherit the environment)."""
+    from django.conf import settings
+
+    previous = (settings.SYNDICATOR_FEED_ALLOW_PRIVATE, os.environ.get("SYNDICATOR_FEED_ALLOW_PRIVATE"))
+    settings.SYNDICATOR_FEED_ALLOW_PRIVATE = ["127.0.0.0/8", "::1"]
+    os.environ["SYNDICATOR_FEED_ALLOW_PRIVATE"] = "127.0.0.0/8,::1"
+    yield
+    settings.SYNDICATOR_FEED_ALLOW_PRIVATE = previous[0]
+    if previous[1] is None:
+        os.environ.pop("SYNDICATOR_FEED_ALLOW_PRIVATE", None)
+    else:
+        os.environ["SYNDICATOR_FEED_ALLOW_PRIVATE"] = previous[1]
+
+
 @pytest.fixture
 def celery_worker(celery_app, transactional_db) -> Iterator[object]:
     """A real Celery worker (threads pool) consuming every queue, for the duration of a test."""

@@ -131,6 +131,8 @@ def env(data_dir: Path) -> dict[str, str]:
         SYNDICATOR_SCHEDULE_INTERVAL="1",
         SYNDICATOR_SWEEP_INTERVAL="1",
         PYTHONUNBUFFERED="1",
+        # The feed server is on 127.0.0.1, which feeds may not reach by default.
+        SYNDICATOR_FEED_ALLOW_PRIVATE="127.0.0.0/8",
     )
     return env
 
@@ -263,6 +265,8 @@ def test_second_concurrent_run_on_the_same_data_dir_is_refused(
 def test_demo_delivers_to_every_outbox_format_and_is_seeded_once(
     start_run: Callable[..., Run], env: dict[str, str]
 ) -> None:
+    # Nothing allowed by us: `syndicator run` allows the address its demo feeds are served from.
+    env.pop("SYNDICATOR_FEED_ALLOW_PRIVATE")
     run = start_run()
     run.wait_healthy()
 

@@ -25,7 +25,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from syndicator.broker import BrokerError, PrivateRedis, die_with_parent
-from syndicator.demo import DEMO_FEEDS, DEMO_FORMATS, repoint_demo_feeds, seed_demo
+from syndicator.demo import DEMO_FEEDS, DEMO_FORMATS, demo_feed_url, repoint_demo_feeds, seed_demo
+from syndicator.models import Feed
 from syndicator.redact import redact
 
 CHILD_STOP_TIMEOUT = 20.0  # a warm Celery shutdown waits for running tasks; past this we SIGKILL
@@ -76,6 +77,17 @@ def base_url(host: str, port: int) -> str:
     """The web app's URL as seen from this machine."""
     target = connect_host(host)
     return f"http://[{target}]:{port}" if ":" in target else f"http://{target}:{port}"
+
+
+def allowing_own_address(env: dict[str, str], host: str) -> dict[str, str]:
+    """env with the web app's own address added to SYNDICATOR_FEED_ALLOW_PRIVATE.
+
+    The demo feeds are served by the web app, on loopback (or this machine's LAN address), where
+    feeds may not reach by default (syndicator/netguard.py). The allowance is for that address,
+    any port; a user's own setting is kept.
+    """
+    allowed = [entry for entry in env.get("SYNDICATOR_FEED_ALLOW_PRIVATE", "").split(",") if entry.strip()]
+    return {**env, "SYNDICATOR_FEED_ALLOW_PRIVATE": ",".join([*allowed, connect_host(host)])}
 
 
 def become_subreaper() -> None:
@@ -157,11 +169,14 @@ class Command(BaseCommand):
             if not no_demo:
                 seeded = seed_demo(base_url(host, port))
                 repoint_demo_feeds(base_url(host, port))
+            own_demo = Feed.objects.filter(url__startswith=demo_feed_url(base_url(host, port), "")).exists()
             connections.close_all()  # the children open their own; we keep no SQLite handle
             if self._stop_signal is not None:
                 return
 
             env = {**os.environ, "SYNDICATOR_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+            if own_demo:  # the demo feeds this web app serves may be polled
+                env = allowing_own_address(env, host)
             children["web"] = self._spawn(self._web_argv(host, port), env)
             # The worker starts once the web app answers: the demo feeds are served by it, and a
             # first poll that found nothing listening would back the feed off for a minute.

@@ -1,0 +1,310 @@
+"""Fetching a feed over HTTP: one conditional GET, within a size cap and a wall-clock deadline,
+from addresses syndicator/netguard.py allows, redirects followed here (each hop checked again).
+
+What a hostile server can do, and what stops it:
+  - a body larger than SYNDICATOR_FEED_MAX_BYTES: refused from Content-Length, else once that
+    many bytes have arrived; a gzip or deflate body is decoded here, a bounded piece at a time,
+    since a few kilobytes can decode to gigabytes (httpx decodes each network read whole);
+  - a slow answer, or one byte a second for ever: one deadline for the whole fetch
+    (SYNDICATOR_FEED_TIMEOUT), which closes the socket; a body cut by it is never taken whole;
+  - redirect loops (SYNDICATOR_FEED_MAX_REDIRECTS), other schemes, private addresses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from syndicator import netguard
+from syndicator.errors import FeedFetchError, FeedTooLarge
+from syndicator.redact import redact
+from syndicator.tls import ssl_context
+
+
+@dataclass
+class FetchResult:
+    """The outcome of one fetch: changed or not, the body if it changed, the validators to keep."""
+
+    status: str  # "not_modified" (HTTP 304), "unchanged" (200, same body hash as before), "ok"
+    http_status: int
+    body: bytes  # b"" unless status == "ok"
+    etag: str
+    last_modified: str
+    body_hash: str  # sha256 hex; for "not_modified" and "unchanged" the previous one
+    final_url: str  # after redirects
+    content_type: str = ""  # its charset is the body's encoding when the XML does not declare one
+
+
+_REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+_ACCEPT = "application/rss+xml, application/atom+xml, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.8"
+
+
+def _setting(name: str, default: Any) -> Any:
+    """A Django setting, or ``default`` where Django is not configured (scripts, benchmarks)."""
+    try:
+        return getattr(settings, name, default)
+    except ImproperlyConfigured:
+        return default
+
+
+def _check_url(url: str) -> None:
+    """Refuse anything but an http(s) URL with a host; the message never repeats the URL."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise FeedFetchError(f"invalid feed URL: {redact(str(exc))}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = parts.scheme or "none"
+        raise FeedFetchError(f"unsupported URL scheme {shown!r}: only http and https feeds are fetched")
+    if not host:
+        raise FeedFetchError("invalid feed URL: no host")
+
+
+class _Deadline:
+    """One wall-clock limit for a whole fetch, redirects included.
+
+    httpx's timeouts bound each socket operation, so a server sending a byte now and then holds a
+    fetch for ever. A timer shuts the sockets in use down when the time is up, which ends whatever
+    read is blocked (headers or body); the body loop also checks the clock between chunks.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.message = f"timed out: no complete answer within {seconds:g} s"
+        self.expires_at = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self.expires_at - time.monotonic()
+
+    def check(self) -> None:
+        if self.expired or self.remaining() <= 0:
+            raise FeedFetchError(self.message)
+
+    def trace(self, event: str, info: dict) -> None:
+        """httpcore trace hook: watch each socket as soon as it connects, before any header arrives."""
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            self.watch(info.get("return_value"))
+
+    def watch(self, stream: Any) -> None:
+        # A pooled connection (caller's client) fires no connect event; its stream is watched once the
+        # response headers are in, from response.extensions["network_stream"].
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with self._lock:
+                self._sockets.append(sock)
+                if self.expired:
+                    self._abort(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._abort(sock)
+
+    @staticmethod
+    def _abort(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # already closed, or detached by the TLS wrapper
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def fetch(
+    url: str,
+    *,
+    etag: str = "",
+    last_modified: str = "",
+    previous_hash: str = "",
+    timeout: float | None = None,
+    max_bytes: int | None = None,
+    max_redirects: int | None = None,
+    allow_private: str | Sequence[str] | None = None,
+    client: httpx.Client | None = None,
+) -> FetchResult:
+    """Fetch a feed with a conditional GET, within a size cap and a wall-clock deadline, from
+    public addresses only, or private ones in allow_private (see syndicator.netguard)."""
+    timeout = float(_setting("SYNDICATOR_FEED_TIMEOUT", 20.0) if timeout is None else timeout)
+    max_bytes = int(_setting("SYNDICATOR_FEED_MAX_BYTES", 10 << 20) if max_bytes is None else max_bytes)
+    max_redirects = int(
+        _setting("SYNDICATOR_FEED_MAX_REDIRECTS", 5) if max_redirects is None else max_redirects
+    )
+    allowance = netguard.Allowance.parse(
+        _setting("SYNDICATOR_FEED_ALLOW_PRIVATE", ()) if allow_private is None else allow_private
+    )
+    _check_url(url)
+    headers = {
+        "User-Agent": _setting("SYNDICATOR_USER_AGENT", "syndicator"),
+        "Accept": _ACCEPT,
+        "Accept-Encoding": _ACCEPT_ENCODING,  # what _decoded can decode within the size cap
+    }
+    # Validators are sent back only if ASCII, as HTTP requires: a server's stray UTF-8 ETag must not
+    # make every later fetch of the feed fail while the request is built.
+    if etag and etag.isascii():
+        headers["If-None-Match"] = etag
+    if last_modified and last_modified.isascii():
+        headers["If-Modified-Since"] = last_modified
+    own_client = client is None
+    if client is None:
+        client = httpx.Client(follow_redirects=False, timeout=timeout, verify=ssl_context())
+    deadline = _Deadline(timeout)
+    try:
+        current = url
+        for _ in range(max_redirects + 1):
+            _check_url(current)
+            deadline.check()
+            target = httpx.URL(current)
+            # Redirects are followed here, so every hop's scheme and addresses are checked.
+            addresses = netguard.check(target, allowance)
+            with contextlib.ExitStack() as stack:
+                response = _connect(stack, client, target, addresses, headers, deadline)
+                deadline.watch(response.extensions.get("network_stream"))
+                status = response.status_code
+                if status in _REDIRECT_STATUSES and response.headers.get("location"):
+                    current = urljoin(current, response.headers["location"].strip())
+                    continue
+                if status == 304:  # a 304 may omit the validators: the ones we sent still hold
+                    kept_etag = response.headers.get("etag", etag)
+                    kept_last_modified = response.headers.get("last-modified", last_modified)
+                    return FetchResult(
+                        "not_modified", 304, b"", kept_etag, kept_last_modified, previous_hash, current
+                    )
+                if not 200 <= status < 300:
+                    reason = httpx.codes.get_reason_phrase(status) or response.reason_phrase
+                    raise FeedFetchError(f"HTTP {status} {reason}".strip(), http_status=status)
+                body = _read_body(response, max_bytes, deadline)
+                new_etag = response.headers.get("etag", "")
+                new_last_modified = response.headers.get("last-modified", "")
+                content_type = response.headers.get("content-type", "")
+            body_hash = hashlib.sha256(body).hexdigest()
+            if previous_hash and body_hash == previous_hash:
+                return FetchResult("unchanged", status, b"", new_etag, new_last_modified, body_hash, current)
+            return FetchResult(
+                "ok", status, body, new_etag, new_last_modified, body_hash, current, content_type
+            )
+        raise FeedFetchError(f"too many redirects (more than {max_redirects})")
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+        raise FeedFetchError(_describe(exc, deadline)) from None
+    finally:
+        deadline.cancel()
+        if own_client:
+            client.close()
+
+
+def _connect(
+    stack: contextlib.ExitStack,
+    client: httpx.Client,
+    target: httpx.URL,
+    addresses: list[str],
+    headers: dict[str, str],
+    deadline: _Deadline,
+) -> httpx.Response:
+    """GET target from the first of its checked addresses that takes the connection."""
+    for index, address in enumerate(addresses):
+        url, host_header, tls_name = netguard.pin(target, address)
+        request = client.stream(
+            "GET",
+            url,
+            headers={**headers, **host_header},
+            follow_redirects=False,
+            timeout=httpx.Timeout(max(deadline.remaining(), 0.001)),
+            extensions={"trace": deadline.trace, **tls_name},
+        )
+        try:
+            return stack.enter_context(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            if index == len(addresses) - 1 or deadline.remaining() <= 0:
+                raise
+    raise AssertionError("netguard.check returns at least one address")
+
+
+def _read_body(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> bytes:
+    """The decoded body, refused as soon as it passes max_bytes or the deadline passes."""
+    declared = response.headers.get("content-length", "")
+    # Content-Length counts encoded bytes; only without an encoding does it bound the decoded size.
+    if not response.headers.get("content-encoding") and declared.isdigit() and int(declared) > max_bytes:
+        raise FeedTooLarge(f"feed larger than {max_bytes} bytes", http_status=response.status_code)
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in _decoded(response):
+        size += len(chunk)
+        if size > max_bytes:
+            raise FeedTooLarge(f"feed larger than {max_bytes} bytes", http_status=response.status_code)
+        chunks.append(chunk)
+        deadline.check()
+    # A body without Content-Length ends when the connection closes, and the deadline closes it:
+    # what came before is not the whole body.
+    deadline.check()
+    return b"".join(chunks)
+
+
+# Content codings we ask for and decode ourselves; zlib's window bits for each.
+_CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_ACCEPT_ENCODING = "gzip, deflate"
+_PIECE = 1 << 16  # at most this much decoded output at a time
+
+
+def _decoded(response: httpx.Response) -> Iterator[bytes]:
+    """The body as it arrives, decoded from gzip or deflate at most _PIECE bytes at a time."""
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    if coding in ("", "identity"):
+        yield from response.iter_raw()
+        return
+    if coding not in _CODINGS:
+        raise FeedFetchError(f"unsupported content encoding {coding[:40]!r} (we ask for {_ACCEPT_ENCODING})")
+    inflater = None
+    try:
+        for data in response.iter_raw():
+            if inflater is None:
+                inflater = zlib.decompressobj(_window_bits(coding, data))
+            while data:
+                yield inflater.decompress(data, _PIECE)
+                data = inflater.unconsumed_tail
+        if inflater is not None:
+            yield inflater.flush()
+    except zlib.error as exc:
+        raise FeedFetchError(f"could not decode the response body: {exc}") from None
+
+
+def _window_bits(coding: str, start: bytes) -> int:
+    """zlib's window bits for a coding; "deflate" without the zlib header some servers leave out
+    (RFC 9110 §8.4.1.2 wants it) is read as raw deflate, as browsers and httpx do."""
+    zlib_header = len(start) >= 2 and start[0] & 0x0F == 8 and int.from_bytes(start[:2], "big") % 31 == 0
+    return -_CODINGS[coding] if coding == "deflate" and not zlib_header else _CODINGS[coding]
+
+
+_FAILURE_LABELS = (
+    (httpx.ConnectError, "connection failed"),
+    (httpx.DecodingError, "could not decode the response body"),
+    (httpx.InvalidURL, "invalid feed URL"),
+)
+
+
+def _describe(exc: BaseException, deadline: _Deadline) -> str:
+    """A one-line message for a network failure, with any credentials redacted."""
+    if deadline.expired:
+        return deadline.message
+    if isinstance(exc, httpx.TimeoutException):
+        step = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for the server"
+        return f"timed out {step} (after {deadline.seconds:g} s)"
+    label = next((text for kind, text in _FAILURE_LABELS if isinstance(exc, kind)), type(exc).__name__)
+    return redact(f"{label}: {exc}" if str(exc) else label)
