@@ -443,3 +443,17 @@ def test_harness_modes_raise_what_they_promise_and_the_next_send_works(x: Harnes
         assert caught.value.retry_after > 0
     send(target)
     assert len(x.sent()) == 1
+
+
+def test_an_image_on_a_private_address_is_not_fetched_and_the_tweet_goes_out_without_it(
+    x: Harness, settings
+) -> None:
+    settings.SYNDICATOR_FEED_ALLOW_PRIVATE = []  # as in production: only public addresses
+    target = x.make_target(image=True)
+    post = feed_post("nejat-en-recent.rss", image_url=x.emulator.base_url + "/images/photo.png")
+    delivery = Delivery.objects.create(post=post, target=target)
+    adapter = get_adapter(target)
+    adapter.send(adapter.render(delivery), delivery)
+
+    assert not any(r.path.startswith("/images/") for r in x.emulator.requests)
+    assert x.sent()[0].get("media_ids") in (None, [])
