@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -250,6 +251,15 @@ def settled(expected: int) -> bool:
     from syndicator.models import Delivery
     from syndicator.recovery import unverified
 
-    counts = status_counts()
-    done = sum(counts.values()) == expected and set(counts) <= TERMINAL
-    return done and not Delivery.objects.filter(unverified()).exists()
+    def settled_now() -> bool:
+        counts = status_counts()
+        done = sum(counts.values()) == expected and set(counts) <= TERMINAL
+        return done and not Delivery.objects.filter(unverified()).exists()
+
+    # Twice, a second apart: one CI run saw a Facebook delivery back in `sending` right after a
+    # settled reading (unexplained yet; see the closing note of session 1), so one reading is not
+    # taken as the end state.
+    if not settled_now():
+        return False
+    time.sleep(1.0)
+    return settled_now()
