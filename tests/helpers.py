@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from html.parser import HTMLParser
 from pathlib import Path
 
 from syndicator import feeds
@@ -27,3 +28,16 @@ def demo_post(filename: str = "nejat-en-recent.rss", index: int = 0, **overrides
         setattr(post, name, value)
     post.save()
     return post
+
+
+class Tags(HTMLParser):
+    """The start tags of an HTML text, with their decoded attributes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict]] = []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.found.append((tag, dict(attrs)))

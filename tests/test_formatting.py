@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import re
 import xml.etree.ElementTree as ET
-from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +23,7 @@ from syndicator.formatting import (
     twitter_length,
 )
 from syndicator.models import Post
+from tests.helpers import Tags
 
 FEEDS = Path(__file__).resolve().parent.parent / "syndicator" / "demo_feeds"
 CONTENT_ENCODED = "{http://purl.org/rss/1.0/modules/content/}encoded"
@@ -63,19 +63,6 @@ def utm_link(url: str, fmt: str) -> str:
 def telegram_visible(text_html: str) -> str:
     """What a Telegram reader sees: tags gone, entities decoded."""
     return html.unescape(re.sub(r"<[^>]*>", "", text_html))
-
-
-class Tags(HTMLParser):
-    """Collects the tags of an HTML text with their (decoded) attributes."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.found: list[tuple[str, dict]] = []
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        self.found.append((tag, dict(attrs)))
 
 
 def assert_cut_on_word_boundary(result: str, source: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import re
-from html.parser import HTMLParser
 from types import SimpleNamespace
 
 from hypothesis import given, settings
@@ -20,6 +19,7 @@ from syndicator.formatting import (
     twitter_length,
 )
 from tests.emulators.telegram import telegram_parse
+from tests.helpers import Tags
 
 # Telegram's HTML parse mode accepts these tags only; the default template uses two of them.
 TELEGRAM_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote"}
@@ -55,19 +55,6 @@ posts = st.builds(
     image=st.sampled_from(["", "https://www.nejatngo.org/a.jpg"]),
     language=st.sampled_from(["", "en", "fa", "ar"]),
 )
-
-
-class Tags(HTMLParser):
-    """The start tags of an HTML text, with their decoded attributes."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.found: list[tuple[str, dict]] = []
-        self.feed(text)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        self.found.append((tag, dict(attrs)))
 
 
 def default_link(url: str, fmt: str) -> str:
