@@ -58,6 +58,8 @@ class Target(models.Model):
         FACEBOOK = "facebook", "Facebook Page"
         TWITTER = "twitter", "X / Twitter"
         EMAIL = "email", "email"
+        MASTODON = "mastodon", "Mastodon"
+        BLUESKY = "bluesky", "Bluesky"
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
