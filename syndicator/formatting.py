@@ -241,6 +241,18 @@ def override_length(post: Any, fmt: str, text: str, *, options: dict | None = No
     return measure(_override_renderer(fmt, ctx)({"text": override})), limit
 
 
+def message_length(msg: Message, *, options: dict | None = None) -> tuple[int, int | None]:
+    """A rendered message's length as its network counts it, and that network's limit.
+
+    Email has no body limit: (length, None). ``options`` are the target's settings, for networks
+    whose limit depends on them.
+    """
+    if msg.format not in _BODIES:
+        return len(msg.text), None
+    _name, measure, limit = _BODIES[msg.format]
+    return measure(msg.text), limit
+
+
 def _body_fields(fmt: str, ctx: dict) -> dict[str, str]:
     """The fields a body template may shorten, summary first: the title matters more."""
     if fmt == "facebook":
