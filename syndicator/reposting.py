@@ -7,6 +7,8 @@ rendered by ``formatting.render_message``, the code the worker sends with.
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import asdict, dataclass
 
 from syndicator.errors import PermanentError
@@ -20,6 +22,8 @@ LENGTH_UNITS = {
     "facebook": "UTF-16 units",
 }
 
+_TAG = re.compile(r"<[^>]*>")  # Telegram's HTML has passed formatting's tag check by now
+
 
 @dataclass
 class TargetPreview:
@@ -28,7 +32,8 @@ class TargetPreview:
     target: str
     kind: str
     format: str
-    text: str
+    text: str  # as readers see it (Telegram's HTML shown as its visible text)
+    markup: str = ""  # as sent, when that differs (Telegram's HTML)
     subject: str = ""
     length: int = 0
     limit: int | None = None
@@ -97,6 +102,8 @@ def preview(post: Post, target: Target, text: str = "") -> TargetPreview:
         shown.fits = False
         return shown
     shown.text, shown.subject = msg.text, msg.subject
+    if msg.parse_mode == "HTML":
+        shown.text, shown.markup = html.unescape(_TAG.sub("", msg.text)), msg.text
     shown.fits = shown.limit is None or shown.length <= shown.limit
     return shown
 

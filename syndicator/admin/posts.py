@@ -104,6 +104,17 @@ class PostAdmin(admin.ModelAdmin):
     list_per_page = 50
     inlines = [DeliveryInline]
     readonly_fields = ("feed", "guid", "first_seen_at")
+    # What an editor looks for first; the stored content below, folded.
+    fieldsets = (
+        (None, {"fields": ("title", "url", "feed", "language", "published_at", "first_seen_at")}),
+        (
+            "Content",
+            {
+                "classes": ("collapse",),
+                "fields": ("summary", "content", "author", "categories", "image_url", "enclosures", "guid"),
+            },
+        ),
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Post]:
         newest_first = Delivery.objects.select_related("target").order_by("target__name", "-created_at")
@@ -181,7 +192,6 @@ class PostAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "title": "Repost",
-            "subtitle": str(post),
             "opts": self.model._meta,
             "post": post,
             "form": form,
