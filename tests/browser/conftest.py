@@ -44,8 +44,13 @@ CHROMIUM_FLAGS = (
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[WebDriver]:
-    """One headless Chromium for the session (a new profile in a temporary directory)."""
+def chromium(django_db_setup, live_server) -> Iterator[WebDriver]:
+    """One headless Chromium for the session (a new profile in a temporary directory).
+
+    It depends on the test database and the live server so that it quits before either goes:
+    its keep-alive connections hold live-server threads, each with a database connection, which
+    would keep the test database from being dropped.
+    """
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
     if missing:
         pytest.fail(f"{', '.join(missing)} missing: run scripts/ensure-chromium (make test does)")

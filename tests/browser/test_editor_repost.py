@@ -91,3 +91,42 @@ def test_an_editor_reposts_to_two_targets_with_edited_text(browser, networks, ce
     [message] = networks["telegram"].sent()
     assert tweet["text"].startswith(EDITED) and post.url in tweet["text"]
     assert message["text"].startswith(EDITED)
+
+
+def test_a_text_too_long_for_x_is_flagged_live_and_refused(browser, networks):
+    feed = Feed.objects.create(url="https://www.nejatngo.org/fa/feed/", name="Nejat FA", language="fa")
+    post = Post.objects.create(
+        feed=feed, guid="fa-1", url="https://www.nejatngo.org/fa/?p=1", title="گزارش تازه", language="fa"
+    )
+    networks["telegram"].make_target(name="telegram-channel")
+    networks["twitter"].make_target(name="x-account")
+    make_user("editor", "editor")
+
+    browser.login("editor")
+    browser.open(f"/admin/syndicator/post/{post.pk}/repost/")
+    cards = {card.get_attribute("data-target"): card for card in browser.find_all(".repost-card")}
+    for card in cards.values():
+        card.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
+    browser.find("textarea[name=text]").send_keys(
+        "خبر فوری " * 40
+    )  # 360 characters and the link: over 280 on X
+
+    browser.wait_for(
+        lambda d: "too-long" in cards["x-account"].get_attribute("class"), "X's card to turn red"
+    )
+    assert "too-long" not in cards["telegram-channel"].get_attribute("class")
+    count = cards["x-account"].find_element(By.CSS_SELECTOR, ".repost-count")
+    assert (
+        "over" in count.get_attribute("class")
+        and int(count.find_element(By.CSS_SELECTOR, ".length").text) > 280
+    )
+    browser.screenshot("too-long-live")
+
+    browser.find("#repost-submit").click()
+    errors = browser.wait_for(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-errors li"), "the refusal")
+    assert errors[0].text.startswith("x-account: the text is")
+    assert not Delivery.objects.exists()
+    # The refused form keeps the editor's choice and text.
+    assert browser.find("textarea[name=text]").get_attribute("value").startswith("خبر فوری")
+    assert all(c.get_attribute("checked") for c in browser.find_all(".repost-card input[type=checkbox]"))
+    browser.screenshot("too-long-refused")
