@@ -176,6 +176,10 @@ def test_an_outbox_renders_the_mastodon_format(social):
     assert "utm_source=mastodon" in delivery.rendered_text
     assert mastodon_length(delivery.rendered_text) <= 500
     assert delivery.rendered_text == render_message(post, "mastodon").text
+    call_command(
+        "targets", "add", "outbox", "--name", "dry-set", "--set", "format=mastodon", stdout=StringIO()
+    )
+    assert Target.objects.get(name="dry-set").message_format == "mastodon"
 
 
 # --- images --------------------------------------------------------------------------------------
