@@ -34,17 +34,18 @@ from syndicator.models import (
     Subscriber,
     Target,
 )
-from tests.emulators import graph, smtp, telegram, x
+from tests.emulators import graph, mastodon, smtp, telegram, x
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(120)]
 
-HARNESSES = (telegram.Harness, graph.Harness, x.Harness, smtp.Harness)
+HARNESSES = (telegram.Harness, graph.Harness, x.Harness, smtp.Harness, mastodon.Harness)
 SECRETS = (
     telegram.TOKEN,
     telegram.TOKEN.partition(":")[2],  # the secret half: the bot id before ":" is public
     graph.TOKEN,
     *(value for _, value in x.Harness.ENV.values()),
     smtp.Harness.PASSWORD,
+    mastodon.TOKEN,
 )
 # Every logger at DEBUG, those the settings quieten included: a debug log must not leak either.
 LOGGERS = ("", "httpx", "httpcore", "urllib3", "requests_oauthlib", "oauthlib", "tweepy", "syndicator")
@@ -169,8 +170,9 @@ def harnesses() -> Iterator[list]:
         graph.Harness() as fb,
         x.Harness() as tw,
         smtp.Harness() as mail,
+        mastodon.Harness() as social,
     ):
-        yield [tg, fb, tw, mail]
+        yield [tg, fb, tw, mail, social]
 
 
 def test_no_secret_appears_in_logs_the_delivery_log_the_cli_the_admin_or_the_api(
