@@ -284,7 +284,7 @@ def message_length(msg: Message, *, options: dict | None = None) -> tuple[int, i
     """
     if msg.format not in _BODIES:
         return len(msg.text), None
-    _name, measure, limit = _BODIES[msg.format]
+    _name, measure, limit = _body(msg.format, options or {})
     return measure(msg.text), limit
 
 

@@ -20,6 +20,7 @@ LENGTH_UNITS = {
     "twitter": "weighted characters (every link counts 23)",
     "telegram": "characters after entity parsing",
     "facebook": "UTF-16 units",
+    "mastodon": "characters (every link counts as the instance says, 23 by default)",
 }
 
 _TAG = re.compile(r"<[^>]*>")  # Telegram's HTML has passed formatting's tag check by now

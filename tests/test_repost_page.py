@@ -163,3 +163,16 @@ def test_the_preview_needs_post_and_csrf(post, targets):
 
     assert client.get(preview_url(post)).status_code == 405
     assert client.post(preview_url(post), "{}", content_type="application/json").status_code == 403
+
+
+def test_a_mastodon_target_is_measured_against_its_instance_limit(editor, post):
+    post.url = "https://www.nejatngo.org/fa/?p=1"  # a real top-level domain: the link counts 23
+    post.save()
+    small = Target.objects.create(
+        name="toot", kind="mastodon", settings={"base_url": "https://social.example", "max_characters": 100}
+    )
+
+    response = editor.post(preview_url(post), json.dumps({"text": "x" * 90}), content_type="application/json")
+
+    shown = response.json()["previews"][str(small.pk)]
+    assert shown["limit"] == 100 and shown["length"] == 90 + 2 + 23 and shown["fits"] is False
