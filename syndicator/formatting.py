@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import regex
 from django.conf import settings
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
@@ -42,13 +43,14 @@ from syndicator.errors import PermanentError
 from syndicator.feeds import clean_html
 from syndicator.sandbox import Sandbox
 
-FORMATS = ("telegram", "facebook", "twitter", "email")
+FORMATS = ("telegram", "facebook", "twitter", "email", "bluesky")
 
 TWITTER_MAX = 280  # weighted, twitter-text config v3
 TELEGRAM_TEXT_MAX = 4096  # after entity parsing
 TELEGRAM_CAPTION_MAX = 1024
 FACEBOOK_MAX = 63206  # Graph API message limit, counted here in UTF-16 units like JavaScript does
 EMAIL_SUBJECT_MAX = 200
+BLUESKY_MAX = 300  # graphemes (app.bsky.feed.post lexicon: text maxGraphemes 300)
 SHORT_SUMMARY = 500  # Telegram and X show a teaser, not the article
 # No tweet shows more code points than this; the cap keeps parse_tweet (~6 ms per 1,000 chars) cheap.
 TWITTER_FIELD_CAP = 1000
@@ -120,6 +122,11 @@ def twitter_length(text: str) -> int:
 def telegram_length(text_html: str) -> int:
     """Length of Telegram HTML after entity parsing, in UTF-16 units (Telegram counts code points)."""
     return _utf16_length(html.unescape(_TAG.sub("", text_html)))
+
+
+def bluesky_length(text: str) -> int:
+    """Length of a Bluesky post in grapheme clusters (Unicode extended clusters, as the lexicon counts)."""
+    return len(regex.findall(r"\X", text))
 
 
 def _utf16_length(text: str) -> int:
@@ -224,6 +231,7 @@ _BODIES: dict[str, tuple[str, Callable[[str], int], int]] = {
     "telegram": ("telegram.html.j2", telegram_length, TELEGRAM_TEXT_MAX),
     "twitter": ("twitter.txt.j2", twitter_length, TWITTER_MAX),
     "facebook": ("facebook.txt.j2", _utf16_length, FACEBOOK_MAX),
+    "bluesky": ("bluesky.txt.j2", bluesky_length, BLUESKY_MAX),
 }
 
 
@@ -306,7 +314,7 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
     if isinstance(categories, str):
         categories = [categories]
     show_tags = options.get("hashtags")
-    show_tags = fmt in ("twitter", "telegram") if show_tags is None else bool(show_tags)
+    show_tags = fmt in ("twitter", "telegram", "bluesky") if show_tags is None else bool(show_tags)
     tag_limit = options.get("hashtag_limit")
     return {
         "title": title,

@@ -32,7 +32,7 @@ from syndicator.redact import redact
 from syndicator.targets import ADAPTERS, get_adapter
 from syndicator.targets.base import Adapter, Setting
 
-FORMATS = ("telegram", "facebook", "twitter", "email")
+FORMATS = ("telegram", "facebook", "twitter", "email", "bluesky")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 INT_RE = re.compile(r"[-+]?\d+")
 

@@ -1,0 +1,449 @@
+"""Bluesky target: AT Protocol XRPC over httpx, logged in with a handle and an app password.
+
+A post is one ``com.atproto.repo.createRecord`` of an ``app.bsky.feed.post``: the rendered text
+(≤ 300 graphemes, syndicator.formatting), its link and hashtag facets with UTF-8 byte offsets
+(_bluesky_richtext.py), ``langs`` from the post's language, ``createdAt``, and a link card
+(``app.bsky.embed.external``) whose thumbnail is the post's image sent with ``uploadBlob``.
+
+Sessions: ``createSession`` trades the app password for an access JWT (short-lived) and a refresh
+JWT. Both live only in this process's memory, keyed by target, service, handle and a digest of the
+password (a changed password logs in anew); nothing is stored or logged. When the service says
+the access token expired, the session is refreshed once (``refreshSession``); if the refresh
+token is dead too, a new ``createSession``; if even a brand-new session is refused as expired,
+the service (or its clock) is broken for every post, not for this one: TargetBroken, so the target
+pauses instead of spending createSession's own rate limit (30 per 5 minutes) on each delivery.
+The request a token was refused for never ran, so repeating it cannot post twice.
+
+Each process (Celery prefork child) logs in for itself; threads in one process share a session,
+and one lock per session key makes concurrent refreshes collapse into one (a refresh JWT rotates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from syndicator.errors import (
+    DeliveryError,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    TargetBroken,
+    TransientError,
+)
+from syndicator.formatting import plain_text, truncate
+from syndicator.redact import redact
+from syndicator.targets import http
+from syndicator.targets._bluesky_richtext import facets
+from syndicator.targets._images import download_image
+from syndicator.targets.base import Adapter, SendResult, Setting, register
+
+if TYPE_CHECKING:
+    from syndicator.formatting import Message
+    from syndicator.models import Delivery
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVICE = "https://bsky.social"
+POST = "app.bsky.feed.post"
+THUMB_MAX_BYTES = 1_000_000  # app.bsky.embed.external#external thumb: maxSize 1000000
+CARD_DESCRIPTION_MAX = 300  # a card shows two or three lines; the lexicon sets no limit
+RATE_LIMIT_FALLBACK = 60.0  # a 429 without ratelimit-reset: wait a minute rather than hammer it
+SESSION_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})  # the token, not the request, was refused
+_LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")  # BCP 47, as the langs field requires
+
+# What an XRPC error means (TARGETS-style table). The error name decides where it is specific;
+# otherwise the HTTP status. MAYBE_POSTED: the service answered an error after the request reached
+# it (500 from the PDS, 502/504 from its gateway); a createRecord may have committed, so it is
+# OutcomeUnknown there, and a plain retry anywhere else (logging in, uploading posts nothing).
+MAYBE_POSTED = "maybe posted"
+BY_NAME: dict[str, tuple[type[DeliveryError] | str, str]] = {
+    "AuthenticationRequired": (
+        TargetBroken,
+        "the handle or app password was refused: set a valid app password in {env}",
+    ),
+    "AccountTakedown": (TargetBroken, "the account was taken down by its service"),
+    "AccountDeactivated": (TargetBroken, "the account is deactivated: reactivate it to post"),
+    "ExpiredToken": (
+        TargetBroken,
+        "even a new session was refused: check service_url and the server's clock",
+    ),
+    "InvalidToken": (
+        TargetBroken,
+        "even a new session was refused: check service_url and the server's clock",
+    ),
+    "RateLimitExceeded": (RateLimited, "the service asks us to slow down"),
+    "InvalidRequest": (PermanentError, "the service refused this post"),
+    "PayloadTooLarge": (PermanentError, "the request is larger than the service accepts"),
+    "MethodNotImplemented": (TargetBroken, "service_url {service} does not implement this method"),
+}
+BY_STATUS: dict[int, tuple[type[DeliveryError] | str, str]] = {
+    400: (PermanentError, "the service refused the request"),
+    401: (TargetBroken, "not authorized: check the handle and the app password in {env}"),
+    403: (TargetBroken, "the account may not do this"),
+    404: (TargetBroken, "no such XRPC method at {service}: check service_url"),
+    413: (PermanentError, "the request is larger than the service accepts"),
+    429: (RateLimited, "the service asks us to slow down"),
+    500: (MAYBE_POSTED, "the service failed"),
+    502: (MAYBE_POSTED, "the service's gateway got no good answer"),
+    503: (TransientError, "the service is unavailable; nothing was done"),
+    504: (MAYBE_POSTED, "the service's gateway timed out"),
+}
+
+
+@dataclass
+class Session:
+    """One login: tokens (never printed: repr=False) and who they belong to."""
+
+    did: str
+    handle: str
+    access_jwt: str = field(repr=False)
+    refresh_jwt: str = field(repr=False)
+
+
+# --- the per-process session cache -----------------------------------------------------------------
+
+_cache_lock = threading.Lock()
+_sessions: dict[tuple, Session] = {}
+_key_locks: dict[tuple, threading.Lock] = {}
+
+
+def _forget_all_sessions() -> None:
+    """After a fork (Celery prefork): the child starts with no sessions and fresh, unheld locks."""
+    global _cache_lock
+    _cache_lock = threading.Lock()
+    _sessions.clear()
+    _key_locks.clear()
+
+
+os.register_at_fork(after_in_child=_forget_all_sessions)
+
+
+def _key_lock(key: tuple) -> threading.Lock:
+    with _cache_lock:
+        return _key_locks.setdefault(key, threading.Lock())
+
+
+@register
+class BlueskyAdapter(Adapter):
+    """Posts to a Bluesky account (any AT Protocol PDS) with link facets, tags and a link card."""
+
+    kind = "bluesky"
+    label = "Bluesky"
+    settings_spec = (
+        Setting("handle", "Account handle (e.g. news.example.org) or DID to log in as", required=True),
+        Setting("service_url", "The account's PDS / entryway (emulator in tests)", default=DEFAULT_SERVICE),
+        Setting("card", "Attach a link card (app.bsky.embed.external) for the post's link", default=True),
+        Setting("thumbnail", "Upload the post's image as the link card's thumbnail", default=True),
+        Setting("timeout", "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)"),
+    )
+
+    # --- the contract ---------------------------------------------------------------------------
+
+    def send(self, message: Message, delivery: Delivery) -> SendResult:
+        """createRecord of an app.bsky.feed.post; the record's at:// URI and its bsky.app URL."""
+        password = self.secret()
+        with self._client() as client:
+            record: dict[str, Any] = {
+                "$type": POST,
+                "text": message.text,
+                "createdAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            }
+            if found := facets(message.text, message.link):
+                record["facets"] = found
+            if (lang := message.language.replace("_", "-").strip()) and _LANG.fullmatch(lang):
+                record["langs"] = [lang]
+            if message.link and self._flag("card"):
+                record["embed"] = self._card(client, password, message, delivery)
+            answer, session = self._authed(
+                client,
+                password,
+                "POST",
+                "com.atproto.repo.createRecord",
+                posting=True,
+                json=lambda s: {"repo": s.did, "collection": POST, "record": record},
+            )
+        uri = str(answer.get("uri") or "")
+        if not uri.startswith("at://"):
+            raise OutcomeUnknown("Bluesky: createRecord answered without the record's at:// URI")
+        rkey = uri.rsplit("/", 1)[-1]
+        handle = session.handle or self._handle()
+        return SendResult(
+            external_id=uri,
+            external_url=f"https://bsky.app/profile/{handle}/post/{rkey}",
+            details={"cid": answer.get("cid", ""), "did": session.did, "facets": len(found)},
+        )
+
+    def check(self) -> str:
+        """Log in anew (createSession) and ask whose session it is (getSession)."""
+        password = self.secret()
+        with self._client() as client:
+            session = self._login(client, password)  # a check proves the password works now
+            with _key_lock(key := self._key(password)):
+                _sessions[key] = session
+            info, session = self._authed(client, password, "GET", "com.atproto.server.getSession")
+        if info.get("active") is False:
+            raise TargetBroken(
+                f"Bluesky: account @{session.handle} is not active ({info.get('status', '?')})"
+            )
+        return f"ok: posting as @{info.get('handle') or session.handle} ({info.get('did') or session.did})"
+
+    # --- sessions -------------------------------------------------------------------------------
+
+    def _key(self, password: str) -> tuple:
+        digest = hashlib.sha256(password.encode()).hexdigest()[:16]  # a new password, a new session
+        return (self.target.pk, self._service(), self._handle(), digest)
+
+    def _authed(
+        self,
+        client: httpx.Client,
+        password: str,
+        method: str,
+        nsid: str,
+        *,
+        posting: bool = False,
+        **kwargs: Any,
+    ) -> tuple[dict, Session]:
+        """Call an XRPC method with the session's access token; on an expired or invalid token
+        refresh once, then log in anew, then give up (TargetBroken). Its JSON answer and the session."""
+        session = self._renew(client, password, stale=None, login=True)
+        tried: list[str] = []  # how the session was renewed so far: "refresh", "login"
+        while True:
+            body = kwargs.get("json")
+            call = {**kwargs, "json": body(session)} if callable(body) else kwargs
+            response = self._request(client, method, nsid, posting, bearer=session.access_jwt, **call)
+            if not (response.status_code in (400, 401) and _error_name(response) in SESSION_ERRORS):
+                return self._answer(response, nsid, posting), session
+            if "login" in tried:
+                raise self._error(response, nsid, posting)
+            log.info(
+                "Bluesky target %s: access token refused (%s); renewing the session",
+                self.target.name,
+                _error_name(response),
+            )
+            login = "refresh" in tried
+            tried.append("login" if login else "refresh")
+            session = self._renew(client, password, stale=session, login=login)
+
+    def _renew(self, client: httpx.Client, password: str, *, stale: Session | None, login: bool) -> Session:
+        """The cached session unless it is ``stale``; else a refreshed one (or a new login) under this
+        key's lock, so threads that find the same token expired renew it once, not each."""
+        key = self._key(password)
+        with _key_lock(key):
+            current = _sessions.get(key)
+            if current is not None and current is not stale:
+                return current
+            session = None
+            if not login and current is not None:
+                session = self._refresh(client, current)
+            if session is None:
+                session = self._login(client, password)
+            _sessions[key] = session
+            return session
+
+    def _login(self, client: httpx.Client, password: str) -> Session:
+        """com.atproto.server.createSession with the handle and the app password."""
+        response = self._request(
+            client,
+            "POST",
+            "com.atproto.server.createSession",
+            False,
+            json={"identifier": self._handle(), "password": password},
+        )
+        return self._session(self._answer(response, "com.atproto.server.createSession", False))
+
+    def _refresh(self, client: httpx.Client, current: Session) -> Session | None:
+        """com.atproto.server.refreshSession; None when the refresh token is refused too (log in)."""
+        nsid = "com.atproto.server.refreshSession"
+        response = self._request(client, "POST", nsid, False, bearer=current.refresh_jwt)
+        if response.status_code in (400, 401) and (
+            _error_name(response) in SESSION_ERRORS or response.status_code == 401
+        ):
+            log.info("Bluesky target %s: refresh token refused; logging in anew", self.target.name)
+            return None
+        return self._session(self._answer(response, nsid, False))
+
+    def _session(self, answer: dict) -> Session:
+        tokens = (answer.get("accessJwt"), answer.get("refreshJwt"), answer.get("did"))
+        if not all(isinstance(value, str) and value for value in tokens):
+            raise TargetBroken(
+                f"Bluesky: {self._service()} answered a login without tokens: check service_url"
+            )
+        return Session(
+            did=answer["did"],
+            handle=str(answer.get("handle") or self._handle()),
+            access_jwt=answer["accessJwt"],
+            refresh_jwt=answer["refreshJwt"],
+        )
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _request(
+        self, client: httpx.Client, method: str, nsid: str, posting: bool, *, bearer: str = "", **kwargs: Any
+    ) -> httpx.Response:
+        """One XRPC request; a transport failure of a call that posts nothing is a plain retry."""
+        headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {bearer}"} if bearer else {})}
+        try:
+            return http.request(client, method, f"/xrpc/{nsid}", headers=headers, **kwargs)
+        except OutcomeUnknown as exc:
+            if posting:
+                raise OutcomeUnknown(f"Bluesky {nsid}: {exc} (the post may be published)") from None
+            raise TransientError(f"Bluesky {nsid}: {exc} (nothing was posted)") from None
+        except DeliveryError as exc:
+            exc.args = (f"Bluesky {nsid}: {exc}",)
+            raise
+
+    def _answer(self, response: httpx.Response, nsid: str, posting: bool) -> dict:
+        """The JSON object of a 2xx answer; the mapped DeliveryError otherwise."""
+        if not response.is_success:
+            raise self._error(response, nsid, posting)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            if posting:  # it said yes in a shape we cannot read: the post probably exists
+                raise OutcomeUnknown(f"Bluesky {nsid}: HTTP {response.status_code} without a JSON answer")
+            raise TargetBroken(f"Bluesky {nsid}: {self._service()} answered without JSON: check service_url")
+        return body
+
+    def _error(self, response: httpx.Response, nsid: str, posting: bool) -> DeliveryError:
+        """The DeliveryError for an XRPC error answer, by BY_NAME then BY_STATUS; redacted."""
+        status, name = response.status_code, _error_name(response)
+        said = redact(_error_message(response))[:300]
+        if 300 <= status < 400:
+            cls, advice = TargetBroken, "the XRPC API does not redirect: check service_url {service}"
+        elif name in BY_NAME and status < 500:
+            cls, advice = BY_NAME[name]
+        else:
+            default = (
+                (PermanentError, "the service refused the request")
+                if status < 500
+                else (MAYBE_POSTED, "the service failed")
+            )
+            cls, advice = BY_STATUS.get(status, default)
+        env = f"${self.target.secret_env}" if self.target.secret_env else "the target's secret"
+        advice = advice.format(env=env, service=self._service())
+        said = f"{said}; " if said else ""
+        text = f"Bluesky {nsid}: {name or 'HTTP ' + str(status)} ({status}): {said}{advice}"
+        if cls is RateLimited or status == 429:
+            return RateLimited(text, retry_after=_retry_after(response.headers), http_status=status)
+        if cls == MAYBE_POSTED:
+            cls = OutcomeUnknown if posting else TransientError
+            text += "; the post may be published" if posting else "; nothing was posted"
+        return cls(text, http_status=status)  # type: ignore[operator]
+
+    # --- the link card --------------------------------------------------------------------------
+
+    def _card(self, client: httpx.Client, password: str, message: Message, delivery: Delivery) -> dict:
+        """app.bsky.embed.external for the post's link: title, description, thumbnail if any."""
+        post = delivery.post
+        external: dict[str, Any] = {
+            "uri": message.link,
+            "title": " ".join(str(post.title or "").split()),
+            "description": truncate(
+                plain_text(str(post.summary or post.content or ""), paragraphs=False), CARD_DESCRIPTION_MAX
+            ),
+        }
+        wants_thumb = bool(message.image_url) and self._flag("thumbnail")
+        if wants_thumb and (thumb := self._thumbnail(client, password, message.image_url)):
+            external["thumb"] = thumb
+        return {"$type": "app.bsky.embed.external", "external": external}
+
+    def _thumbnail(self, client: httpx.Client, password: str, image_url: str) -> dict | None:
+        """The image uploaded with uploadBlob, as a blob ref; None (a card without it) on any failure."""
+        try:
+            content, content_type = download_image(
+                image_url, timeout=self._timeout() or 15.0, max_bytes=THUMB_MAX_BYTES
+            )
+            answer, _ = self._authed(
+                client,
+                password,
+                "POST",
+                "com.atproto.repo.uploadBlob",
+                content=content,
+                headers={"Content-Type": content_type},
+            )
+            blob = answer.get("blob")
+            if not isinstance(blob, dict) or not (blob.get("ref") or {}).get("$link"):
+                raise ValueError("uploadBlob answered without a blob ref")
+        except (ValueError, TransientError, PermanentError) as exc:
+            log.warning(
+                "Bluesky target %s: no thumbnail (%s: %s)",
+                self.target.name,
+                type(exc).__name__,
+                redact(str(exc))[:300],
+            )
+            return None
+        return blob
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        return http.client(self._service(), timeout=self._timeout())
+
+    def _service(self) -> str:
+        url = str(self.setting("service_url") or DEFAULT_SERVICE).strip().rstrip("/")
+        if not url.lower().startswith(("https://", "http://")):
+            raise TargetBroken(f"Bluesky: service_url {url!r} of target {self.target.name!r} is not http(s)")
+        return url
+
+    def _handle(self) -> str:
+        handle = str(self.setting("handle") or "").strip().removeprefix("@")
+        if not handle:
+            raise TargetBroken(f"Bluesky: target {self.target.name!r} names no handle (--set handle=…)")
+        return handle
+
+    def _flag(self, name: str) -> bool:
+        value = self.setting(name)
+        return value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
+
+    def _timeout(self) -> float | None:
+        value = self.setting("timeout")
+        try:
+            seconds = float(value) if value not in (None, "") else None  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            seconds = 0.0
+        if seconds is not None and seconds <= 0:
+            raise TargetBroken(
+                f"Bluesky: timeout={value!r} of target {self.target.name!r} is not seconds > 0"
+            )
+        return seconds
+
+
+def _error_body(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error_name(response: httpx.Response) -> str:
+    """XRPC's error name (``{"error": "ExpiredToken", "message": …}``), or ""."""
+    return str(_error_body(response).get("error") or "")
+
+
+def _error_message(response: httpx.Response) -> str:
+    return str(_error_body(response).get("message") or "")
+
+
+def _retry_after(headers: httpx.Headers, now: float | None = None) -> float:
+    """Seconds until ``ratelimit-reset`` (unix seconds), else Retry-After, else a minute."""
+    for name, absolute in (("ratelimit-reset", True), ("retry-after", False)):
+        try:
+            value = float(headers.get(name, ""))
+        except ValueError:
+            continue
+        seconds = value - (now if now is not None else time.time()) if absolute else value
+        return max(seconds, 1.0)
+    return RATE_LIMIT_FALLBACK
