@@ -20,6 +20,7 @@ HARNESS_MODULES = {
     "facebook": "tests.emulators.graph",
     "twitter": "tests.emulators.x",
     "email": "tests.emulators.smtp",
+    "bluesky": "tests.emulators.bluesky",
 }
 FAILURE_MODES = ("server_error", "rate_limited", "timeout", "bad_token", "rejected_content")
 
