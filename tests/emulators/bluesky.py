@@ -78,6 +78,7 @@ class BlueskyEmulator(Emulator):
         self.tokens: dict[str, dict[str, Any]] = {}  # token → {"kind": access|refresh, "expired": bool}
         self.logins = 0
         self.refreshes = 0
+        self.issue_expired = False  # hand out access tokens that are already expired (a broken PDS)
         self._method_faults: dict[str, list[Reply]] = {}
         self._tids = itertools.count(int(time.time() * 1_000_000))
         self._tokens_lock = threading.Lock()
@@ -133,7 +134,7 @@ class BlueskyEmulator(Emulator):
             _jwt("com.atproto.refresh", self.did, 86400),
         )
         with self._tokens_lock:
-            self.tokens[access] = {"kind": "access", "expired": False}
+            self.tokens[access] = {"kind": "access", "expired": self.issue_expired}
             self.tokens[refresh] = {"kind": "refresh", "expired": False}
         return {
             "accessJwt": access,
