@@ -33,7 +33,8 @@ from syndicator.formatting import Message, bluesky_length, hashtags, render_mess
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets._bluesky_richtext import LINK, TAG, facet_text, facets
-from syndicator.targets.bluesky import RATE_LIMIT_FALLBACK, THUMB_MAX_BYTES
+from syndicator.targets._xrpc import RATE_LIMIT_FALLBACK
+from syndicator.targets.bluesky import THUMB_MAX_BYTES
 from tests.emulators.bluesky import DID, HANDLE, PNG, Harness, xrpc_error
 from tests.helpers import demo_post
 from tests.test_formatting_properties import default_link, posts

@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import threading
-import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +32,16 @@ from syndicator.errors import (
     DeliveryError,
     OutcomeUnknown,
     PermanentError,
-    RateLimited,
     TargetBroken,
     TransientError,
 )
 from syndicator.formatting import plain_text, truncate
 from syndicator.redact import redact
+from syndicator.targets import _xrpc as xrpc
 from syndicator.targets import http
 from syndicator.targets._bluesky_richtext import facets
 from syndicator.targets._images import download_image
+from syndicator.targets._xrpc import SESSION_ERRORS, Session
 from syndicator.targets.base import Adapter, SendResult, Setting, register
 
 if TYPE_CHECKING:
@@ -57,80 +54,7 @@ DEFAULT_SERVICE = "https://bsky.social"
 POST = "app.bsky.feed.post"
 THUMB_MAX_BYTES = 1_000_000  # app.bsky.embed.external#external thumb: maxSize 1000000
 CARD_DESCRIPTION_MAX = 300  # a card shows two or three lines; the lexicon sets no limit
-RATE_LIMIT_FALLBACK = 60.0  # a 429 without ratelimit-reset: wait a minute rather than hammer it
-SESSION_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})  # the token, not the request, was refused
 _LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")  # BCP 47, as the langs field requires
-
-# What an XRPC error means (TARGETS-style table). The error name decides where it is specific;
-# otherwise the HTTP status. MAYBE_POSTED: the service answered an error after the request reached
-# it (500 from the PDS, 502/504 from its gateway); a createRecord may have committed, so it is
-# OutcomeUnknown there, and a plain retry anywhere else (logging in, uploading posts nothing).
-MAYBE_POSTED = "maybe posted"
-BY_NAME: dict[str, tuple[type[DeliveryError] | str, str]] = {
-    "AuthenticationRequired": (
-        TargetBroken,
-        "the handle or app password was refused: set a valid app password in {env}",
-    ),
-    "AccountTakedown": (TargetBroken, "the account was taken down by its service"),
-    "AccountDeactivated": (TargetBroken, "the account is deactivated: reactivate it to post"),
-    "ExpiredToken": (
-        TargetBroken,
-        "even a new session was refused: check service_url and the server's clock",
-    ),
-    "InvalidToken": (
-        TargetBroken,
-        "even a new session was refused: check service_url and the server's clock",
-    ),
-    "RateLimitExceeded": (RateLimited, "the service asks us to slow down"),
-    "InvalidRequest": (PermanentError, "the service refused this post"),
-    "PayloadTooLarge": (PermanentError, "the request is larger than the service accepts"),
-    "MethodNotImplemented": (TargetBroken, "service_url {service} does not implement this method"),
-}
-BY_STATUS: dict[int, tuple[type[DeliveryError] | str, str]] = {
-    400: (PermanentError, "the service refused the request"),
-    401: (TargetBroken, "not authorized: check the handle and the app password in {env}"),
-    403: (TargetBroken, "the account may not do this"),
-    404: (TargetBroken, "no such XRPC method at {service}: check service_url"),
-    413: (PermanentError, "the request is larger than the service accepts"),
-    429: (RateLimited, "the service asks us to slow down"),
-    500: (MAYBE_POSTED, "the service failed"),
-    502: (MAYBE_POSTED, "the service's gateway got no good answer"),
-    503: (TransientError, "the service is unavailable; nothing was done"),
-    504: (MAYBE_POSTED, "the service's gateway timed out"),
-}
-
-
-@dataclass
-class Session:
-    """One login: tokens (never printed: repr=False) and who they belong to."""
-
-    did: str
-    handle: str
-    access_jwt: str = field(repr=False)
-    refresh_jwt: str = field(repr=False)
-
-
-# --- the per-process session cache -----------------------------------------------------------------
-
-_cache_lock = threading.Lock()
-_sessions: dict[tuple, Session] = {}
-_key_locks: dict[tuple, threading.Lock] = {}
-
-
-def _forget_all_sessions() -> None:
-    """After a fork (Celery prefork): the child starts with no sessions and fresh, unheld locks."""
-    global _cache_lock
-    _cache_lock = threading.Lock()
-    _sessions.clear()
-    _key_locks.clear()
-
-
-os.register_at_fork(after_in_child=_forget_all_sessions)
-
-
-def _key_lock(key: tuple) -> threading.Lock:
-    with _cache_lock:
-        return _key_locks.setdefault(key, threading.Lock())
 
 
 @register
@@ -188,8 +112,8 @@ class BlueskyAdapter(Adapter):
         password = self.secret()
         with self._client() as client:
             session = self._login(client, password)  # a check proves the password works now
-            with _key_lock(key := self._key(password)):
-                _sessions[key] = session
+            with xrpc.key_lock(key := self._key(password)):
+                xrpc.sessions[key] = session
             info, session = self._authed(client, password, "GET", "com.atproto.server.getSession")
         if info.get("active") is False:
             raise TargetBroken(
@@ -221,14 +145,14 @@ class BlueskyAdapter(Adapter):
             body = kwargs.get("json")
             call = {**kwargs, "json": body(session)} if callable(body) else kwargs
             response = self._request(client, method, nsid, posting, bearer=session.access_jwt, **call)
-            if not (response.status_code in (400, 401) and _error_name(response) in SESSION_ERRORS):
+            if not (response.status_code in (400, 401) and xrpc.error_name(response) in SESSION_ERRORS):
                 return self._answer(response, nsid, posting), session
             if "login" in tried:
                 raise self._error(response, nsid, posting)
             log.info(
                 "Bluesky target %s: access token refused (%s); renewing the session",
                 self.target.name,
-                _error_name(response),
+                xrpc.error_name(response),
             )
             login = "refresh" in tried
             tried.append("login" if login else "refresh")
@@ -238,8 +162,8 @@ class BlueskyAdapter(Adapter):
         """The cached session unless it is ``stale``; else a refreshed one (or a new login) under this
         key's lock, so threads that find the same token expired renew it once, not each."""
         key = self._key(password)
-        with _key_lock(key):
-            current = _sessions.get(key)
+        with xrpc.key_lock(key):
+            current = xrpc.sessions.get(key)
             if current is not None and current is not stale:
                 return current
             session = None
@@ -247,7 +171,7 @@ class BlueskyAdapter(Adapter):
                 session = self._refresh(client, current)
             if session is None:
                 session = self._login(client, password)
-            _sessions[key] = session
+            xrpc.sessions[key] = session
             return session
 
     def _login(self, client: httpx.Client, password: str) -> Session:
@@ -266,7 +190,7 @@ class BlueskyAdapter(Adapter):
         nsid = "com.atproto.server.refreshSession"
         response = self._request(client, "POST", nsid, False, bearer=current.refresh_jwt)
         if response.status_code in (400, 401) and (
-            _error_name(response) in SESSION_ERRORS or response.status_code == 401
+            xrpc.error_name(response) in SESSION_ERRORS or response.status_code == 401
         ):
             log.info("Bluesky target %s: refresh token refused; logging in anew", self.target.name)
             return None
@@ -317,30 +241,9 @@ class BlueskyAdapter(Adapter):
         return body
 
     def _error(self, response: httpx.Response, nsid: str, posting: bool) -> DeliveryError:
-        """The DeliveryError for an XRPC error answer, by BY_NAME then BY_STATUS; redacted."""
-        status, name = response.status_code, _error_name(response)
-        said = redact(_error_message(response))[:300]
-        if 300 <= status < 400:
-            cls, advice = TargetBroken, "the XRPC API does not redirect: check service_url {service}"
-        elif name in BY_NAME and status < 500:
-            cls, advice = BY_NAME[name]
-        else:
-            default = (
-                (PermanentError, "the service refused the request")
-                if status < 500
-                else (MAYBE_POSTED, "the service failed")
-            )
-            cls, advice = BY_STATUS.get(status, default)
+        """The DeliveryError for an XRPC error answer (syndicator/targets/_xrpc.py's table)."""
         env = f"${self.target.secret_env}" if self.target.secret_env else "the target's secret"
-        advice = advice.format(env=env, service=self._service())
-        said = f"{said}; " if said else ""
-        text = f"Bluesky {nsid}: {name or 'HTTP ' + str(status)} ({status}): {said}{advice}"
-        if cls is RateLimited or status == 429:
-            return RateLimited(text, retry_after=_retry_after(response.headers), http_status=status)
-        if cls == MAYBE_POSTED:
-            cls = OutcomeUnknown if posting else TransientError
-            text += "; the post may be published" if posting else "; nothing was posted"
-        return cls(text, http_status=status)  # type: ignore[operator]
+        return xrpc.classify(response, nsid, posting=posting, env=env, service=self._service())
 
     # --- the link card --------------------------------------------------------------------------
 
@@ -418,32 +321,3 @@ class BlueskyAdapter(Adapter):
                 f"Bluesky: timeout={value!r} of target {self.target.name!r} is not seconds > 0"
             )
         return seconds
-
-
-def _error_body(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _error_name(response: httpx.Response) -> str:
-    """XRPC's error name (``{"error": "ExpiredToken", "message": …}``), or ""."""
-    return str(_error_body(response).get("error") or "")
-
-
-def _error_message(response: httpx.Response) -> str:
-    return str(_error_body(response).get("message") or "")
-
-
-def _retry_after(headers: httpx.Headers, now: float | None = None) -> float:
-    """Seconds until ``ratelimit-reset`` (unix seconds), else Retry-After, else a minute."""
-    for name, absolute in (("ratelimit-reset", True), ("retry-after", False)):
-        try:
-            value = float(headers.get(name, ""))
-        except ValueError:
-            continue
-        seconds = value - (now if now is not None else time.time()) if absolute else value
-        return max(seconds, 1.0)
-    return RATE_LIMIT_FALLBACK
