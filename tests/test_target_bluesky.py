@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from io import StringIO
 from types import SimpleNamespace
 
@@ -274,6 +274,17 @@ def test_threads_that_find_the_token_expired_refresh_it_once(bsky) -> None:
     assert (bsky.emulator.logins, bsky.emulator.refreshes) == (1, 1)
 
 
+def test_a_401_on_a_call_with_a_token_renews_the_session_once(bsky) -> None:
+    target = bsky.make_target()
+    send(target)
+    body = xrpc_error("AuthenticationRequired", "Authentication Required")
+    bsky.emulator.fail_method(CREATE, status=401, json=body)
+
+    send(target)
+
+    assert (bsky.emulator.logins, bsky.emulator.refreshes, len(bsky.sent())) == (1, 1, 2)
+
+
 def test_a_bad_app_password_pauses_the_target_and_posts_nothing(bsky, monkeypatch) -> None:
     monkeypatch.setenv(Harness.PASSWORD_ENV, "wxyz-wxyz-wxyz-wxyz")
     target = bsky.make_target()
@@ -304,9 +315,8 @@ def test_429_waits_until_ratelimit_reset(bsky, headers: dict, wait: float) -> No
     delivery.refresh_from_db()
     (logged,) = DeliveryAttempt.objects.filter(delivery=delivery)
     assert logged.error_class == "RateLimited" and wait - 2 <= logged.retry_after <= wait + 1
-    assert delivery.status == "retrying" and delivery.next_attempt_at >= timezone.now() + (
-        timezone.timedelta(seconds=wait - 5)
-    )
+    assert delivery.status == "retrying"
+    assert delivery.next_attempt_at >= timezone.now() + timedelta(seconds=wait - 5)
 
 
 ERROR_ROWS = [
@@ -366,6 +376,46 @@ def test_harness_modes_raise_what_they_promise_and_the_next_send_works(bsky, mod
     assert type(caught.value) is Harness.expected[mode]
     send(target)
     assert len(bsky.sent()) == 1
+
+
+# --- uncertain posts are looked up ---------------------------------------------------------------
+
+
+def test_a_post_made_but_unanswered_is_found_by_its_text_and_marked_sent(bsky, settings) -> None:
+    target = bsky.make_target()  # 1 s timeout
+    send(target, demo_post(title="An earlier post"))
+    delivery = Delivery.objects.create(post=demo_post(), target=target)
+    bsky.emulator.answer_late = 3
+    assert attempt_delivery(delivery.pk).outcome == "unknown"
+    delivery.refresh_from_db()
+    assert delivery.status == "uncertain" and "looked up on the network shortly" in delivery.last_error
+
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    looked_up = attempt_delivery(delivery.pk)
+
+    delivery.refresh_from_db()
+    made = bsky.sent()[-1]
+    assert looked_up.outcome == "sent" and looked_up.message.startswith("verified")
+    assert delivery.status == "sent" and delivery.external_id == made["uri"]
+    assert delivery.external_url == f"https://bsky.app/profile/{HANDLE}/post/{made['rkey']}"
+    assert len(bsky.sent()) == 2, "found, not posted again"
+
+
+def test_a_post_never_made_is_looked_up_and_left_uncertain_for_an_admin(bsky, settings) -> None:
+    target = bsky.make_target()
+    post = demo_post()
+    send(target, post)  # the same text, posted before this delivery existed: not the one looked for
+    later = timezone.now() + timedelta(hours=1)  # a manual repost, made after the first post
+    delivery = Delivery.objects.create(post=post, target=target, origin="manual", created_at=later)
+    bsky.emulator.fail_method(CREATE, status=500, json=xrpc_error("InternalServerError", "Internal"))
+    attempt_delivery(delivery.pk)
+
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    looked_up = attempt_delivery(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert looked_up.outcome == "unknown" and delivery.status == "uncertain"
+    assert "probably not published" in delivery.last_error and len(bsky.sent()) == 1
 
 
 # --- the link card's thumbnail --------------------------------------------------------------------

@@ -130,6 +130,14 @@ def classify(response: httpx.Response, nsid: str, *, posting: bool, env: str, se
     return cls(text, http_status=status)  # type: ignore[operator]
 
 
+def session_refused(response: httpx.Response) -> bool:
+    """Whether the service refused the session's token rather than the request: an expired or
+    invalid token (400 ExpiredToken/InvalidToken, as the PDS answers), or any 401 on a call that
+    carried one. Auth is checked before the method runs, so nothing was done."""
+    status = response.status_code
+    return status == 401 or (status == 400 and error_name(response) in SESSION_ERRORS)
+
+
 def _error_body(response: httpx.Response) -> dict:
     try:
         body = response.json()

@@ -16,6 +16,11 @@ The request a token was refused for never ran, so repeating it cannot post twice
 
 Each process (Celery prefork child) logs in for itself; threads in one process share a session,
 and one lock per session key makes concurrent refreshes collapse into one (a refresh JWT rotates).
+The error table and the session cache are in _xrpc.py.
+
+createRecord takes no idempotency key, so a post whose answer was lost is ``uncertain``; ``verify``
+then looks for it among the account's newest posts (listRecords) by its exact text, made after
+the delivery was, as the Facebook adapter does with the Page feed.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -41,7 +46,7 @@ from syndicator.targets import _xrpc as xrpc
 from syndicator.targets import http
 from syndicator.targets._bluesky_richtext import facets
 from syndicator.targets._images import download_image
-from syndicator.targets._xrpc import SESSION_ERRORS, Session
+from syndicator.targets._xrpc import Session
 from syndicator.targets.base import Adapter, SendResult, Setting, register
 
 if TYPE_CHECKING:
@@ -53,6 +58,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVICE = "https://bsky.social"
 POST = "app.bsky.feed.post"
 THUMB_MAX_BYTES = 1_000_000  # app.bsky.embed.external#external thumb: maxSize 1000000
+LOOKUP_LIMIT = 100  # listRecords' largest page: how far back an uncertain post is looked for
 CARD_DESCRIPTION_MAX = 300  # a card shows two or three lines; the lexicon sets no limit
 _LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")  # BCP 47, as the langs field requires
 
@@ -96,15 +102,42 @@ class BlueskyAdapter(Adapter):
                 posting=True,
                 json=lambda s: {"repo": s.did, "collection": POST, "record": record},
             )
-        uri = str(answer.get("uri") or "")
+        return self._result(answer, session)
+
+    def verify(self, delivery: Delivery) -> SendResult | None:
+        """Look an uncertain delivery's post up among the account's newest posts (listRecords): the
+        same text, created after the delivery was (so an earlier post of the same text is not it)."""
+        text = delivery.rendered_text or self.render(delivery).text
+        not_before = delivery.created_at - timedelta(minutes=1)  # our clock against our own createdAt
+        password = self.secret()
+        with self._client() as client:
+            answer, session = self._authed(
+                client,
+                password,
+                "GET",
+                "com.atproto.repo.listRecords",
+                params=lambda s: {"repo": s.did, "collection": POST, "limit": LOOKUP_LIMIT},
+            )
+        for item in answer.get("records") or []:
+            value = item.get("value") if isinstance(item, dict) else None
+            if isinstance(value, dict) and value.get("text") == text and _created(value) >= not_before:
+                return self._result(item, session)
+        raise OutcomeUnknown(
+            f"Bluesky: not among the account's {LOOKUP_LIMIT} newest posts, so probably not published: "
+            "retry it to send it"
+        )
+
+    def _result(self, record: dict, session: Session) -> SendResult:
+        """The at:// URI of a record as external_id, and its bsky.app URL."""
+        uri = str(record.get("uri") or "")
         if not uri.startswith("at://"):
-            raise OutcomeUnknown("Bluesky: createRecord answered without the record's at:// URI")
+            raise OutcomeUnknown("Bluesky: the answer carries no at:// URI for the post")
         rkey = uri.rsplit("/", 1)[-1]
         handle = session.handle or self._handle()
         return SendResult(
             external_id=uri,
             external_url=f"https://bsky.app/profile/{handle}/post/{rkey}",
-            details={"cid": answer.get("cid", ""), "did": session.did, "facets": len(found)},
+            details={"cid": record.get("cid", ""), "did": session.did},
         )
 
     def check(self) -> str:
@@ -138,20 +171,22 @@ class BlueskyAdapter(Adapter):
         **kwargs: Any,
     ) -> tuple[dict, Session]:
         """Call an XRPC method with the session's access token; on an expired or invalid token
-        refresh once, then log in anew, then give up (TargetBroken). Its JSON answer and the session."""
+        refresh once, then log in anew, then give up (TargetBroken). Its JSON answer and the session.
+
+        A keyword argument may be a function of the session (the repo is the session's DID)."""
         session = self._renew(client, password, stale=None, login=True)
         tried: list[str] = []  # how the session was renewed so far: "refresh", "login"
         while True:
-            body = kwargs.get("json")
-            call = {**kwargs, "json": body(session)} if callable(body) else kwargs
+            call = {name: value(session) if callable(value) else value for name, value in kwargs.items()}
             response = self._request(client, method, nsid, posting, bearer=session.access_jwt, **call)
-            if not (response.status_code in (400, 401) and xrpc.error_name(response) in SESSION_ERRORS):
+            if not xrpc.session_refused(response):
                 return self._answer(response, nsid, posting), session
             if "login" in tried:
                 raise self._error(response, nsid, posting)
             log.info(
-                "Bluesky target %s: access token refused (%s); renewing the session",
+                "Bluesky target %s: access token refused (%s %s); renewing the session",
                 self.target.name,
+                response.status_code,
                 xrpc.error_name(response),
             )
             login = "refresh" in tried
@@ -189,9 +224,7 @@ class BlueskyAdapter(Adapter):
         """com.atproto.server.refreshSession; None when the refresh token is refused too (log in)."""
         nsid = "com.atproto.server.refreshSession"
         response = self._request(client, "POST", nsid, False, bearer=current.refresh_jwt)
-        if response.status_code in (400, 401) and (
-            xrpc.error_name(response) in SESSION_ERRORS or response.status_code == 401
-        ):
+        if xrpc.session_refused(response):
             log.info("Bluesky target %s: refresh token refused; logging in anew", self.target.name)
             return None
         return self._session(self._answer(response, nsid, False))
@@ -321,3 +354,12 @@ class BlueskyAdapter(Adapter):
                 f"Bluesky: timeout={value!r} of target {self.target.name!r} is not seconds > 0"
             )
         return seconds
+
+
+def _created(record: dict) -> datetime:
+    """A record's createdAt; the distant past when it has none a client could read."""
+    try:
+        created = datetime.fromisoformat(str(record.get("createdAt")).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return created if created.tzinfo else created.replace(tzinfo=UTC)

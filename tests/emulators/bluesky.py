@@ -79,6 +79,7 @@ class BlueskyEmulator(Emulator):
         self.logins = 0
         self.refreshes = 0
         self.issue_expired = False  # hand out access tokens that are already expired (a broken PDS)
+        self.answer_late = 0.0  # seconds the next createRecord's answer waits after the post is made
         self._method_faults: dict[str, list[Reply]] = {}
         self._tids = itertools.count(int(time.time() * 1_000_000))
         self._tokens_lock = threading.Lock()
@@ -88,6 +89,7 @@ class BlueskyEmulator(Emulator):
         self.route("GET", x + "com.atproto.server.getSession", self._get_session)
         self.route("POST", x + "com.atproto.repo.uploadBlob", self._upload_blob)
         self.route("POST", x + "com.atproto.repo.createRecord", self._create_record)
+        self.route("GET", x + "com.atproto.repo.listRecords", self._list_records)
         self.route("GET", r"/images/(?P<name>[^/]+)", self._image)
 
     # --- what tests drive and read ----------------------------------------------------------------
@@ -220,15 +222,33 @@ class BlueskyEmulator(Emulator):
             )
         rkey = self._tid()
         uri = f"at://{self.did}/app.bsky.feed.post/{rkey}"
-        self.record("post", uri=uri, rkey=rkey, text=record["text"], record=record)
+        cid = "bafyrei" + secrets.token_hex(26)
+        self.record("post", uri=uri, rkey=rkey, cid=cid, text=record["text"], record=record)
         now = int(time.time())
         headers = {
             "ratelimit-limit": "5000",
             "ratelimit-remaining": "4999",
             "ratelimit-reset": str(now + 3600),
         }
-        cid = "bafyrei" + secrets.token_hex(26)
-        return Reply(200, json={"uri": uri, "cid": cid, "validationStatus": "valid"}, headers=headers)
+        delay, self.answer_late = self.answer_late, 0.0
+        return Reply(
+            200, json={"uri": uri, "cid": cid, "validationStatus": "valid"}, headers=headers, delay=delay
+        )
+
+    def _list_records(self, request: EmulatedRequest) -> Reply:
+        """Public, like the real one: the collection's records, newest first."""
+        params = request.params()
+        if (
+            params.get("repo") not in (self.did, self.handle)
+            or params.get("collection") != "app.bsky.feed.post"
+        ):
+            return Reply(400, json=xrpc_error("InvalidRequest", "Could not find repo or collection"))
+        limit = int(params.get("limit", 50))
+        if not 1 <= limit <= 100:
+            return Reply(400, json=xrpc_error("InvalidRequest", "limit must be between 1 and 100"))
+        newest = list(reversed(self.posts()))[:limit]
+        records = [{"uri": p["uri"], "cid": p["cid"], "value": p["record"]} for p in newest]
+        return Reply(200, json={"records": records})
 
     def _image(self, request: EmulatedRequest) -> Reply:
         found = self.images.get(request.match["name"] if request.match else "")
