@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from django.conf import settings
 
 from syndicator.errors import (
     DeliveryError,
@@ -299,7 +300,9 @@ class BlueskyAdapter(Adapter):
         """The image uploaded with uploadBlob, as a blob ref; None (a card without it) on any failure."""
         try:
             content, content_type = download_image(
-                image_url, timeout=self._timeout() or 15.0, max_bytes=THUMB_MAX_BYTES
+                image_url,
+                timeout=self._timeout() or settings.SYNDICATOR_TARGET_TIMEOUT,
+                max_bytes=THUMB_MAX_BYTES,
             )
             answer, _ = self._authed(
                 client,
