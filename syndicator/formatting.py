@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import regex
 from django.conf import settings
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
@@ -43,7 +44,7 @@ from syndicator.errors import PermanentError
 from syndicator.feeds import clean_html
 from syndicator.sandbox import Sandbox
 
-FORMATS = ("telegram", "facebook", "twitter", "email", "mastodon")
+FORMATS = ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")
 
 TWITTER_MAX = 280  # weighted, twitter-text config v3
 TELEGRAM_TEXT_MAX = 4096  # after entity parsing
@@ -53,6 +54,7 @@ EMAIL_SUBJECT_MAX = 200
 # A stock Mastodon instance (/api/v2/instance configuration.statuses); an instance may set others.
 MASTODON_MAX = 500  # max_characters
 MASTODON_URL_LENGTH = 23  # characters_reserved_per_url
+BLUESKY_MAX = 300  # graphemes (app.bsky.feed.post lexicon: text maxGraphemes 300)
 SHORT_SUMMARY = 500  # Telegram and X show a teaser, not the article
 # No tweet shows more code points than this; the cap keeps parse_tweet (~6 ms per 1,000 chars) cheap.
 TWITTER_FIELD_CAP = 1000
@@ -134,6 +136,11 @@ def mastodon_length(text: str, url_length: int = MASTODON_URL_LENGTH) -> int:
 def telegram_length(text_html: str) -> int:
     """Length of Telegram HTML after entity parsing, in UTF-16 units (Telegram counts code points)."""
     return _utf16_length(html.unescape(_TAG.sub("", text_html)))
+
+
+def bluesky_length(text: str) -> int:
+    """Length of a Bluesky post in grapheme clusters (Unicode extended clusters, as the lexicon counts)."""
+    return len(regex.findall(r"\X", text))
 
 
 def _utf16_length(text: str) -> int:
@@ -239,6 +246,7 @@ _BODIES: dict[str, tuple[str, Callable[[str], int], int]] = {
     "twitter": ("twitter.txt.j2", twitter_length, TWITTER_MAX),
     "facebook": ("facebook.txt.j2", _utf16_length, FACEBOOK_MAX),
     "mastodon": ("mastodon.txt.j2", mastodon_length, MASTODON_MAX),  # the instance's: _body
+    "bluesky": ("bluesky.txt.j2", bluesky_length, BLUESKY_MAX),
 }
 
 
@@ -353,7 +361,9 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
     if isinstance(categories, str):
         categories = [categories]
     show_tags = options.get("hashtags")
-    show_tags = fmt in ("twitter", "telegram", "mastodon") if show_tags is None else bool(show_tags)
+    show_tags = (
+        fmt in ("twitter", "telegram", "mastodon", "bluesky") if show_tags is None else bool(show_tags)
+    )
     tag_limit = options.get("hashtag_limit")
     return {
         "title": title,

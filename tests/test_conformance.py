@@ -21,6 +21,7 @@ HARNESS_MODULES = {
     "twitter": "tests.emulators.x",
     "email": "tests.emulators.smtp",
     "mastodon": "tests.emulators.mastodon",
+    "bluesky": "tests.emulators.bluesky",
 }
 FAILURE_MODES = ("server_error", "rate_limited", "timeout", "bad_token", "rejected_content")
 
