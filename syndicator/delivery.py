@@ -344,7 +344,8 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
     """Ask the target whether an uncertain delivery's post went out: sent if found, else uncertain."""
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=attempt.delivery_id)
     started = time.monotonic()
-    earlier = delivery.last_error
+    # Why it became uncertain, without the policy note ("it will be looked up shortly") now acted on.
+    earlier = delivery.last_error.replace(f"; {uncertain_policy(delivery.target.kind)}", "")
     try:
         result = get_adapter(delivery.target).verify(delivery)
     except DeliveryError as exc:
@@ -362,9 +363,11 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
         now = timezone.now()
         _finish_attempt(attempt, _outcome(error), started, now, error)
         why = redact(f"looked up: {error}; before: {earlier}")[:5000]
-        Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING, attempts=attempt.number).update(
-            status=Status.UNCERTAIN, lease_until=None, last_error=why, updated_at=now
-        )
+        # `uncertain` too, while this is still its latest attempt: the sweeper took a slow look-up
+        # for lost, and what the look-up found after all is better knowledge than "lost".
+        Delivery.objects.filter(
+            pk=delivery.pk, attempts=attempt.number, status__in=(Status.SENDING, Status.UNCERTAIN)
+        ).update(status=Status.UNCERTAIN, lease_until=None, last_error=why, updated_at=now)
         log.warning("delivery %s stays uncertain: %s", delivery.pk, why)
         return attempt
 
