@@ -34,6 +34,7 @@ from syndicator.errors import (
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.recovery import (
     FAILED_OUTCOMES,
+    RESUMED_AT,
     claim_verification,
     due_verifications,
     durably,
@@ -420,8 +421,17 @@ def pause_if_failing(target: Target, last_error: str, *, now: datetime | None = 
 
 
 def resume_target(target: Target) -> int:
-    """Resume a paused target and send what waited for it; return how many were enqueued."""
-    Target.objects.filter(pk=target.pk).update(paused_at=None, paused_reason="")
+    """Resume a paused target and send what waited for it; return how many were enqueued.
+
+    A resume of a paused target starts its failing streak afresh (recovery.failing_streak).
+    """
+    with transaction.atomic():
+        row = Target.objects.select_for_update().get(pk=target.pk)
+        if row.paused_at is not None:
+            row.settings = {**row.settings, RESUMED_AT: timezone.now().isoformat()}
+        row.paused_at, row.paused_reason = None, ""
+        row.save(update_fields=["settings", "paused_at", "paused_reason"])
+    target.settings, target.paused_at, target.paused_reason = row.settings, None, ""
     waiting = Delivery.objects.filter(target=target, status=Status.QUEUED)
     return enqueue((pk, target.kind) for pk in waiting.values_list("pk", flat=True))
 

@@ -6,7 +6,7 @@
 - An uncertain delivery is settled by its target's policy: looked up on the network once when the
   adapter can (``Adapter.verify``), else left to an admin with the reason in its last_error.
 - A target whose attempts have all failed for long enough (SYNDICATOR_TARGET_PAUSE_AFTER) is
-  paused, with the reason shown; a success ends the streak.
+  paused, with the reason shown; a success ends the streak, and a resume starts a new one.
 - An outcome the network gave is written even through a short database outage (``durably``).
 
 syndicator/delivery.py calls these; it stays the one place that moves a delivery on.
@@ -46,6 +46,9 @@ LOOK_UP_LOST = (
     "looking it up was lost with its worker (lease expired), and a post is looked up once: "
     "an admin checks the account, then retries the delivery or leaves it"
 )
+# Where Target.settings keeps when an admin last resumed the target (ISO 8601; a private key, as
+# there is no column for it): the failing streak counts only attempts started since.
+RESUMED_AT = "_resumed_at"
 # Outcomes that count towards pausing a failing target (rate limits do not: the network said when).
 FAILED_OUTCOMES = (Outcome.TRANSIENT, Outcome.PERMANENT, Outcome.UNKNOWN, Outcome.LOST)
 
@@ -202,13 +205,26 @@ class FailingStreak:
     since: datetime
 
 
+def resumed_at(target: Target) -> datetime | None:
+    """When an admin last resumed the paused target (stored by delivery.resume_target), or None."""
+    stored = Target.objects.filter(pk=target.pk).values_list("settings", flat=True).first() or {}
+    try:
+        return datetime.fromisoformat(stored[RESUMED_AT])
+    except (KeyError, TypeError, ValueError):  # never resumed, or the value was edited by hand
+        return None
+
+
 def failing_streak(target: Target) -> FailingStreak | None:
-    """The failed attempts since the target's last success, or None if there are none.
+    """The failed attempts since the target's last success or resume, or None if there are none.
 
     Rate limits count neither way (the network set the pace), nor do look-ups of uncertain
-    deliveries; any success, a look-up that found its post included, ends the streak.
+    deliveries; any success, a look-up that found its post included, ends the streak, and a
+    resume starts a new one: the admin says the cause is fixed, so the target gets the whole
+    SYNDICATOR_TARGET_PAUSE_AFTER again before it is paused again.
     """
     attempts = DeliveryAttempt.objects.filter(delivery__target=target, finished_at__isnull=False)
+    if (resumed := resumed_at(target)) is not None:
+        attempts = attempts.filter(started_at__gte=resumed)
     last_success = attempts.filter(outcome=Outcome.SENT).aggregate(at=Max("finished_at"))["at"]
     failed = attempts.filter(outcome__in=FAILED_OUTCOMES).exclude(worker__startswith=VERIFY_MARK)
     if last_success is not None:
@@ -220,9 +236,8 @@ def failing_streak(target: Target) -> FailingStreak | None:
 def pause_reason(target: Target, last_error: str, *, now: datetime | None = None) -> str:
     """Why the target must be paused now by SYNDICATOR_TARGET_PAUSE_AFTER, or "" if it need not.
 
-    The policy: at least ``failures`` failed attempts and no success for at least ``seconds``.
-    Resuming does not forget the streak: if the first attempt after a resume fails too, the target
-    is paused again at once, rather than failing for another day after a resume that fixed nothing.
+    The policy: at least ``failures`` failed attempts and no success for at least ``seconds``,
+    both counted since the target's last resume (see failing_streak).
     """
     now = now or timezone.now()
     policy = settings.SYNDICATOR_TARGET_PAUSE_AFTER
