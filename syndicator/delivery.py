@@ -34,6 +34,7 @@ from syndicator.errors import (
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.recovery import (
     FAILED_OUTCOMES,
+    RESUMED_AT,
     claim_verification,
     due_verifications,
     durably,
@@ -344,7 +345,8 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
     """Ask the target whether an uncertain delivery's post went out: sent if found, else uncertain."""
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=attempt.delivery_id)
     started = time.monotonic()
-    earlier = delivery.last_error
+    # Why it became uncertain, without the policy note ("it will be looked up shortly") now acted on.
+    earlier = delivery.last_error.replace(f"; {uncertain_policy(delivery.target.kind)}", "")
     try:
         result = get_adapter(delivery.target).verify(delivery)
     except DeliveryError as exc:
@@ -362,9 +364,11 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
         now = timezone.now()
         _finish_attempt(attempt, _outcome(error), started, now, error)
         why = redact(f"looked up: {error}; before: {earlier}")[:5000]
-        Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING, attempts=attempt.number).update(
-            status=Status.UNCERTAIN, lease_until=None, last_error=why, updated_at=now
-        )
+        # `uncertain` too, while this is still its latest attempt: the sweeper took a slow look-up
+        # for lost, and what the look-up found after all is better knowledge than "lost".
+        Delivery.objects.filter(
+            pk=delivery.pk, attempts=attempt.number, status__in=(Status.SENDING, Status.UNCERTAIN)
+        ).update(status=Status.UNCERTAIN, lease_until=None, last_error=why, updated_at=now)
         log.warning("delivery %s stays uncertain: %s", delivery.pk, why)
         return attempt
 
@@ -417,8 +421,17 @@ def pause_if_failing(target: Target, last_error: str, *, now: datetime | None = 
 
 
 def resume_target(target: Target) -> int:
-    """Resume a paused target and send what waited for it; return how many were enqueued."""
-    Target.objects.filter(pk=target.pk).update(paused_at=None, paused_reason="")
+    """Resume a paused target and send what waited for it; return how many were enqueued.
+
+    A resume of a paused target starts its failing streak afresh (recovery.failing_streak).
+    """
+    with transaction.atomic():
+        row = Target.objects.select_for_update().get(pk=target.pk)
+        if row.paused_at is not None:
+            row.settings = {**row.settings, RESUMED_AT: timezone.now().isoformat()}
+        row.paused_at, row.paused_reason = None, ""
+        row.save(update_fields=["settings", "paused_at", "paused_reason"])
+    target.settings, target.paused_at, target.paused_reason = row.settings, None, ""
     waiting = Delivery.objects.filter(target=target, status=Status.QUEUED)
     return enqueue((pk, target.kind) for pk in waiting.values_list("pk", flat=True))
 

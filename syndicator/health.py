@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db.models import Q
 from django.utils import timezone
 
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Target
+from syndicator.recovery import VERIFY_MARK
 
 # A feed that failed this many polls in a row is "failing"; fewer is a "warning".
 FEED_FAILING_AFTER = 3
@@ -51,8 +53,12 @@ def target_health(target: Target) -> Health:
         return Health("disabled", "switched off")
     if target.paused_at:
         return Health("paused", target.paused_reason or "paused")
+    # A look-up of an uncertain delivery that could not find its post says nothing about the
+    # target (a successful one does: it found the post published).
+    failed_look_up = Q(worker__startswith=VERIFY_MARK) & ~Q(outcome=DeliveryAttempt.Outcome.SENT)
     recent = list(
         DeliveryAttempt.objects.filter(delivery__target=target, finished_at__isnull=False)
+        .exclude(failed_look_up)
         .order_by("-finished_at")
         .values_list("outcome", "message")[:TARGET_RECENT_ATTEMPTS]
     )

@@ -6,7 +6,7 @@
 - An uncertain delivery is settled by its target's policy: looked up on the network once when the
   adapter can (``Adapter.verify``), else left to an admin with the reason in its last_error.
 - A target whose attempts have all failed for long enough (SYNDICATOR_TARGET_PAUSE_AFTER) is
-  paused, with the reason shown; a success ends the streak.
+  paused, with the reason shown; a success ends the streak, and a resume starts a new one.
 - An outcome the network gave is written even through a short database outage (``durably``).
 
 syndicator/delivery.py calls these; it stays the one place that moves a delivery on.
@@ -24,7 +24,8 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, TextField, Value
+from django.db.models.functions import Concat, Replace
 from django.utils import timezone
 
 from syndicator.models import Delivery, DeliveryAttempt, Target
@@ -39,6 +40,15 @@ ACTIVE_TARGET = Q(target__enabled=True, target__paused_at__isnull=True)
 BATCH = 500
 # A look-up of an uncertain delivery is logged as an attempt whose worker starts with this.
 VERIFY_MARK = "verify:"
+LOST_WHILE_SENDING = "the worker was lost while sending: the post may or may not be published"
+# Why an uncertain delivery whose look-up died with its worker waits for an admin.
+LOOK_UP_LOST = (
+    "looking it up was lost with its worker (lease expired), and a post is looked up once: "
+    "an admin checks the account, then retries the delivery or leaves it"
+)
+# Where Target.settings keeps when an admin last resumed the target (ISO 8601; a private key, as
+# there is no column for it): the failing streak counts only attempts started since.
+RESUMED_AT = "_resumed_at"
 # Outcomes that count towards pausing a failing target (rate limits do not: the network said when).
 FAILED_OUTCOMES = (Outcome.TRANSIENT, Outcome.PERMANENT, Outcome.UNKNOWN, Outcome.LOST)
 
@@ -91,18 +101,29 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
                 updated_at=now,
             )
         )
-        why = "the worker was lost while sending: the post may or may not be published"
-        if Delivery.objects.filter(expired, pk=pk).update(
-            status=Status.UNCERTAIN,
-            lease_until=None,
-            enqueued_at=None,
-            last_error=f"{why}; {uncertain_policy(kind)}",
-            updated_at=now,
+        # A look-up sent nothing: the delivery was uncertain before it and stays so, with the reason
+        # it had. It is not looked up again (once per uncertain episode), so an admin decides.
+        looking_up = started.filter(worker__startswith=VERIFY_MARK)
+        settle = {"status": Status.UNCERTAIN, "lease_until": None, "enqueued_at": None, "updated_at": now}
+        # Its reason said "it will be looked up shortly": no longer so.
+        earlier = Replace(
+            "last_error", Value(f"; {uncertain_policy(kind)}"), Value(""), output_field=TextField()
+        )
+        lost_look_up = Concat(Value(f"{LOOK_UP_LOST}; before: "), earlier, output_field=TextField())
+        if Delivery.objects.filter(expired, Exists(looking_up), pk=pk).update(
+            **settle, last_error=lost_look_up
         ):
-            uncertain += 1
-            DeliveryAttempt.objects.filter(delivery_id=pk, finished_at__isnull=True).update(
-                outcome=Outcome.LOST, finished_at=now, message="worker lost mid-send (lease expired)"
-            )
+            lost_what = "look-up"
+        elif Delivery.objects.filter(expired, pk=pk).update(
+            **settle, last_error=f"{LOST_WHILE_SENDING}; {uncertain_policy(kind)}"
+        ):
+            lost_what = "send"
+        else:
+            continue  # its worker answered meanwhile
+        uncertain += 1
+        DeliveryAttempt.objects.filter(delivery_id=pk, finished_at__isnull=True).update(
+            outcome=Outcome.LOST, finished_at=now, message=f"worker lost mid-{lost_what} (lease expired)"
+        )
     return requeued, uncertain
 
 
@@ -118,15 +139,17 @@ def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "")
     settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
     eligible = Delivery.objects.filter(unverified(), ACTIVE_TARGET, pk=delivery_id, updated_at__lte=settled)
     with transaction.atomic():
-        taken = (
-            Delivery.objects.filter(pk=delivery_id, status=Status.UNCERTAIN)
-            .filter(pk__in=eligible.values("pk"))
-            .update(
-                status=Status.SENDING, attempts=F("attempts") + 1, lease_until=now + lease, updated_at=now
-            )
-        )
-        if not taken:
+        # Lock the row first, then judge it in a statement of its own, which sees every look-up
+        # committed before the lock was ours. A conditional UPDATE alone judges its subquery on the
+        # snapshot it started with: a rival look-up that ran, found nothing and put the row back to
+        # `uncertain` while this one waited for the row would go unseen, and the post be looked up
+        # twice (tests/test_recovery.py replays that).
+        mine = Delivery.objects.select_for_update().filter(pk=delivery_id, status=Status.UNCERTAIN)
+        if not list(mine.values_list("pk", flat=True)) or not eligible.exists():
             return None
+        mine.update(
+            status=Status.SENDING, attempts=F("attempts") + 1, lease_until=now + lease, updated_at=now
+        )
         number = Delivery.objects.values_list("attempts", flat=True).get(pk=delivery_id)
         return DeliveryAttempt.objects.create(
             delivery_id=delivery_id,
@@ -182,13 +205,26 @@ class FailingStreak:
     since: datetime
 
 
+def resumed_at(target: Target) -> datetime | None:
+    """When an admin last resumed the paused target (stored by delivery.resume_target), or None."""
+    stored = Target.objects.filter(pk=target.pk).values_list("settings", flat=True).first() or {}
+    try:
+        return datetime.fromisoformat(stored[RESUMED_AT])
+    except (KeyError, TypeError, ValueError):  # never resumed, or the value was edited by hand
+        return None
+
+
 def failing_streak(target: Target) -> FailingStreak | None:
-    """The failed attempts since the target's last success, or None if there are none.
+    """The failed attempts since the target's last success or resume, or None if there are none.
 
     Rate limits count neither way (the network set the pace), nor do look-ups of uncertain
-    deliveries; any success, a look-up that found its post included, ends the streak.
+    deliveries; any success, a look-up that found its post included, ends the streak, and a
+    resume starts a new one: the admin says the cause is fixed, so the target gets the whole
+    SYNDICATOR_TARGET_PAUSE_AFTER again before it is paused again.
     """
     attempts = DeliveryAttempt.objects.filter(delivery__target=target, finished_at__isnull=False)
+    if (resumed := resumed_at(target)) is not None:
+        attempts = attempts.filter(started_at__gte=resumed)
     last_success = attempts.filter(outcome=Outcome.SENT).aggregate(at=Max("finished_at"))["at"]
     failed = attempts.filter(outcome__in=FAILED_OUTCOMES).exclude(worker__startswith=VERIFY_MARK)
     if last_success is not None:
@@ -200,9 +236,8 @@ def failing_streak(target: Target) -> FailingStreak | None:
 def pause_reason(target: Target, last_error: str, *, now: datetime | None = None) -> str:
     """Why the target must be paused now by SYNDICATOR_TARGET_PAUSE_AFTER, or "" if it need not.
 
-    The policy: at least ``failures`` failed attempts and no success for at least ``seconds``.
-    Resuming does not forget the streak: if the first attempt after a resume fails too, the target
-    is paused again at once, rather than failing for another day after a resume that fixed nothing.
+    The policy: at least ``failures`` failed attempts and no success for at least ``seconds``,
+    both counted since the target's last resume (see failing_streak).
     """
     now = now or timezone.now()
     policy = settings.SYNDICATOR_TARGET_PAUSE_AFTER

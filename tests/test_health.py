@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from syndicator.health import feed_health, target_health
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from syndicator.recovery import VERIFY_MARK
 
 pytestmark = pytest.mark.django_db
 
@@ -47,3 +48,26 @@ def test_target_health_sees_paused_failing_and_recovered_targets():
 
     target.paused_at, target.paused_reason = timezone.now(), "token revoked"
     assert target_health(target).state == "paused"
+
+
+def test_look_ups_that_found_nothing_do_not_make_a_target_failing():
+    feed = Feed.objects.create(url="https://a.example/feed")
+    post = Post.objects.create(feed=feed, guid="1", title="t")
+    target = Target.objects.create(name="fb", kind="facebook")
+    delivery = Delivery.objects.create(post=post, target=target, status="retrying")
+    finished = timezone.now()
+    for n in range(1, 5):
+        DeliveryAttempt.objects.create(
+            delivery=delivery, number=n, outcome="transient", message="HTTP 502", finished_at=finished
+        )
+    # The fifth is a look-up of an uncertain delivery: the network could not tell.
+    DeliveryAttempt.objects.create(
+        delivery=delivery, number=5, outcome="unknown", worker=f"{VERIFY_MARK}w1", finished_at=finished
+    )
+    assert target_health(target).state == "ok"
+
+    DeliveryAttempt.objects.create(
+        delivery=delivery, number=6, outcome="transient", message="HTTP 503", finished_at=timezone.now()
+    )
+    verdict = target_health(target)
+    assert verdict.state == "failing" and "HTTP 503" in verdict.reason

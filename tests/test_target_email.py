@@ -8,9 +8,11 @@ import time
 from io import StringIO
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -26,7 +28,9 @@ from syndicator.errors import (
 )
 from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Post, Subscriber, Target
 from syndicator.targets import get_adapter
+from tests.emulators import smtp as smtp_emulator
 from tests.emulators.smtp import Harness, SmtpServer, free_port, self_signed_certificate
+from tests.faults.support import database_url
 from tests.helpers import demo_post
 
 pytestmark = pytest.mark.django_db
@@ -289,6 +293,82 @@ def test_an_unknown_recipient_is_left_to_an_admin_and_an_admin_retry_resends_onl
     deliveries.retry([delivery])  # an admin decides to re-send
     assert attempt(delivery).outcome == "sent"
     assert [m.rcpt for m in smtp.messages[3:]] == ["ann@example.org"]
+
+
+def cut_our_database_session(server_stage: str, monkeypatch, *, nth: int = 1) -> None:
+    """At the nth RCPT (before answering it) or DATA (after keeping the message, before the 250),
+    the SMTP server ends this test's PostgreSQL session, as a database restart would."""
+    if connection.vendor != "postgresql":
+        pytest.skip("ends a PostgreSQL session")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        [pid] = cursor.fetchone()
+    original, seen = getattr(smtp_emulator._Handler, f"handle_{server_stage}"), []
+
+    def cut() -> None:
+        with psycopg.connect(database_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+            deadline = time.monotonic() + 5
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
+                assert time.monotonic() < deadline, "the session outlived pg_terminate_backend"
+                time.sleep(0.01)
+
+    async def handle(self, *args):
+        seen.append(server_stage)
+        if server_stage == "RCPT" and len(seen) == nth:
+            cut()
+        reply = await original(self, *args)
+        if server_stage == "DATA" and len(seen) == nth:
+            cut()
+        return reply
+
+    monkeypatch.setattr(smtp_emulator._Handler, f"handle_{server_stage}", handle)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_drop_before_data_is_a_transient_failure_and_the_retry_sends_the_rest(smtp, monkeypatch):
+    target = email_target(smtp, "ann@example.org", "bob@example.org")
+    delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
+    cut_our_database_session("RCPT", monkeypatch, nth=2)  # Ann has her message; Bob's never left
+
+    first = attempt(delivery)
+
+    assert (first.outcome, first.error_class) == ("transient", "TransientError"), first.message
+    assert "OperationalError" in first.message and "recorded with its answer" in first.message
+    assert Delivery.objects.get(pk=delivery.pk).status == "retrying"
+    assert results(delivery) == {"ann@example.org": "accepted"}
+    assert attempt(delivery).outcome == "sent"
+    assert [m.rcpt for m in smtp.messages] == ["ann@example.org", "bob@example.org"], "each once"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_drop_after_data_leaves_the_recipient_unknown_and_the_delivery_uncertain(
+    smtp, monkeypatch
+):
+    target = email_target(smtp, "ann@example.org")
+    delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
+    cut_our_database_session("DATA", monkeypatch)  # the server keeps Ann's message; its 250 is lost to us
+
+    first = attempt(delivery)
+
+    assert (first.outcome, first.error_class) == ("unknown", "OutcomeUnknown"), first.message
+    assert "its answer could not be recorded" in first.message and "may have arrived" in first.message
+    assert Delivery.objects.get(pk=delivery.pk).status == "uncertain"
+    assert results(delivery) == {"ann@example.org": "unknown"}
+    assert [m.rcpt for m in smtp.messages] == ["ann@example.org"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_drop_after_one_data_of_several_lets_the_others_have_their_retry(smtp, monkeypatch):
+    target = email_target(smtp, "ann@example.org", "bob@example.org")
+    delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
+    cut_our_database_session("DATA", monkeypatch)  # as after a lost reply: Ann unknown, Bob waits
+
+    assert attempt(delivery).error_class == "TransientError"
+    assert attempt(delivery).error_class == "OutcomeUnknown"  # Bob got it; only Ann is in doubt
+
+    assert results(delivery) == {"ann@example.org": "unknown", "bob@example.org": "accepted"}
+    assert [m.rcpt for m in smtp.messages] == ["ann@example.org", "bob@example.org"]
 
 
 def test_a_long_list_is_sent_in_batches_that_pause_within_the_time_limit(smtp):

@@ -20,6 +20,11 @@ and ``reply_outcome`` / ``condemns`` (for one subscriber's transaction):
       5xx at MAIL (sender refused)                               TargetBroken (from_address)
       disconnect or timeout before the final "."                 deferred; stop
       disconnect or timeout after the final "."                  unknown; stop
+    a failure of our own mid-send (the database dropped while a result was written, a bug)
+      no message out without its answer recorded                 TransientError
+      one out past its final ".", its answer not recorded        unknown (written ahead); as after a
+                                                                   lost reply: TransientError while
+                                                                   others wait, else OutcomeUnknown
 
 (The package imports every module as an adapter except those starting with "_", like this one.)
 """
@@ -35,7 +40,7 @@ from dataclasses import dataclass
 
 from django.core.mail.utils import DNS_NAME
 
-from syndicator.errors import DeliveryError, TargetBroken, TransientError
+from syndicator.errors import DeliveryError, OutcomeUnknown, TargetBroken, TransientError
 from syndicator.redact import redact
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
@@ -152,6 +157,24 @@ def connection_error(exc: BaseException, server: Server, password: str = "") -> 
             return TransientError(f"{where}: TLS failed: {text} (check the host name, or set ca_file)")
         case _:  # OSError: refused, unreachable, DNS, timeout; nothing was sent
             return TransientError(f"{where} unreachable: {type(exc).__name__}: {text or 'timed out'}")
+
+
+def own_failure(exc: BaseException, server: Server, *, in_flight: bool, others_waiting: int) -> DeliveryError:
+    """The error class of a failure of ours mid-send (the table above). Nothing unrecorded went out
+    unless ``in_flight``: a message past its final "." whose answer could not be written; its row
+    already says "unknown", so the retry never re-sends it."""
+    text = f"{type(exc).__name__}: {clean(str(exc))}"
+    if not in_flight:
+        return TransientError(
+            f"email: interrupted by {text}; every message that went out is recorded with its answer, "
+            "so the retry sends only to those still pending"
+        )
+    lost = f"SMTP {server.where}: a message went out and its answer could not be recorded ({text})"
+    if others_waiting:
+        return TransientError(f"email: {lost}, so it may have arrived; the retry sends only to those waiting")
+    return OutcomeUnknown(
+        f"email: {lost}, so it may have arrived; retrying the delivery re-sends to everyone not accepted"
+    )
 
 
 def reply_outcome(code: int, reply: str, stage: str) -> Outcome:

@@ -36,7 +36,14 @@ from django.core.validators import validate_email
 from django.utils import timezone
 from django.utils.text import slugify
 
-from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
+from syndicator.errors import (
+    DeliveryError,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    TargetBroken,
+    TransientError,
+)
 from syndicator.mailing import WIRE, Sender, ascii_address, build_message, make_message_id
 from syndicator.targets import _smtp
 from syndicator.targets._smtp import Outcome, Server
@@ -57,6 +64,19 @@ class SmtpConfig:
     sender: Sender
     rate_limit_wait: float
     batch_seconds: float
+
+
+@dataclass
+class Progress:
+    """How far an attempt got, for a failure of ours mid-send (``_smtp.own_failure``)."""
+
+    session: smtplib.SMTP | None = None
+    waiting: int = 0  # recipients of the attempt without a final answer yet (none, or deferred)
+
+    @property
+    def in_flight(self) -> bool:
+        """A message went out past its final "." and its answer is not recorded yet."""
+        return bool(getattr(self.session, "payload_sent", False))
 
 
 @register
@@ -156,18 +176,35 @@ class EmailAdapter(Adapter):
     def send(self, message: Message, delivery: Delivery) -> SendResult:
         """Send to every pending subscriber in one session; decide from all their answers."""
         config = self.config()
+        progress = Progress()
+        try:
+            return self.send_all(message, delivery, config, progress)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # ours, not the server's: the database dropped while recording, say
+            in_flight = progress.in_flight
+            others = progress.waiting - in_flight
+            raise _smtp.own_failure(exc, config.server, in_flight=in_flight, others_waiting=others) from exc
+
+    def send_all(
+        self, message: Message, delivery: Delivery, config: SmtpConfig, progress: Progress
+    ) -> SendResult:
+        """The session of ``send``, noting its progress as it goes."""
         # A fresh retry budget (first attempt, or an admin's retry) re-sends to all not accepted;
         # automatic retries only to the deferred and the never tried.
         fresh = delivery.attempts <= delivery.budget_start + 1
         recipients = self.pending(delivery, fresh=fresh)
+        progress.waiting = len(recipients)
         slow_down = paused = False
         if recipients:
             started = time.monotonic()
             password = self.password(config.server)
-            smtp = _smtp.open_session(config.server, password)
+            smtp = progress.session = _smtp.open_session(config.server, password)
             try:
                 for number, subscriber in enumerate(recipients, start=1):
                     outcome = self.send_one(smtp, config, message, delivery, subscriber, password)
+                    smtp.payload_sent = False  # type: ignore[attr-defined]  (its answer is recorded)
+                    progress.waiting -= outcome.status != "deferred"
                     if outcome.stop:
                         slow_down = outcome.slow_down
                         break

@@ -1,6 +1,7 @@
 """A target failing continuously is paused automatically, the reason shown; a success resets the
-count; a dead token pauses it at once. Days of failures are simulated with attempt rows written
-in the past (the streak is derived from the delivery log), or with ``now`` passed in."""
+count, and so does a resume; a dead token pauses it at once. Days of failures are simulated with
+attempt rows written in the past (the streak is derived from the delivery log), or with ``now``
+passed in."""
 
 from __future__ import annotations
 
@@ -117,6 +118,30 @@ def test_both_the_count_and_the_time_must_be_reached_and_rate_limits_do_not_coun
     history(other, 5, first=now - timedelta(days=2), last=now)
     assert failing_streak(other).count == 5
     assert pause_reason(other, "HTTP 429", now=now) == "", "waiting out rate limits is not failing"
+
+
+def test_a_resume_starts_the_streak_afresh(tg):
+    target = tg.make_target()
+    now = timezone.now()
+    history(target, 24, first=now - timedelta(days=2), last=now - timedelta(hours=1))
+    fail_once_for_real(tg, target)
+    target.refresh_from_db()
+    assert target.paused_at is not None
+
+    deliveries.resume_target(target)
+    fail_once_for_real(tg, target)  # the cause was not fixed after all
+
+    target.refresh_from_db()
+    assert target.paused_at is None, "one failure after a resume is not a day of failures"
+    assert failing_streak(target).count == 1
+    # It takes the whole policy again: 20 failures over a day, all after the resume.
+    resumed = timezone.now()
+    history(target, 19, first=resumed + timedelta(minutes=1), last=resumed + timedelta(hours=2))
+    assert failing_streak(target).count == 20
+    assert pause_reason(target, "HTTP 503", now=resumed + timedelta(hours=3)) == ""
+    assert pause_reason(target, "HTTP 503", now=resumed + timedelta(days=1, minutes=1)).startswith(
+        "paused automatically"
+    )
 
 
 def test_a_dead_token_pauses_the_target_at_once(tg):
