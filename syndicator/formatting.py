@@ -241,6 +241,27 @@ def override_length(post: Any, fmt: str, text: str, *, options: dict | None = No
     return measure(_override_renderer(fmt, ctx)({"text": override})), limit
 
 
+EMAIL_TEMPLATES = ("email.subject.j2", "email.txt.j2", "email.html.j2")
+
+
+def message_templates(fmt: str) -> tuple[str, ...]:
+    """The template files a format renders, each of which a target may override."""
+    if fmt == "email":
+        return EMAIL_TEMPLATES
+    return (_BODIES[fmt][0],) if fmt in _BODIES else ()
+
+
+def message_length(message: Message) -> tuple[int, int]:
+    """A rendered message's length as its network measures it, and that network's limit.
+
+    Email: the subject (its body has no limit).
+    """
+    if message.format in _BODIES:
+        _name, measure, limit = _BODIES[message.format]
+        return measure(message.text), limit
+    return len(message.subject), EMAIL_SUBJECT_MAX
+
+
 def _body_fields(fmt: str, ctx: dict) -> dict[str, str]:
     """The fields a body template may shorten, summary first: the title matters more."""
     if fmt == "facebook":
