@@ -236,3 +236,16 @@ def test_marking_a_delivery_that_is_no_longer_uncertain_changes_nothing(admin_ro
     )
     delivery.refresh_from_db()
     assert delivery.status == "sent" and not delivery.attempt_log.exists()
+
+
+def test_a_send_an_admin_marked_as_sent_counts_for_the_targets_health(admin_role_client, target):
+    from syndicator.health import target_health
+
+    for i in range(4):
+        failed = make_delivery(target, f"failed {i}", status="failed", attempts=1)
+        DeliveryAttempt.objects.create(delivery=failed, number=1, outcome="permanent", finished_at=timezone.now())
+    delivery = make_delivery(target, "story", status="uncertain", attempts=1)
+    DeliveryAttempt.objects.create(delivery=delivery, number=1, outcome="unknown", finished_at=timezone.now())
+    assert target_health(target).state == "failing"  # five attempts, none sent
+    admin_role_client.post(reverse("admin:syndicator_delivery_mark", args=[delivery.pk]), {"verdict": "sent"})
+    assert target_health(target).state != "failing"
