@@ -243,7 +243,9 @@ def test_a_send_an_admin_marked_as_sent_counts_for_the_targets_health(admin_role
 
     for i in range(4):
         failed = make_delivery(target, f"failed {i}", status="failed", attempts=1)
-        DeliveryAttempt.objects.create(delivery=failed, number=1, outcome="permanent", finished_at=timezone.now())
+        DeliveryAttempt.objects.create(
+            delivery=failed, number=1, outcome="permanent", finished_at=timezone.now()
+        )
     delivery = make_delivery(target, "story", status="uncertain", attempts=1)
     DeliveryAttempt.objects.create(delivery=delivery, number=1, outcome="unknown", finished_at=timezone.now())
     assert target_health(target).state == "failing"  # five attempts, none sent

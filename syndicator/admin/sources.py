@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from syndicator import delivery as deliveries
@@ -20,6 +20,7 @@ from syndicator.admin.target_form import (
     check_syntax,
     render_preview,
     sample_post,
+    settings_spec,
     target_form,
     template_field,
 )
@@ -163,6 +164,15 @@ class TargetAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Target | None = None) -> list:
+        if obj and not self.has_change_permission(request, obj):
+            # Read-only (editors): the form's extra fields have no value to show, these do.
+            general = ["name", "kind", "enabled", "secret_env", "health", "paused_at", "paused_reason"]
+            return [
+                (None, {"fields": general}),
+                ("Settings", {"fields": ["settings_view"]}),
+                ("Which posts", {"fields": ["feeds", "languages", "categories"]}),
+                ("Message templates", {"fields": ["templates_view"]}),
+            ]
         form = self._form_class(request, obj)
         general = ["name", "kind", "enabled", "secret_env"]
         if obj:
@@ -180,6 +190,20 @@ class TargetAdmin(admin.ModelAdmin):
                 ("Message templates", {"classes": ("templates",), "fields": list(form.template_names)})
             )
         return sets
+
+    @admin.display(description="settings")
+    def settings_view(self, obj: Target) -> str:
+        rows = [(spec.name, obj.settings.get(spec.name, spec.default)) for spec in settings_spec(obj.kind)]
+        cells = format_html_join(
+            "", "<tr><th>{}</th><td>{}</td></tr>", ((k, "—" if v is None else v) for k, v in rows)
+        )
+        return format_html("<table>{}</table>", cells)
+
+    @admin.display(description="templates")
+    def templates_view(self, obj: Target) -> str:
+        names = message_templates(obj.message_format)
+        changed = [name for name in names if name in obj.template_overrides]
+        return "overridden: " + ", ".join(changed) if changed else "the defaults (" + ", ".join(names) + ")"
 
     def get_readonly_fields(self, request: HttpRequest, obj: Target | None = None) -> tuple[str, ...]:
         # Another kind would need other settings: make a new target instead.

@@ -150,6 +150,7 @@ class TargetFormBase(forms.ModelForm):
             if spec.secret_env:
                 self.fields[field_name].help_text += f" — {env_note(_as_text(value))}"
         if "secret_env" in self.fields:
+            self.fields["secret_env"].label = "Secret's environment variable"
             self.fields["secret_env"].help_text = (
                 "Name of the environment variable holding this target's secret (never the secret itself) — "
                 + env_note(target.secret_env)
@@ -216,7 +217,7 @@ def target_form(kind: str, message_format: str, *, with_templates: bool) -> type
             required=False,
             strip=False,
             widget=forms.Textarea(
-                attrs={"rows": 8, "cols": 90, "class": "template-source", "spellcheck": "false"}
+                attrs={"rows": 14, "cols": 90, "class": "template-source", "spellcheck": "false"}
             ),
             help_text="Jinja2 (sandboxed). Leave as it is, or empty, to use the default.",
         )
