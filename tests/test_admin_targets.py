@@ -239,6 +239,7 @@ def test_pause_and_resume_buttons(admin_role_client, telegram):
 
 def test_editors_see_targets_read_only_and_get_403_on_changes(editor_client, telegram):
     page = editor_client.get(change_url(telegram))
+    assert "<td>@news</td>" in page.content.decode()  # the settings, read-only
     assert (
         page.status_code == 200
         and b"pause-target" not in page.content
