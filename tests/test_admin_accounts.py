@@ -137,3 +137,12 @@ def test_editors_get_403_on_user_pages(editor_client):
     )
     assert response.status_code == 403
     assert role_of(get_user_model().objects.get(pk=other.pk)) == "editor"
+
+
+def test_only_a_superuser_can_make_a_superuser(admin_role_client):
+    edgar = make_user("edgar", "editor")
+    url = reverse("admin:auth_user_change", args=[edgar.pk])
+    response = admin_role_client.post(url, user_form(edgar, role="admin", is_superuser="on"))
+    assert response.status_code == 302
+    edgar = get_user_model().objects.get(pk=edgar.pk)
+    assert role_of(edgar) == "admin" and not edgar.is_superuser

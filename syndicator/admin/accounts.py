@@ -185,6 +185,11 @@ class UserRoleAdmin(UserAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("groups")
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        # The Admins role holds every syndicator right but not "superuser": only a superuser grants it.
+        extra = () if request.user.is_superuser else ("is_superuser",)
+        return (*super().get_readonly_fields(request, obj), *extra)
+
     def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
         role = form.cleaned_data.get("role", "")
