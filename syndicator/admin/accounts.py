@@ -210,6 +210,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
     list_filter = ("revoked_at",)
     search_fields = ("user__username", "name")
     list_select_related = ("user",)
+    list_per_page = 50
+    ordering = ("-created_at", "-id")
     fields = ("user", "name", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("user", "created_at", "last_used_at", "revoked_at")
     actions = ["revoke_selected"]
