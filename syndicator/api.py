@@ -35,19 +35,12 @@ from syndicator.api_schemas import (
     RepostIn,
     RepostRejected,
 )
-from syndicator.errors import PermanentError
-from syndicator.formatting import override_length
 from syndicator.health import feed_health, target_health
 from syndicator.management.commands.log import delivery_row
 from syndicator.models import Delivery, Feed, Post, Target
+from syndicator.reposting import choose_targets, text_problems
 from syndicator.tokens import bearer_token, request_user, user_for_token
 
-# How each network counts, for the message that says a text is too long.
-LENGTH_UNITS = {
-    "twitter": "weighted characters (every link counts 23)",
-    "telegram": "characters after entity parsing",
-    "facebook": "UTF-16 units",
-}
 RETRYABLE = (Delivery.Status.FAILED, Delivery.Status.UNCERTAIN, Delivery.Status.CANCELLED)
 
 
@@ -157,8 +150,8 @@ def repost(request: HttpRequest, post_id: Path[Id], body: RepostIn) -> Status:
     if post is None:
         return Status(404, {"detail": f"no post with id {post_id}"})
     targets, problems = choose_targets(body.targets)
-    if not problems and body.text.strip():
-        problems = {t.name: reason for t in targets if (reason := too_long(post, t, body.text))}
+    if not problems:
+        problems = text_problems(post, targets, body.text)
     if problems:
         listed = "; ".join(
             reason if name == "*" else f"{name}: {reason}" for name, reason in problems.items()
@@ -167,33 +160,6 @@ def repost(request: HttpRequest, post_id: Path[Id], body: RepostIn) -> Status:
     requested_by = user.get_username()[: Delivery._meta.get_field("requested_by").max_length]
     created = deliveries.repost(post, targets, text=body.text, requested_by=requested_by)
     return Status(201, [detail_row(d) for d in created])
-
-
-def choose_targets(names: list[str] | None) -> tuple[list[Target], dict[str, str]]:
-    """The targets a repost names (None: every enabled one) and what is wrong with any of them."""
-    if names is None:
-        targets = list(Target.objects.filter(enabled=True).order_by("name"))
-        return targets, {} if targets else {"*": "there is no enabled target to repost to"}
-    names = list(dict.fromkeys(names))
-    if not names:
-        return [], {"*": "name at least one target, or leave out targets for every enabled one"}
-    found = {t.name: t for t in Target.objects.filter(name__in=names)}
-    problems = {n: "no target has this name" for n in names if n not in found}
-    problems |= {n: "the target is disabled" for n, t in found.items() if not t.enabled}
-    return [found[n] for n in names if n in found], problems
-
-
-def too_long(post: Post, target: Target, text: str) -> str:
-    """Why the text does not fit the target's network, or "" when it does."""
-    fmt = target.message_format
-    try:
-        length, limit = override_length(post, fmt, text, options=target.settings)
-    except (PermanentError, ValueError, TypeError) as exc:  # a target setting the formatter refuses
-        return f"cannot measure the text for this target: {exc}"
-    if limit is None or length <= limit:
-        return ""
-    unit = LENGTH_UNITS.get(fmt, "characters")
-    return f"the text is {length} {unit} with the link; {fmt} allows {limit}"
 
 
 # --- deliveries -------------------------------------------------------------------------------

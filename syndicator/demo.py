@@ -19,7 +19,7 @@ from syndicator.views import DEMO_FEEDS_DIR
 DEMO_FEEDS_PATH = "/demo/feeds/"
 # Polled every minute: the demo feeds never change, and a newcomer's machine should stay quiet.
 DEMO_POLL_INTERVAL = 60
-DEMO_FORMATS = ("telegram", "facebook", "twitter", "email")
+DEMO_FORMATS = ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -174,7 +174,7 @@ def fetch(
             deadline.check()
             target = httpx.URL(current)
             # Redirects are followed here, so every hop's scheme and addresses are checked.
-            addresses = netguard.check(target, allowance)
+            addresses = netguard.check(target, allowance, timeout=deadline.remaining())
             with contextlib.ExitStack() as stack:
                 response = _connect(stack, client, target, addresses, headers, deadline)
                 deadline.watch(response.extensions.get("network_stream"))

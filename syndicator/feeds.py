@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import html
@@ -53,6 +54,8 @@ class ParsedItem:
     enclosures: list[dict] = field(default_factory=list)
     language: str = ""
     published_at: datetime | None = None
+    # What relative links and images in summary and content are relative to (xml:base or the feed).
+    content_base: str = ""
 
 
 @dataclass
@@ -170,7 +173,17 @@ def _item(entry: Mapping[str, Any], base: str, feed_language: str) -> ParsedItem
         enclosures=enclosures,
         language=language.strip(),
         published_at=_published(entry),
+        content_base=_content_base(entry, base),
     )
+
+
+def _content_base(entry: Mapping[str, Any], base: str) -> str:
+    """The base URL of an item's HTML: its own xml:base when feedparser saw one, else the feed's."""
+    details = [*(entry.get("content") or []), entry.get("summary_detail") or {}]
+    for detail in details:
+        if found := _absolute(detail.get("base") or "", base):
+            return found
+    return base
 
 
 def _postable(item: ParsedItem) -> bool:
@@ -293,8 +306,26 @@ _SAFE_TAGS = {
 }
 # lang and dir keep Arabic and Farsi passages right to left.
 _SAFE_ATTRIBUTES = {"*": {"lang", "dir", "title"}, "a": {"href"}, "img": {"src", "alt", "width", "height"}}
+# The base that relative links of the fragment being cleaned resolve against (see clean_html).
+_LINK_BASE: contextvars.ContextVar[str] = contextvars.ContextVar("link_base", default="")
+_LINK_ATTRIBUTES = frozenset({("a", "href"), ("img", "src")})
+
+
+def _absolute_links(tag: str, attribute: str, value: str) -> str | None:
+    """Make a relative link or image absolute, so it still works in an email or a post elsewhere.
+
+    Called by nh3 for each attribute; the URL scheme check (http, https, mailto) comes after it.
+    """
+    base = _LINK_BASE.get()
+    if base and (tag, attribute) in _LINK_ATTRIBUTES and not _HAS_SCHEME.match(value.strip()):
+        return _absolute(value, base) or None
+    return value
+
+
+_HAS_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 # Built once: nh3 (Rust) is what keeps sanitizing cheap (DESIGN.md, "Feed parsing cost").
 _CLEANER = nh3.Cleaner(
+    attribute_filter=_absolute_links,
     tags=_SAFE_TAGS,
     # Removed with their content; other unknown tags (font, center…) only lose the tag.
     clean_content_tags={"script", "style", "iframe", "object", "embed", "noscript", "template"},
@@ -310,17 +341,24 @@ _TEXT_ONLY = nh3.Cleaner(
 )
 
 
-def clean_html(fragment: str) -> str:
-    """An HTML fragment reduced to safe tags, attributes and http(s)/mailto links."""
-    return _CLEANER.clean(fragment)
+def clean_html(fragment: str, base: str = "") -> str:
+    """An HTML fragment reduced to safe tags, attributes and http(s)/mailto links.
+
+    With ``base``, relative links and images become absolute against it.
+    """
+    token = _LINK_BASE.set(base)
+    try:
+        return _CLEANER.clean(fragment)
+    finally:
+        _LINK_BASE.reset(token)
 
 
 def sanitize(item: ParsedItem) -> ParsedItem:
     """A copy of item with summary and content reduced to safe HTML (plain text stays plain)."""
     return dataclasses.replace(
         item,
-        summary=clean_html(item.summary),
-        content=clean_html(item.content),
+        summary=clean_html(item.summary, item.content_base or item.url),
+        content=clean_html(item.content, item.content_base or item.url),
         categories=list(item.categories),
         enclosures=[dict(enclosure) for enclosure in item.enclosures],
     )

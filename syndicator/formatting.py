@@ -27,28 +27,34 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import regex
 from django.conf import settings
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 from twitter_text import parse_tweet
+from twitter_text.extract_urls import extract_urls_with_indices
 
 from syndicator.errors import PermanentError
 from syndicator.feeds import clean_html
 from syndicator.sandbox import Sandbox
 
-FORMATS = ("telegram", "facebook", "twitter", "email")
+FORMATS = ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")
 
 TWITTER_MAX = 280  # weighted, twitter-text config v3
 TELEGRAM_TEXT_MAX = 4096  # after entity parsing
 TELEGRAM_CAPTION_MAX = 1024
 FACEBOOK_MAX = 63206  # Graph API message limit, counted here in UTF-16 units like JavaScript does
 EMAIL_SUBJECT_MAX = 200
+# A stock Mastodon instance (/api/v2/instance configuration.statuses); an instance may set others.
+MASTODON_MAX = 500  # max_characters
+MASTODON_URL_LENGTH = 23  # characters_reserved_per_url
+BLUESKY_MAX = 300  # graphemes (app.bsky.feed.post lexicon: text maxGraphemes 300)
 SHORT_SUMMARY = 500  # Telegram and X show a teaser, not the article
 # No tweet shows more code points than this; the cap keeps parse_tweet (~6 ms per 1,000 chars) cheap.
 TWITTER_FIELD_CAP = 1000
@@ -117,9 +123,24 @@ def twitter_length(text: str) -> int:
     return parse_tweet(text).weightedLength
 
 
+def mastodon_length(text: str, url_length: int = MASTODON_URL_LENGTH) -> int:
+    """Length of a status as Mastodon counts it: each http(s) URL as ``url_length``, the rest in code points.
+
+    Mastodon (StatusLengthValidator) finds URLs with twitter-text's extractor, scheme required, and
+    counts grapheme clusters; code points are never fewer, so a text that fits here fits there.
+    """
+    spans = [url["indices"] for url in extract_urls_with_indices(text, extract_urls_without_protocol=False)]
+    return len(text) - sum(end - start for start, end in spans) + url_length * len(spans)
+
+
 def telegram_length(text_html: str) -> int:
     """Length of Telegram HTML after entity parsing, in UTF-16 units (Telegram counts code points)."""
     return _utf16_length(html.unescape(_TAG.sub("", text_html)))
+
+
+def bluesky_length(text: str) -> int:
+    """Length of a Bluesky post in grapheme clusters (Unicode extended clusters, as the lexicon counts)."""
+    return len(regex.findall(r"\X", text))
 
 
 def _utf16_length(text: str) -> int:
@@ -201,7 +222,7 @@ def render_message(
     if fmt == "email":
         _render_email(msg, ctx, override, overrides)
     else:
-        name, measure, limit = _BODIES[fmt]
+        name, measure, limit = _body(fmt, options or {})
         if override:
             # No network shows more code points than its limit allows; the cap bounds the search.
             render, fields = _override_renderer(fmt, ctx), {"text": truncate(override, limit * 4)}
@@ -224,7 +245,29 @@ _BODIES: dict[str, tuple[str, Callable[[str], int], int]] = {
     "telegram": ("telegram.html.j2", telegram_length, TELEGRAM_TEXT_MAX),
     "twitter": ("twitter.txt.j2", twitter_length, TWITTER_MAX),
     "facebook": ("facebook.txt.j2", _utf16_length, FACEBOOK_MAX),
+    "mastodon": ("mastodon.txt.j2", mastodon_length, MASTODON_MAX),  # the instance's: _body
+    "bluesky": ("bluesky.txt.j2", bluesky_length, BLUESKY_MAX),
 }
+
+
+def _mastodon_limits(options: dict) -> tuple[Callable[[str], int], int]:
+    """The measure and limit of the target's instance (stored in its settings by `targets check`)."""
+    url_length = int(options.get("characters_reserved_per_url") or MASTODON_URL_LENGTH)
+    return partial(mastodon_length, url_length=url_length), int(options.get("max_characters") or MASTODON_MAX)
+
+
+# Formats whose limits are not the network's alone but the server's: from the target's options.
+_LIMITS_FROM_OPTIONS: dict[str, Callable[[dict], tuple[Callable[[str], int], int]]] = {
+    "mastodon": _mastodon_limits,
+}
+
+
+def _body(fmt: str, options: dict) -> tuple[str, Callable[[str], int], int]:
+    """A format's template, measure and limit; for some, the measure and limit come from options."""
+    name, measure, limit = _BODIES[fmt]
+    if fmt in _LIMITS_FROM_OPTIONS:
+        measure, limit = _LIMITS_FROM_OPTIONS[fmt](options)
+    return name, measure, limit
 
 
 def override_length(post: Any, fmt: str, text: str, *, options: dict | None = None) -> tuple[int, int | None]:
@@ -237,7 +280,7 @@ def override_length(post: Any, fmt: str, text: str, *, options: dict | None = No
         return len(text), None
     ctx = _context(post, fmt, options or {})
     override = _CONTROL.sub("", text.replace("\r\n", "\n")).strip()
-    _name, measure, limit = _BODIES[fmt]
+    _name, measure, limit = _body(fmt, options or {})
     return measure(_override_renderer(fmt, ctx)({"text": override})), limit
 
 
@@ -251,15 +294,16 @@ def message_templates(fmt: str) -> tuple[str, ...]:
     return (_BODIES[fmt][0],) if fmt in _BODIES else ()
 
 
-def message_length(message: Message) -> tuple[int, int]:
-    """A rendered message's length as its network measures it, and that network's limit.
+def message_length(msg: Message, *, options: dict | None = None) -> tuple[int, int | None]:
+    """A rendered message's length as its network counts it, and that network's limit.
 
-    Email: the subject (its body has no limit).
+    Email has no body limit: (length, None). ``options`` are the target's settings, for networks
+    whose limit depends on them.
     """
-    if message.format in _BODIES:
-        _name, measure, limit = _BODIES[message.format]
-        return measure(message.text), limit
-    return len(message.subject), EMAIL_SUBJECT_MAX
+    if msg.format not in _BODIES:
+        return len(msg.text), None
+    _name, measure, limit = _body(msg.format, options or {})
+    return measure(msg.text), limit
 
 
 def _body_fields(fmt: str, ctx: dict) -> dict[str, str]:
@@ -327,7 +371,9 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
     if isinstance(categories, str):
         categories = [categories]
     show_tags = options.get("hashtags")
-    show_tags = fmt in ("twitter", "telegram") if show_tags is None else bool(show_tags)
+    show_tags = (
+        fmt in ("twitter", "telegram", "mastodon", "bluesky") if show_tags is None else bool(show_tags)
+    )
     tag_limit = options.get("hashtag_limit")
     return {
         "title": title,

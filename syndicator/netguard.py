@@ -15,6 +15,7 @@ connect would (an unreachable IPv6 address then falls back to IPv4).
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
 from collections.abc import Iterable
@@ -29,6 +30,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # RFC 6052: IPv6 addresses a NAT64 gateway translates to the IPv4 address in their last 32 bits.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Threads for lookups with a timeout; few, since each hung lookup holds one until the system gives up.
+_RESOLVERS = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="resolve")
 
 
 @dataclass(frozen=True)
@@ -81,10 +84,10 @@ def is_public(address: IPAddress) -> bool:
     )
 
 
-def check(url: httpx.URL, allowance: Allowance) -> list[str]:
+def check(url: httpx.URL, allowance: Allowance, *, timeout: float | None = None) -> list[str]:
     """The addresses to connect to for url's host, once every address the host resolves to passed."""
     host = url.raw_host.decode("ascii")
-    addresses = resolve(host, url.port or (443 if url.scheme == "https" else 80))
+    addresses = resolve(host, url.port or (443 if url.scheme == "https" else 80), timeout=timeout)
     refused = [address for address in addresses if not allowance.allows(host, address)]
     if refused:
         raise FeedFetchError(
@@ -93,18 +96,27 @@ def check(url: httpx.URL, allowance: Allowance) -> list[str]:
     return [str(address) for address in addresses]
 
 
-def resolve(host: str, port: int) -> list[IPAddress]:
+def resolve(host: str, port: int, *, timeout: float | None = None) -> list[IPAddress]:
     """Every address host resolves to, in the resolver's order (an address resolves to itself).
 
-    getaddrinfo has no timeout of its own: a hung resolver holds the fetch past its deadline
-    (the system resolver's own timeouts, ~5 s per server by default, still apply).
+    getaddrinfo has no timeout of its own, so with ``timeout`` it runs in a small pool of resolver
+    threads and the caller stops waiting after that long (a hung lookup keeps its thread until the
+    system resolver gives up; the pool bounds how many can).
     """
     try:
         return [_plain(ipaddress.ip_address(host))]
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if timeout is None:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        else:
+            lookup = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+            infos = lookup.result(timeout=max(timeout, 0.001))
+    except concurrent.futures.TimeoutError:
+        raise FeedFetchError(
+            f"connection failed: resolving {host} took longer than {timeout:.1f} s"
+        ) from None
     except (socket.gaierror, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise FeedFetchError(f"connection failed: cannot resolve {host} ({reason})") from None

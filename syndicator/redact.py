@@ -24,6 +24,13 @@ _PATTERNS = [
     (re.compile(r"(?i)\('(oauth_[a-z_]+)',\s*'[^']*'\)"), r"('\1', '<redacted>')"),
     (re.compile(r"(?i)\b(oauth_[a-z_]+)=([^&\s\"',)]+)"), r"\1=<redacted>"),
     (re.compile(r"(?i)(oauth_[a-z_]+)%3D([^%&\s]+)"), r"\1%3D<redacted>"),  # after "%26": no \b
+    # Bluesky (AT Protocol): session tokens and the app password as JSON fields (a body echoed in an
+    # error), and any JWT (header.payload.signature, base64url), as a Bearer header would carry it.
+    (
+        re.compile(r"(?i)([\"']?(?:accessJwt|refreshJwt|password)[\"']?\s*:\s*)[\"'][^\"']*[\"']"),
+        r"\1'<redacted>'",
+    ),
+    (re.compile(r"\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "<redacted-jwt>"),
 ]
 
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from syndicator import mailing
+from syndicator.models import Feed
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +30,26 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+# A demo feed with a "-next" edition grows: this long after its first poll, the next edition (one
+# new post) is served, so a newcomer sees a post arrive live after the backfill.
+DEMO_NEXT_EDITION_AFTER = timedelta(minutes=2)
+
+
 @require_GET
 def demo_feed(request: HttpRequest, name: str) -> HttpResponse:
     """Serve a bundled demo feed (a copy of the fixtures), so a fresh install has something to watch."""
     path = (DEMO_FEEDS_DIR / name).resolve()
     if path.parent != DEMO_FEEDS_DIR.resolve() or path.suffix != ".rss" or not path.is_file():
         raise Http404("no such demo feed")
+    following = path.with_name(f"{path.stem}-next.rss")
+    if following.is_file() and _demo_feed_polled_before(name, timezone.now() - DEMO_NEXT_EDITION_AFTER):
+        path = following
     return HttpResponse(path.read_bytes(), content_type="application/rss+xml; charset=utf-8")
+
+
+def _demo_feed_polled_before(name: str, moment: datetime) -> bool:
+    """Whether the feed watching this demo file was first polled before ``moment``."""
+    return Feed.objects.filter(url__endswith=f"/demo/feeds/{name}", first_polled_at__lt=moment).exists()
 
 
 # --- one-click unsubscribe (RFC 8058) ----------------------------------------------------------

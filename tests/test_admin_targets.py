@@ -287,3 +287,29 @@ def test_the_feed_page_has_a_poll_now_button_that_editors_cannot_use(admin_role_
     feed.refresh_from_db()
     assert feed.last_polled_at is not None and feed.consecutive_failures == 1  # nothing listens on port 9
     assert "Nowhere: error" in response.content.decode()
+
+
+def test_the_preview_of_a_mastodon_target_uses_its_instances_limit(admin_role_client, post):
+    toot = Target.objects.create(
+        name="toot",
+        kind="mastodon",
+        settings={
+            "base_url": "https://social.example.org",
+            "max_characters": 1000,
+            "characters_reserved_per_url": 30,
+        },
+    )
+    Post.objects.filter(pk=post.pk).update(url="https://news.example.org/1")  # a TLD twitter-text knows
+    data = preview(admin_role_client, toot, **{template_field("mastodon.txt.j2"): "{{ title }} {{ link }}"})
+    assert data["ok"] and data["limit"] == 1000
+    assert data["length"] == len(post.title) + 1 + 30
+
+
+def test_the_preview_of_an_email_counts_its_subject(admin_role_client, post):
+    email = Target.objects.create(
+        name="letters", kind="email", settings={"host": "mx", "from_address": "a@b.c"}
+    )
+    data = preview(admin_role_client, email, **{template_field("email.subject.j2"): "News: {{ title }}"})
+    assert data["subject"] == "News: " + post.title
+    assert (data["length"], data["limit"]) == (len(data["subject"]), 200)
+    assert "<html" in data["html"]

@@ -138,7 +138,7 @@ def test_targets_add_outbox_stores_format_filters_and_typed_settings(feed):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ("mastodon --name m", "unknown target kind 'mastodon'; available kinds: .*outbox"),
+        ("myspace --name m", "unknown target kind 'myspace'; available kinds: .*outbox"),
         ("telegram --name tg", "telegram targets need --set chat_id="),
         ("outbox --name new --feeds 999", "no feed with id 999"),
         ("outbox --name new --feeds one", "bad feed id"),

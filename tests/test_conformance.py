@@ -20,6 +20,8 @@ HARNESS_MODULES = {
     "facebook": "tests.emulators.graph",
     "twitter": "tests.emulators.x",
     "email": "tests.emulators.smtp",
+    "mastodon": "tests.emulators.mastodon",
+    "bluesky": "tests.emulators.bluesky",
 }
 FAILURE_MODES = ("server_error", "rate_limited", "timeout", "bad_token", "rejected_content")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -588,3 +589,56 @@ def test_a_callers_client_is_used_and_left_open(feed_server: FeedServer) -> None
         with pytest.raises(FeedFetchError, match="timed out"):
             fetch(feed_server.url("/slow"), timeout=TIMEOUT, client=client)
         assert fetch(feed_server.url("/feed"), timeout=TIMEOUT, client=client).status == "ok"
+
+
+def test_relative_links_and_images_in_content_become_absolute() -> None:
+    body = b"""<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><link>https://news.example/</link>
+    <item><title>One</title><link>https://news.example/2026/01/one/</link><guid>1</guid>
+    <description><![CDATA[<p><a href="/about/">About</a> <img src="img/a.jpg" alt="a"></p>]]></description>
+    </item></channel></rss>"""
+    (item,) = parse(body, base_url="https://news.example/feed/").items
+
+    clean = sanitize(item)
+
+    # Relative to the feed document (RSS has no xml:base here), as feed readers resolve them.
+    assert '<a href="https://news.example/about/"' in clean.summary
+    assert '<img src="https://news.example/feed/img/a.jpg"' in clean.summary
+
+
+def test_atom_xml_base_decides_what_content_links_are_relative_to() -> None:
+    body = b"""<?xml version="1.0" encoding="utf-8"?>
+    <feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://news.example/fa/">
+    <title>t</title><id>urn:t</id><updated>2026-01-01T00:00:00Z</updated>
+    <entry><title>One</title><id>urn:1</id><updated>2026-01-01T00:00:00Z</updated>
+    <link href="2026/one/"/>
+    <content type="html" xml:base="https://cdn.example/media/">&lt;img src="x.jpg"&gt;
+    &lt;a href="mailto:desk@news.example"&gt;desk&lt;/a&gt;
+    &lt;a href="javascript:alert(1)"&gt;bad&lt;/a&gt;</content>
+    </entry></feed>"""
+    (item,) = parse(body, base_url="https://news.example/feed/").items
+
+    clean = sanitize(item)
+
+    assert item.url == "https://news.example/fa/2026/one/"
+    assert '<img src="https://cdn.example/media/x.jpg">' in clean.content
+    assert 'href="mailto:desk@news.example"' in clean.content  # absolute links stay as they are
+    assert "javascript" not in clean.content  # and the scheme check still applies after resolving
+
+
+def test_a_hung_name_lookup_fails_the_fetch_at_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_lookup = socket.getaddrinfo
+    released = threading.Event()
+
+    def hung_resolver(host: str, *args: object, **kwargs: object) -> list:
+        if host == "hung-resolver.example":
+            released.wait(10)  # a resolver that does not answer (released at the end of the test)
+        return real_lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hung_resolver)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FeedFetchError, match=r"resolving hung-resolver\.example took longer than"):
+            fetch("http://hung-resolver.example/feed", timeout=0.5)
+    finally:
+        released.set()
+    assert time.monotonic() - started < 2

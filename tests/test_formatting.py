@@ -407,12 +407,19 @@ def test_hashtags_from_categories(categories: list[str], limit: int, expected: l
     assert hashtags(categories, limit) == expected
 
 
-def test_hashtags_default_on_for_twitter_and_telegram_only() -> None:
+def test_hashtags_default_on_for_twitter_telegram_mastodon_and_bluesky_only() -> None:
     post = make_post(title="Title", categories=["MEK"])
 
     shown = {fmt: "#MEK" in render_message(post, fmt).text for fmt in FORMATS}
 
-    assert shown == {"telegram": True, "twitter": True, "facebook": False, "email": False}
+    assert shown == {
+        "telegram": True,
+        "twitter": True,
+        "facebook": False,
+        "email": False,
+        "mastodon": True,
+        "bluesky": True,
+    }
     assert "#MEK" not in render_message(post, "twitter", options={"hashtags": False}).text
 
 
@@ -466,7 +473,7 @@ def test_farsi_post_is_rtl_with_title_latin_word_and_link_intact() -> None:
         visible = telegram_visible(message.text) if fmt == "telegram" else message.text
         assert message.direction == "rtl"
         assert "نمایندگان پارلمان اروپا و ماهیت سازمان (MEK)" in visible
-        assert ("#اروپا" in visible) == (fmt in ("telegram", "twitter"))
+        assert ("#اروپا" in visible) == (fmt in ("telegram", "twitter", "mastodon", "bluesky"))
 
 
 def test_email_html_for_an_rtl_post_sets_dir_and_lang() -> None:

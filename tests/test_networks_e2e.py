@@ -41,7 +41,7 @@ def test_a_new_post_reaches_every_network_once_with_its_url_in_the_log(feed_serv
         call_command("log", "--json", stdout=out)
         rows = {row["target"]: row for row in map(json.loads, out.getvalue().splitlines())}
         assert set(rows) == {f"e2e-{kind}" for kind in harnesses}
-        for kind in ("telegram", "facebook", "twitter"):
+        for kind in ("telegram", "facebook", "twitter", "mastodon", "bluesky"):
             assert rows[f"e2e-{kind}"]["external_url"].startswith("https://"), rows[f"e2e-{kind}"]
         assert all(row["status"] == "sent" and row["attempts"] == 1 for row in rows.values())
     finally:

@@ -27,7 +27,7 @@ from tests.feedserver import FeedServer
 
 SYNDICATOR = Path(sys.executable).with_name("syndicator")
 NEW_POST = "https://www.nejatngo.org/en/?p=90006"
-DEMO_TARGETS = {"demo-telegram", "demo-facebook", "demo-twitter", "demo-email"}
+DEMO_TARGETS = {f"demo-{fmt}" for fmt in ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")}
 STOP_TIMEOUT = 30
 
 

@@ -34,17 +34,19 @@ from syndicator.models import (
     Subscriber,
     Target,
 )
-from tests.emulators import graph, smtp, telegram, x
+from tests.emulators import bluesky, graph, mastodon, smtp, telegram, x
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(120)]
 
-HARNESSES = (telegram.Harness, graph.Harness, x.Harness, smtp.Harness)
+HARNESSES = (telegram.Harness, graph.Harness, x.Harness, smtp.Harness, mastodon.Harness, bluesky.Harness)
 SECRETS = (
     telegram.TOKEN,
     telegram.TOKEN.partition(":")[2],  # the secret half: the bot id before ":" is public
     graph.TOKEN,
     *(value for _, value in x.Harness.ENV.values()),
     smtp.Harness.PASSWORD,
+    mastodon.TOKEN,
+    bluesky.Harness.PASSWORD,  # its session tokens are issued at run time: issued_secrets() below
 )
 # Every logger at DEBUG, those the settings quieten included: a debug log must not leak either.
 LOGGERS = ("", "httpx", "httpcore", "urllib3", "requests_oauthlib", "oauthlib", "tweepy", "syndicator")
@@ -169,8 +171,10 @@ def harnesses() -> Iterator[list]:
         graph.Harness() as fb,
         x.Harness() as tw,
         smtp.Harness() as mail,
+        mastodon.Harness() as social,
+        bluesky.Harness() as bsky,
     ):
-        yield [tg, fb, tw, mail]
+        yield [tg, fb, tw, mail, social, bsky]
 
 
 def test_no_secret_appears_in_logs_the_delivery_log_the_cli_the_admin_or_the_api(
@@ -189,7 +193,9 @@ def test_no_secret_appears_in_logs_the_delivery_log_the_cli_the_admin_or_the_api
     assert DeliveryAttempt.objects.exclude(error_class="").count() >= 20, "the failures happened"
     assert any("HTTP Request: POST" in line for line in log_lines), "httpx logged its requests"
     everything = "\n".join(corpus)
-    leaks = {secret for secret in SECRETS if secret in everything}
+    issued = [secret for harness in harnesses for secret in getattr(harness, "issued_secrets", list)()]
+    assert issued, "the session tokens handed out are searched for too"
+    leaks = {secret for secret in (*SECRETS, *issued) if secret in everything}
     assert not leaks, [line[:300] for line in corpus if any(s in line for s in leaks)][:5]
 
 

@@ -25,7 +25,7 @@ from syndicator.admin.target_form import (
     template_field,
 )
 from syndicator.errors import PermanentError
-from syndicator.formatting import message_length, message_templates
+from syndicator.formatting import EMAIL_SUBJECT_MAX, message_length, message_templates
 from syndicator.health import feed_health, target_health
 from syndicator.models import Feed, Post, Target
 
@@ -280,7 +280,10 @@ class TargetAdmin(admin.ModelAdmin):
             message = render_preview(target, post, changed_templates(fmt, sources))
         except PermanentError as exc:
             return JsonResponse({"ok": False, "error": str(exc)})
-        length, limit = message_length(message)
+        if fmt == "email":  # the subject is what has a limit; the body has none
+            length, limit = len(message.subject), EMAIL_SUBJECT_MAX
+        else:
+            length, limit = message_length(message, options=target.settings)
         return JsonResponse(
             {
                 "ok": True,
@@ -301,4 +304,5 @@ LENGTH_UNITS = {
     "twitter": "weighted characters (every link counts 23)",
     "telegram": "characters after entity parsing (UTF-16 units)",
     "facebook": "UTF-16 units",
+    "mastodon": "characters (every link counts as the instance says, 23 by default)",
 }

@@ -34,7 +34,7 @@ class SendResult:
 
 # Settings the formatting layer reads for every network (syndicator.formatting.render_message).
 FORMAT_SETTINGS = (
-    Setting("hashtags", "Hashtags from the post's categories (default: on for X and Telegram)"),
+    Setting("hashtags", "Hashtags from the post's categories (default: on for X, Telegram and Mastodon)"),
     Setting("hashtag_limit", "At most this many hashtags", default=3),
     Setting("utm", "UTM parameters: false to add none, or a query such as utm_source=x&utm_campaign=y"),
 )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
+from syndicator.formatting import FORMATS
 from syndicator.targets.base import Adapter, SendResult, Setting, register
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class OutboxAdapter(Adapter):
             "format",
             "Network whose format to render",
             default="telegram",
-            choices=("telegram", "facebook", "twitter", "email"),
+            choices=FORMATS,
         ),
         Setting("fail", "Fail on purpose with this error class", choices=tuple(FAILURES)),
         Setting("fail_next", "How many of the next sends fail on purpose", default=0),

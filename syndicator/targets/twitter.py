@@ -230,7 +230,8 @@ def _download_image(url: str, timeout: float) -> tuple[bytes, str]:
     # The URL comes from a feed: the same private-address guard as feed fetching, and no redirects
     # (each hop would need the check again). Not pinned to the checked address, unlike feeds.
     try:
-        netguard.check(httpx.URL(url), netguard.Allowance.parse(settings.SYNDICATOR_FEED_ALLOW_PRIVATE))
+        allowance = netguard.Allowance.parse(settings.SYNDICATOR_FEED_ALLOW_PRIVATE)
+        netguard.check(httpx.URL(url), allowance, timeout=timeout)
     except FeedError as exc:
         raise ValueError(str(exc)) from None
     deadline = time.monotonic() + timeout

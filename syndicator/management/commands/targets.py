@@ -26,13 +26,13 @@ from syndicator.cli_util import (
     styled,
 )
 from syndicator.errors import UserError
+from syndicator.formatting import FORMATS
 from syndicator.health import target_health
 from syndicator.models import Delivery, Target
 from syndicator.redact import redact
 from syndicator.targets import ADAPTERS, get_adapter
 from syndicator.targets.base import Adapter, Setting
 
-FORMATS = ("telegram", "facebook", "twitter", "email")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 INT_RE = re.compile(r"[-+]?\d+")
 
