@@ -464,3 +464,47 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
+
+
+# --- an admin's verdict on an uncertain delivery ------------------------------------------------
+
+
+def mark_uncertain(delivery: Delivery, *, sent: bool, by: str, url: str = "") -> DeliveryAttempt | None:
+    """Settle an uncertain delivery by an admin's word: sent (with the post's URL if known) or not.
+
+    "Not sent" makes it failed: it records what happened, and whether to send it again stays the
+    admin's separate decision (retry), so each step is one row in the timeline. The verdict is an
+    attempt row naming the admin; None when the delivery is no longer uncertain.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        current = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        if current.status != Status.UNCERTAIN:
+            return None
+        if sent:
+            verdict = f"marked as sent by {by}" + (f": {url}" if url else "")
+            changes: dict = {"status": Status.SENT, "sent_at": now, "last_error": ""}
+            if url:
+                changes["external_url"] = url[:2000]
+        else:
+            verdict = f"marked as not sent by {by}"
+            changes = {
+                "status": Status.FAILED,
+                "last_error": f"{verdict}; before: {current.last_error}"[:5000],
+            }
+        # The number continues the log, so the next claim's attempt row cannot collide with it.
+        Delivery.objects.filter(pk=current.pk).update(
+            attempts=F("attempts") + 1, next_attempt_at=None, lease_until=None, updated_at=now, **changes
+        )
+        attempt = DeliveryAttempt.objects.create(
+            delivery=current,
+            number=current.attempts + 1,
+            started_at=now,
+            finished_at=now,
+            duration_ms=0,
+            outcome=Outcome.MARKED_SENT if sent else Outcome.MARKED_NOT_SENT,
+            message=redact(verdict)[:5000],
+            worker=f"admin:{by}"[:200],
+        )
+    log.info("delivery %s: %s", delivery.pk, redact(verdict))
+    return attempt

@@ -284,6 +284,16 @@ def override_length(post: Any, fmt: str, text: str, *, options: dict | None = No
     return measure(_override_renderer(fmt, ctx)({"text": override})), limit
 
 
+EMAIL_TEMPLATES = ("email.subject.j2", "email.txt.j2", "email.html.j2")
+
+
+def message_templates(fmt: str) -> tuple[str, ...]:
+    """The template files a format renders, each of which a target may override."""
+    if fmt == "email":
+        return EMAIL_TEMPLATES
+    return (_BODIES[fmt][0],) if fmt in _BODIES else ()
+
+
 def message_length(msg: Message, *, options: dict | None = None) -> tuple[int, int | None]:
     """A rendered message's length as its network counts it, and that network's limit.
 

@@ -62,7 +62,9 @@ def target_health(target: Target) -> Health:
         .order_by("-finished_at")
         .values_list("outcome", "message")[:TARGET_RECENT_ATTEMPTS]
     )
-    if len(recent) == TARGET_RECENT_ATTEMPTS and all(o != DeliveryAttempt.Outcome.SENT for o, _ in recent):
+    # An admin's "marked as sent" is a send that happened (syndicator.delivery.mark_uncertain).
+    sent = (DeliveryAttempt.Outcome.SENT, DeliveryAttempt.Outcome.MARKED_SENT)
+    if len(recent) == TARGET_RECENT_ATTEMPTS and all(o not in sent for o, _ in recent):
         return Health("failing", f"the last {len(recent)} attempts failed: {recent[0][1]}")
     stuck = Delivery.objects.filter(
         target=target,

@@ -184,6 +184,9 @@ class DeliveryAttempt(models.Model):
         PERMANENT = "permanent", "permanent error"
         UNKNOWN = "unknown", "outcome unknown"
         LOST = "lost", "worker lost"
+        # An admin's verdict on an uncertain delivery (delivery.mark_uncertain), not a send.
+        MARKED_SENT = "marked_sent", "marked as sent"
+        MARKED_NOT_SENT = "marked_not_sent", "marked as not sent"
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
     number = models.PositiveIntegerField()

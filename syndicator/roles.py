@@ -90,3 +90,10 @@ def role_of(user: AbstractUser) -> str:
         return "superuser"
     names = {g.name for g in user.groups.all()}
     return "admin" if ADMINS in names else "editor" if EDITORS in names else "none"
+
+
+def clear_role(user: AbstractUser) -> None:
+    """Take both roles away; the user keeps the account but sees no syndicator page."""
+    from django.contrib.auth.models import Group
+
+    user.groups.remove(*Group.objects.filter(name__in=ROLES.values()))

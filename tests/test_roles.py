@@ -45,11 +45,10 @@ def target_form(target: Target, **changes: str) -> dict[str, str]:
         "name": target.name,
         "kind": target.kind,
         "enabled": "on",
-        "settings": json.dumps(target.settings),
         "secret_env": target.secret_env,
-        "template_overrides": "{}",
-        "languages": "[]",
-        "categories": "[]",
+        "languages": "",
+        "categories": "",
+        **{f"setting__{key}": str(value) for key, value in target.settings.items()},
     }
     return form | changes
 

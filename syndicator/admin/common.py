@@ -1,7 +1,11 @@
-"""Shared pieces of the admin pages: status badges."""
+"""Shared pieces of the admin pages: status badges, the permission check of a page's buttons."""
 
 from __future__ import annotations
 
+from django.contrib.admin import ModelAdmin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 STATUS_COLOURS = {
@@ -21,14 +25,33 @@ STATUS_COLOURS = {
     "failing": "#c62828",
     "paused": "#ef6c00",
     "disabled": "#757575",
+    "marked_sent": "#2e7d32",
+    "marked_not_sent": "#c62828",
+    "transient": "#ef6c00",
+    "rate_limited": "#ef6c00",
+    "permanent": "#c62828",
+    "unknown": "#6a1b9a",
+    "lost": "#6a1b9a",
+    "subscribed": "#2e7d32",
+    "unsubscribed": "#757575",
+    "suppressed": "#c62828",
 }
 
 
-def badge(value: str, label: str | None = None) -> str:
-    """A coloured status badge."""
+def badge(value: str, label: str | None = None, *, css: str = "status-badge") -> str:
+    """A coloured status badge; ``data-status`` lets browser tests read the state, not the colour."""
     colour = STATUS_COLOURS.get(value, "#546e7a")
     return format_html(
-        '<span style="background:{};color:#fff;padding:2px 8px;border-radius:10px;font-size:11px">{}</span>',
+        '<span class="{}" data-status="{}" style="background:{};color:#fff;padding:2px 8px;'
+        'border-radius:10px;font-size:11px;white-space:nowrap">{}</span>',
+        css,
+        value,
         colour,
         label or value,
     )
+
+
+def require_change(model_admin: ModelAdmin, request: HttpRequest, obj: Model | None = None) -> None:
+    """Refuse (403) a button's POST to anyone without the change right: editors only read."""
+    if not model_admin.has_change_permission(request, obj):
+        raise PermissionDenied

@@ -1,38 +1,44 @@
-"""The delivery log: list with filters, the attempt timeline, retry and cancel."""
+"""The delivery log: list with filters and CSV export, the attempt timeline and its buttons."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from syndicator import delivery as deliveries
-from syndicator.admin.common import badge
-from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult
+from syndicator.admin.common import badge, require_change
+from syndicator.admin.export import csv_response
+from syndicator.admin.filters import DateRangeFilter
+from syndicator.models import Delivery, EmailRecipientResult
 
-
-class DeliveryAttemptInline(admin.TabularInline):
-    model = DeliveryAttempt
-    extra = 0
-    can_delete = False
-    fields = (
-        "number",
-        "started_at",
-        "duration_ms",
-        "outcome",
-        "http_status",
-        "error_class",
-        "message",
-        "retry_after",
-        "worker",
-        "task_id",
-    )
-    readonly_fields = fields
-    ordering = ("number",)
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+Status = Delivery.Status
+RETRYABLE = (Status.FAILED, Status.UNCERTAIN, Status.CANCELLED)  # what delivery.retry accepts
+CANCELLABLE = deliveries.CLAIMABLE
+EXPORT_COLUMNS = [
+    "id",
+    "created_at",
+    "status",
+    "target",
+    "feed",
+    "post_title",
+    "post_url",
+    "origin",
+    "requested_by",
+    "attempts",
+    "sent_at",
+    "published_url",
+    "last_error",
+]
 
 
 class EmailRecipientInline(admin.TabularInline):
@@ -55,39 +61,44 @@ class DeliveryAdmin(admin.ModelAdmin):
         "post_title",
         "target",
         "status_badge",
-        "origin",
+        "origin_label",
         "attempts",
         "short_error",
         "created_at",
-        "sent_at",
         "published_link",
     )
-    list_filter = ("status", "target", "origin", "post__feed", "created_at")
-    search_fields = ("post__title", "post__url", "last_error", "rendered_text")
+    list_filter = ("status", "target", "post__feed", "origin", DateRangeFilter)
+    search_fields = ("post__title", "post__url", "last_error")
     list_select_related = ("post", "target")
-    date_hierarchy = "created_at"
-    inlines = [DeliveryAttemptInline, EmailRecipientInline]
+    list_per_page = 50
+    ordering = ("-created_at", "-id")
+    show_full_result_count = False  # a count of a long log on every page costs more than it tells
+    inlines = [EmailRecipientInline]
     actions = ["retry_selected", "cancel_selected"]
+    change_form_template = "admin/syndicator/delivery/change_form.html"
+    change_list_template = "admin/syndicator/delivery/change_list.html"
     readonly_fields = (
         "post",
         "target",
-        "origin",
-        "requested_by",
-        "status",
+        "status_badge",
+        "origin_label",
         "attempts",
-        "budget_start",
         "next_attempt_at",
-        "enqueued_at",
-        "lease_until",
         "rendered_text",
+        "published_link",
         "external_id",
-        "external_url",
         "last_error",
         "created_at",
-        "updated_at",
         "sent_at",
     )
-    fields = ("text_override", *readonly_fields)
+    fieldsets = (
+        (None, {"fields": ("post", "target", "status_badge", "origin_label", "published_link")}),
+        ("Message", {"fields": ("rendered_text", "text_override")}),
+        (
+            "State",
+            {"fields": ("attempts", "next_attempt_at", "external_id", "last_error", "created_at", "sent_at")},
+        ),
+    )
 
     @admin.display(description="post", ordering="post__title")
     def post_title(self, obj: Delivery) -> str:
@@ -96,6 +107,12 @@ class DeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Delivery) -> str:
         return badge(obj.status)
+
+    @admin.display(description="origin", ordering="origin")
+    def origin_label(self, obj: Delivery) -> str:
+        if obj.origin == Delivery.Origin.MANUAL:
+            return f"manual, by {obj.requested_by}" if obj.requested_by else "manual"
+        return "automatic"
 
     @admin.display(description="last error")
     def short_error(self, obj: Delivery) -> str:
@@ -119,4 +136,131 @@ class DeliveryAdmin(admin.ModelAdmin):
         self.message_user(request, f"{count} deliveries cancelled.", messages.SUCCESS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+        return False  # deliveries come from feeds and reposts, never from a blank form
+
+    # --- pages of its own: export, and the detail page's buttons --------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        own = [
+            path("export/", wrap(self.export_view), name="syndicator_delivery_export"),
+            path(
+                "<int:object_id>/retry/",
+                wrap(require_POST(self.retry_view)),
+                name="syndicator_delivery_retry",
+            ),
+            path(
+                "<int:object_id>/cancel/",
+                wrap(require_POST(self.cancel_view)),
+                name="syndicator_delivery_cancel",
+            ),
+            path(
+                "<int:object_id>/mark/", wrap(require_POST(self.mark_view)), name="syndicator_delivery_mark"
+            ),
+        ]
+        return own + super().get_urls()
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        context = {"can_export": self.has_change_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The list as CSV, exactly as filtered and searched (same query string), all pages."""
+        require_change(self, request)
+        rows = (
+            self.get_changelist_instance(request).get_queryset(request).select_related("post__feed", "target")
+        )
+        stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+        return csv_response(
+            f"deliveries-{stamp}.csv", EXPORT_COLUMNS, (_export_row(d) for d in rows.iterator(500))
+        )
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if obj is not None:
+            can_act = self.has_change_permission(request, obj)
+            attempts = list(obj.attempt_log.order_by("number"))
+            for attempt in attempts:  # a different class: .status-badge is the delivery's own status
+                state = attempt.outcome or "sending"
+                attempt.badge = badge(
+                    state, attempt.get_outcome_display() or "in progress", css="outcome-badge"
+                )
+            context.update(
+                attempts=attempts,
+                can_retry=can_act and obj.status in RETRYABLE,
+                can_cancel=can_act and obj.status in CANCELLABLE,
+                can_mark=can_act and obj.status == Status.UNCERTAIN,
+            )
+        return super().change_view(request, object_id, form_url, context)
+
+    def _act(self, request: HttpRequest, object_id: int) -> Delivery:
+        delivery = get_object_or_404(Delivery.objects.select_related("target"), pk=object_id)
+        require_change(self, request, delivery)
+        return delivery
+
+    def _back(self, delivery: Delivery) -> HttpResponseRedirect:
+        return HttpResponseRedirect(reverse("admin:syndicator_delivery_change", args=[delivery.pk]))
+
+    @staticmethod
+    def _refused(request: HttpRequest, what: str, delivery: Delivery) -> None:
+        messages.warning(request, f"Nothing to {what}: this delivery is {delivery.status} now.")
+
+    def retry_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        delivery = self._act(request, object_id)
+        if deliveries.retry([delivery]):
+            messages.success(request, "Queued again with a fresh retry budget.")
+        else:
+            self._refused(request, "retry", delivery)
+        return self._back(delivery)
+
+    def cancel_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        delivery = self._act(request, object_id)
+        if deliveries.cancel([delivery]):
+            messages.success(request, "Cancelled; it will not be sent.")
+        else:
+            self._refused(request, "cancel", delivery)
+        return self._back(delivery)
+
+    def mark_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """An admin's verdict on an uncertain delivery: sent (optionally with its URL) or not sent."""
+        delivery = self._act(request, object_id)
+        verdict = request.POST.get("verdict")
+        url = request.POST.get("external_url", "").strip()
+        if verdict not in ("sent", "not_sent"):
+            messages.error(request, "Choose sent or not sent.")
+            return self._back(delivery)
+        if verdict == "sent" and url:
+            try:
+                URLValidator(schemes=["http", "https"])(url)
+            except ValidationError:
+                messages.error(request, f"Not marked: {url!r} is not an http(s) URL.")
+                return self._back(delivery)
+        user = request.user.get_username()
+        if deliveries.mark_uncertain(delivery, sent=verdict == "sent", by=user, url=url):
+            messages.success(
+                request, "Marked as sent." if verdict == "sent" else "Marked as not sent (failed)."
+            )
+        else:
+            self._refused(request, "mark", delivery)
+        return self._back(delivery)
+
+
+def _export_row(d: Delivery) -> list[Any]:
+    return [
+        d.pk,
+        timezone.localtime(d.created_at).isoformat(timespec="seconds"),
+        d.status,
+        d.target.name,
+        str(d.post.feed),
+        d.post.title,
+        d.post.url,
+        d.origin,
+        d.requested_by,
+        d.attempts,
+        timezone.localtime(d.sent_at).isoformat(timespec="seconds") if d.sent_at else "",
+        d.external_url,
+        d.last_error,
+    ]

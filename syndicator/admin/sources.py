@@ -1,16 +1,35 @@
-"""Feeds and targets: health at a glance, poll now, pause and resume."""
+"""Feeds and targets: health at a glance, poll now, pause and resume, settings, template preview."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.db import models
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 
 from syndicator import delivery as deliveries
-from syndicator.admin.common import badge
+from syndicator.admin.common import badge, require_change
+from syndicator.admin.target_form import (
+    changed_templates,
+    check_syntax,
+    render_preview,
+    sample_post,
+    settings_spec,
+    target_form,
+    template_field,
+)
+from syndicator.errors import PermanentError
+from syndicator.formatting import EMAIL_SUBJECT_MAX, message_length, message_templates
 from syndicator.health import feed_health, target_health
-from syndicator.models import Feed, Target
+from syndicator.models import Feed, Post, Target
+
+PREVIEW_POSTS = 30  # how many recent posts the preview offers to pick from
 
 
 @admin.register(Feed)
@@ -26,18 +45,39 @@ class FeedAdmin(admin.ModelAdmin):
         "consecutive_failures",
         "short_error",
     )
+    list_display_links = ("id", "__str__")
     list_filter = ("enabled", "last_status", "language")
     search_fields = ("name", "url")
+    list_per_page = 50
     actions = ["poll_now"]
+    change_form_template = "admin/syndicator/feed/change_form.html"
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, now
+    fieldsets = (
+        (None, {"fields": ("url", "name", "language", "enabled", "poll_interval", "backfill")}),
+        (
+            "Health",
+            {
+                "fields": (
+                    "status_badge",
+                    "last_polled_at",
+                    "last_success_at",
+                    "next_poll_at",
+                    "consecutive_failures",
+                    "last_http_status",
+                    "last_error",
+                )
+            },
+        ),
+        ("Fetching", {"classes": ("collapse",), "fields": ("etag", "last_modified", "body_hash", "hub_url")}),
+    )
     readonly_fields = (
+        "status_badge",
         "etag",
         "last_modified",
         "body_hash",
         "hub_url",
-        "polling_until",
         "last_polled_at",
         "last_success_at",
-        "first_polled_at",
         "last_status",
         "last_http_status",
         "last_error",
@@ -55,23 +95,38 @@ class FeedAdmin(admin.ModelAdmin):
 
     @admin.action(description="Poll selected feeds now", permissions=["change"])
     def poll_now(self, request: HttpRequest, queryset: QuerySet[Feed]) -> None:
+        for feed in queryset:
+            self._poll(request, feed)
+
+    def _poll(self, request: HttpRequest, feed: Feed) -> None:
         from syndicator import watch  # imported here: admin loads at start-up, polling is rare
 
-        for feed in queryset:
-            report = watch.poll_feed(feed.pk)
-            level = messages.ERROR if report.status == "error" else messages.INFO
-            detail = report.error or f"{len(report.new_posts)} new posts, {report.deliveries} deliveries"
-            self.message_user(request, f"{feed}: {report.status}: {detail}", level)
+        report = watch.poll_feed(feed.pk)
+        level = messages.ERROR if report.status == "error" else messages.INFO
+        detail = report.error or f"{len(report.new_posts)} new posts, {report.deliveries} deliveries"
+        self.message_user(request, f"{feed}: {report.status}: {detail}", level)
+
+    def get_urls(self) -> list[URLPattern]:
+        poll = self.admin_site.admin_view(require_POST(self.poll_view))
+        return [path("<int:object_id>/poll/", poll, name="syndicator_feed_poll"), *super().get_urls()]
+
+    def poll_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The feed page's "Poll now" button."""
+        feed = get_object_or_404(Feed, pk=object_id)
+        require_change(self, request, feed)
+        self._poll(request, feed)
+        return HttpResponseRedirect(reverse("admin:syndicator_feed_change", args=[feed.pk]))
 
 
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "format", "health", "secret_env")
+    list_display = ("name", "kind", "format", "health", "filters", "secret_env")
     list_filter = ("kind", "enabled")
     search_fields = ("name",)
+    list_per_page = 50
     filter_horizontal = ("feeds",)
     actions = ["pause", "resume"]
-    readonly_fields = ("paused_at", "paused_reason")
+    change_form_template = "admin/syndicator/target/change_form.html"
 
     @admin.display(description="format")
     def format(self, obj: Target) -> str:
@@ -82,13 +137,172 @@ class TargetAdmin(admin.ModelAdmin):
         verdict = target_health(obj)
         return format_html("{} {}", badge(verdict.state), verdict.reason[:100])
 
-    @admin.action(description="Pause selected targets", permissions=["change"])
-    def pause(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
-        for target in queryset:
-            deliveries.pause_target(target, f"paused by {request.user}")
-        self.message_user(request, f"{queryset.count()} targets paused.")
+    @admin.display(description="posts it takes")
+    def filters(self, obj: Target) -> str:
+        parts = [f"{len(obj.feeds.all())} feeds"] if obj.feeds.all() else []
+        parts += [f"languages {', '.join(obj.languages)}"] if obj.languages else []
+        parts += [f"categories {', '.join(obj.categories)}"] if obj.categories else []
+        return "; ".join(parts) or "all posts"
 
-    @admin.action(description="Resume selected targets", permissions=["change"])
-    def resume(self, request: HttpRequest, queryset: QuerySet[Target]) -> None:
-        sent = sum(deliveries.resume_target(target) for target in queryset)
-        self.message_user(request, f"{queryset.count()} targets resumed; {sent} waiting deliveries queued.")
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
+        return super().get_queryset(request).prefetch_related("feeds")
+
+    # --- the form: built from the adapter's settings_spec and the format's templates ----------
+
+    def _kind(self, request: HttpRequest, obj: Target | None) -> str:
+        return obj.kind if obj else request.POST.get("kind") or request.GET.get("kind") or ""
+
+    def _form_class(self, request: HttpRequest, obj: Target | None) -> type:
+        kind = self._kind(request, obj)
+        fmt = obj.message_format if obj else ""
+        return target_form(kind, fmt, with_templates=obj is not None)
+
+    def get_form(
+        self, request: HttpRequest, obj: Target | None = None, change: bool = False, **kwargs: Any
+    ) -> type:
+        kwargs["form"] = self._form_class(request, obj)
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Target | None = None) -> list:
+        if obj and not self.has_change_permission(request, obj):
+            # Read-only (editors): the form's extra fields have no value to show, these do.
+            general = ["name", "kind", "enabled", "secret_env", "health", "paused_at", "paused_reason"]
+            return [
+                (None, {"fields": general}),
+                ("Settings", {"fields": ["settings_view"]}),
+                ("Which posts", {"fields": ["feeds", "languages", "categories"]}),
+                ("Message templates", {"fields": ["templates_view"]}),
+            ]
+        form = self._form_class(request, obj)
+        general = ["name", "kind", "enabled", "secret_env"]
+        if obj:
+            general += ["health", "paused_at", "paused_reason"]
+        sets: list = [(None, {"fields": general})]
+        if form.setting_specs:
+            sets.append(("Settings", {"fields": list(form.setting_specs)}))
+        elif not obj:
+            sets.append(
+                ("Settings", {"fields": [], "description": "Choose a kind and save: its settings follow."})
+            )
+        sets.append(("Which posts", {"fields": ["feeds", "languages", "categories"]}))
+        if form.template_names:
+            sets.append(
+                ("Message templates", {"classes": ("templates",), "fields": list(form.template_names)})
+            )
+        return sets
+
+    @admin.display(description="settings")
+    def settings_view(self, obj: Target) -> str:
+        rows = [(spec.name, obj.settings.get(spec.name, spec.default)) for spec in settings_spec(obj.kind)]
+        cells = format_html_join(
+            "", "<tr><th>{}</th><td>{}</td></tr>", ((k, "—" if v is None else v) for k, v in rows)
+        )
+        return format_html("<table>{}</table>", cells)
+
+    @admin.display(description="templates")
+    def templates_view(self, obj: Target) -> str:
+        names = message_templates(obj.message_format)
+        changed = [name for name in names if name in obj.template_overrides]
+        return "overridden: " + ", ".join(changed) if changed else "the defaults (" + ", ".join(names) + ")"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Target | None = None) -> tuple[str, ...]:
+        # Another kind would need other settings: make a new target instead.
+        return ("kind", "health", "paused_at", "paused_reason") if obj else ()
+
+    # --- buttons on the page, and the live preview ---------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        own = [
+            path(
+                "<int:object_id>/pause/", wrap(require_POST(self.pause_view)), name="syndicator_target_pause"
+            ),
+            path(
+                "<int:object_id>/resume/",
+                wrap(require_POST(self.resume_view)),
+                name="syndicator_target_resume",
+            ),
+            path(
+                "<int:object_id>/preview/",
+                wrap(require_POST(self.preview_view)),
+                name="syndicator_target_preview",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if obj is not None:
+            context.update(
+                can_change=self.has_change_permission(request, obj),
+                preview_posts=Post.objects.order_by("-first_seen_at", "-id").only("id", "title", "url")[
+                    :PREVIEW_POSTS
+                ],
+                template_fields=[template_field(n) for n in message_templates(obj.message_format)],
+            )
+        return super().change_view(request, object_id, form_url, context)
+
+    def _target(self, request: HttpRequest, object_id: int) -> Target:
+        target = get_object_or_404(Target, pk=object_id)
+        require_change(self, request, target)
+        return target
+
+    def pause_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        target = self._target(request, object_id)
+        deliveries.pause_target(target, f"paused by {request.user.get_username()}")
+        messages.success(request, f"{target} paused: its deliveries wait until it is resumed.")
+        return HttpResponseRedirect(reverse("admin:syndicator_target_change", args=[target.pk]))
+
+    def resume_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        target = self._target(request, object_id)
+        sent = deliveries.resume_target(target)
+        messages.success(request, f"{target} resumed; {sent} waiting deliveries queued.")
+        return HttpResponseRedirect(reverse("admin:syndicator_target_change", args=[target.pk]))
+
+    def preview_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """A post rendered with the templates as typed: the worker's own rendering, or the error."""
+        target = self._target(request, object_id)
+        fmt = target.message_format
+        sources = {name: request.POST.get(template_field(name), "") for name in message_templates(fmt)}
+        for name, source in sources.items():
+            if problem := check_syntax(source):
+                return JsonResponse(
+                    {"ok": False, "template": name, "error": f"{name}: syntax error, {problem}"}
+                )
+        try:
+            post = sample_post(request.POST.get("post") or None)
+        except (Post.DoesNotExist, ValueError):
+            return JsonResponse({"ok": False, "error": "no such post"}, status=404)
+        try:
+            message = render_preview(target, post, changed_templates(fmt, sources))
+        except PermanentError as exc:
+            return JsonResponse({"ok": False, "error": str(exc)})
+        if fmt == "email":  # the subject is what has a limit; the body has none
+            length, limit = len(message.subject), EMAIL_SUBJECT_MAX
+        else:
+            length, limit = message_length(message, options=target.settings)
+        return JsonResponse(
+            {
+                "ok": True,
+                "format": fmt,
+                "post": {"id": post.pk, "title": post.title},
+                "text": message.text,
+                "subject": message.subject,
+                "html": message.html,
+                "length": length,
+                "limit": limit,
+                "measure": "subject characters" if fmt == "email" else LENGTH_UNITS.get(fmt, "characters"),
+            }
+        )
+
+
+# How each network counts (syndicator.formatting measures; TARGETS.md has the sources).
+LENGTH_UNITS = {
+    "twitter": "weighted characters (every link counts 23)",
+    "telegram": "characters after entity parsing (UTF-16 units)",
+    "facebook": "UTF-16 units",
+    "mastodon": "characters (every link counts as the instance says, 23 by default)",
+}
