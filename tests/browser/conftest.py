@@ -38,7 +38,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-extensions",
-    "--window-size=1400,1000",
+    "--window-size=1600,1000",
     "--lang=en-US",
 )
 
