@@ -120,3 +120,21 @@ def beat(transactional_db) -> Iterator[None]:
     yield
     stop.set()
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def admin_role_client(client):
+    """Django's test client logged in as a user with the Admins role (not a superuser)."""
+    from tests.accounts import make_user
+
+    client.force_login(make_user("ada", "admin"))
+    return client
+
+
+@pytest.fixture
+def editor_client(client):
+    """Django's test client logged in as a user with the Editors role."""
+    from tests.accounts import make_user
+
+    client.force_login(make_user("edna", "editor"))
+    return client

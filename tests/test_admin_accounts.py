@@ -16,18 +16,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_role_client(client):
-    client.force_login(make_user("ada", "admin"))
-    return client
-
-
-@pytest.fixture
-def editor_client(client):
-    client.force_login(make_user("edna", "editor"))
-    return client
-
-
-@pytest.fixture
 def letters() -> Target:
     return Target.objects.create(
         name="letters", kind="email", settings={"host": "mx", "from_address": "a@b.c"}

@@ -11,7 +11,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
-from tests.accounts import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -29,18 +28,6 @@ def make_delivery(target: Target, title: str, *, age_days: float = 0, **fields) 
     return Delivery.objects.create(
         post=post, target=target, created_at=timezone.now() - timedelta(days=age_days), **fields
     )
-
-
-@pytest.fixture
-def editor_client(client):
-    client.force_login(make_user("edna", "editor"))
-    return client
-
-
-@pytest.fixture
-def admin_role_client(client):
-    client.force_login(make_user("ada", "admin"))
-    return client
 
 
 def listed_ids(response) -> set[int]:

@@ -16,18 +16,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_role_client(client):
-    client.force_login(make_user("ada", "admin"))
-    return client
-
-
-@pytest.fixture
-def editor_client(client):
-    client.force_login(make_user("edna", "editor"))
-    return client
-
-
-@pytest.fixture
 def post() -> Post:
     feed = Feed.objects.create(url="https://news.example/feed", name="News")
     return Post.objects.create(

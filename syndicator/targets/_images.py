@@ -1,10 +1,9 @@
-"""Downloading a post's image for a network that wants the bytes (a Bluesky link-card thumbnail).
+"""Downloading a post's image for a network that wants the bytes (X, Mastodon, a Bluesky card).
 
-The same rules as the X adapter's download (syndicator/targets/twitter.py): the URL comes from a
-feed, so only public addresses (syndicator.netguard, ``SYNDICATOR_FEED_ALLOW_PRIVATE`` for more),
-no redirects (each hop would need the check again), an image content type, a size cap enforced
-while reading, and one deadline for the whole download. Kept apart from twitter.py so that module
-is untouched; it can move to this function later.
+The URL comes from a feed, so: only public addresses (syndicator.netguard,
+``SYNDICATOR_FEED_ALLOW_PRIVATE`` for more), the name lookup within the deadline, no redirects
+(each hop would need the check again; not pinned to the checked address, unlike feeds), an image
+content type, a size cap enforced while reading, and one deadline for the whole download.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ def download_image(url: str, *, timeout: float, max_bytes: int) -> tuple[bytes, 
     if not url.lower().startswith(("http://", "https://")):
         raise ValueError("the image URL is not http(s)")
     try:
-        netguard.check(httpx.URL(url), netguard.Allowance.parse(settings.SYNDICATOR_FEED_ALLOW_PRIVATE))
+        allowance = netguard.Allowance.parse(settings.SYNDICATOR_FEED_ALLOW_PRIVATE)
+        netguard.check(httpx.URL(url), allowance, timeout=timeout)
     except FeedError as exc:
         raise ValueError(str(exc)) from None
     deadline = time.monotonic() + timeout

@@ -41,10 +41,10 @@ from syndicator.errors import (
 from syndicator.formatting import MASTODON_MAX, MASTODON_URL_LENGTH
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, SendResult, Setting, register
 
 # The X adapter's download: the feed's private-address guard, no redirects, a size and time cap.
-from syndicator.targets.twitter import _download_image as download_image
+from syndicator.targets._images import download_image
+from syndicator.targets.base import Adapter, SendResult, Setting, register
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+IMAGE_MAX_BYTES = 16 * 1024 * 1024  # a stock instance's media_attachments.image_size_limit
 VISIBILITIES = ("public", "unlisted", "private", "direct")
 # Mastodon keeps an idempotency key 3600 s after the status was made; the margin covers clock
 # skew and a first request that took long to be processed.
@@ -243,7 +244,9 @@ class MastodonAdapter(Adapter):
         is refused (422 "not finished processing"), so GET /api/v1/media/:id is polled until 200.
         """
         try:
-            content, content_type = download_image(message.image_url, self._timeout())
+            content, content_type = download_image(
+                message.image_url, timeout=self._timeout(), max_bytes=IMAGE_MAX_BYTES
+            )
             alt = " ".join(str(getattr(delivery.post, "title", "") or "").split())[:ALT_TEXT_MAX]
             files = {"file": ("image", content, content_type)}
             response = http.request(api, "POST", "/api/v2/media", files=files, data={"description": alt})

@@ -16,16 +16,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import requests
 import tweepy
 import urllib3.exceptions
 from django.conf import settings
 
-from syndicator import netguard
 from syndicator.errors import (
     DeliveryError,
-    FeedError,
     OutcomeUnknown,
     PermanentError,
     RateLimited,
@@ -33,6 +30,7 @@ from syndicator.errors import (
     TransientError,
 )
 from syndicator.redact import redact
+from syndicator.targets._images import download_image
 from syndicator.targets.base import Adapter, SendResult, Setting, register
 
 if TYPE_CHECKING:
@@ -198,7 +196,9 @@ class TwitterAdapter(Adapter):
     def _upload_image(self, client: tweepy.Client, image_url: str) -> list[str]:
         """Download the image and upload it to X; [] (a text-only tweet) if any step fails."""
         try:
-            content, content_type = _download_image(image_url, self._timeout())
+            content, content_type = download_image(
+                image_url, timeout=self._timeout(), max_bytes=IMAGE_MAX_BYTES
+            )
             upload_base = str(self.setting("upload_base_url") or self._base_url()).rstrip("/")
             auth = tweepy.OAuth1UserHandler(
                 client.consumer_key, client.consumer_secret, client.access_token, client.access_token_secret
@@ -221,42 +221,6 @@ class TwitterAdapter(Adapter):
             )
             return []
         return [media_id]
-
-
-def _download_image(url: str, timeout: float) -> tuple[bytes, str]:
-    """The image at url, at most IMAGE_MAX_BYTES, within about ``timeout`` seconds in all."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise ValueError("the image URL is not http(s)")
-    # The URL comes from a feed: the same private-address guard as feed fetching, and no redirects
-    # (each hop would need the check again). Not pinned to the checked address, unlike feeds.
-    try:
-        allowance = netguard.Allowance.parse(settings.SYNDICATOR_FEED_ALLOW_PRIVATE)
-        netguard.check(httpx.URL(url), allowance, timeout=timeout)
-    except FeedError as exc:
-        raise ValueError(str(exc)) from None
-    deadline = time.monotonic() + timeout
-    headers = {"User-Agent": settings.SYNDICATOR_USER_AGENT}
-    with (
-        httpx.Client(timeout=timeout, follow_redirects=False, headers=headers) as http,
-        http.stream("GET", url) as response,
-    ):
-        if response.status_code != 200:
-            raise ValueError(f"the image answered HTTP {response.status_code}")
-        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not content_type.startswith("image/"):
-            raise ValueError(f"the image URL serves {content_type or 'no content type'}, not an image")
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > IMAGE_MAX_BYTES:
-            raise ValueError(f"the image is larger than {IMAGE_MAX_BYTES} bytes")
-        chunks, size = [], 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > IMAGE_MAX_BYTES:
-                raise ValueError(f"the image is larger than {IMAGE_MAX_BYTES} bytes")
-            if time.monotonic() > deadline:  # a server dripping bytes must not hold the delivery
-                raise ValueError(f"the image took longer than {timeout:g} s")
-            chunks.append(chunk)
-    return b"".join(chunks), content_type
 
 
 # --- error mapping: TARGETS.md section 3, "Errors: retry vs give up" ---------------------------
