@@ -11,18 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from syndicator.errors import PermanentError
-from syndicator.formatting import (
-    FORMATS,
-    RLM,
-    add_utm,
-    hashtags,
-    plain_text,
-    render_message,
-    telegram_length,
-    truncate,
-    twitter_length,
-)
+from syndicator.formatting import FORMATS, render_message
 from syndicator.models import Post
+from syndicator.textrules import RLM, add_utm, hashtags, plain_text, telegram_length, truncate, twitter_length
 from tests.helpers import Tags
 
 FEEDS = Path(__file__).resolve().parent.parent / "syndicator" / "demo_feeds"

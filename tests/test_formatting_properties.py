@@ -9,15 +9,8 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syndicator.formatting import (
-    ELLIPSIS,
-    add_utm,
-    hashtags,
-    render_message,
-    telegram_length,
-    truncate,
-    twitter_length,
-)
+from syndicator.formatting import render_message
+from syndicator.textrules import ELLIPSIS, add_utm, hashtags, telegram_length, truncate, twitter_length
 from tests.emulators.telegram import telegram_parse
 from tests.helpers import Tags
 

@@ -8,8 +8,9 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from syndicator.formatting import render_message, twitter_length
+from syndicator.formatting import render_message
 from syndicator.models import Delivery, Feed, Post, Target
+from syndicator.textrules import twitter_length
 from tests.accounts import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db

@@ -20,10 +20,11 @@ from syndicator.errors import (
     TargetBroken,
     TransientError,
 )
-from syndicator.formatting import Message, twitter_length
+from syndicator.formatting import Message
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets.twitter import IMAGE_MAX_BYTES, RATE_LIMIT_FALLBACK
+from syndicator.textrules import twitter_length
 from tests.emulators.x import (
     DUPLICATE,
     FORBIDDEN,

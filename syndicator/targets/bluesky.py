@@ -41,7 +41,6 @@ from syndicator.errors import (
     TargetBroken,
     TransientError,
 )
-from syndicator.formatting import plain_text, truncate
 from syndicator.redact import redact
 from syndicator.targets import _xrpc as xrpc
 from syndicator.targets import http
@@ -49,6 +48,7 @@ from syndicator.targets._bluesky_richtext import facets
 from syndicator.targets._images import download_image
 from syndicator.targets._xrpc import Session
 from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.textrules import plain_text, truncate
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message

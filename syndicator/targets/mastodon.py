@@ -38,13 +38,11 @@ from syndicator.errors import (
     TargetBroken,
     TransientError,
 )
-from syndicator.formatting import MASTODON_MAX, MASTODON_URL_LENGTH
 from syndicator.redact import redact
 from syndicator.targets import http
-
-# The X adapter's download: the feed's private-address guard, no redirects, a size and time cap.
 from syndicator.targets._images import download_image
 from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.textrules import MASTODON_MAX, MASTODON_URL_LENGTH
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
