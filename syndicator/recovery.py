@@ -63,7 +63,7 @@ def uncertain_policy(kind: str) -> str:
     adapter = ADAPTERS.get(kind)
     if adapter is None:
         return "an admin decides: retry it or leave it"
-    return "it will be looked up on the network shortly" if adapter.can_verify() else adapter.verify_note
+    return adapter.verify_plan if adapter.can_verify() else adapter.verify_note
 
 
 def verifiable_kinds() -> list[str]:

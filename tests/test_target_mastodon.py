@@ -280,6 +280,8 @@ def test_a_status_made_but_unanswered_is_sent_again_under_its_key_and_posted_onc
     social.emulator.lose_next_answers()  # the status is made; the answer comes after the 1 s timeout
     delivery = deliver(social.make_target(), new_post())
     assert delivery.status == "uncertain" and len(social.sent()) == 1
+    assert "sent again shortly with the same Idempotency-Key" in delivery.last_error
+    assert "looked up" not in delivery.last_error  # Mastodon's are re-sent, not looked up
     assert deliveries.attempt_delivery(delivery.pk) is None, "not before SYNDICATOR_VERIFY_AFTER"
 
     settings.SYNDICATOR_VERIFY_AFTER = 0

@@ -57,6 +57,8 @@ class Adapter:
         "this network cannot be asked whether the post went out: an admin checks the account, "
         "then retries the delivery or leaves it"
     )
+    # What happens next to an uncertain delivery, for adapters that can settle one (see ``verify``).
+    verify_plan: ClassVar[str] = "it will be looked up on the network shortly"
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

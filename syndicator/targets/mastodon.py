@@ -92,6 +92,10 @@ class MastodonAdapter(Adapter):
         "Mastodon keeps an Idempotency-Key for about an hour only, and that hour has passed: a re-send "
         "could post twice. An admin checks the account, then retries the delivery or leaves it"
     )
+    verify_plan = (
+        "it will be sent again shortly with the same Idempotency-Key, which the instance honours "
+        "for about an hour, so it cannot appear twice"
+    )
     settings_spec = (
         Setting("base_url", "The instance, e.g. https://mastodon.social", required=True),
         Setting("visibility", "Who sees the status", default="public", choices=VISIBILITIES),
