@@ -108,6 +108,6 @@ def sweeper(transactional_db, broker: Broker, settings) -> Iterator[Sweeper]:
 
 @pytest.fixture
 def networks(transactional_db) -> Iterator[Networks]:
-    """The four emulators (threads of this process); Networks.make_targets gives each a target."""
+    """The six emulators (threads of this process); Networks.make_targets gives each a target."""
     with Networks(TAG) as running:
         yield running
