@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests: worker processes, a private broker, the sweeper, the four networks.
+"""Fixtures of the fault tests: worker processes, a private broker, the sweeper, the six networks.
 
 Tests marked ``faults`` run real worker processes against this test's database, which they can
 only share on PostgreSQL (`make test` runs them there); on SQLite they are skipped with the reason.
