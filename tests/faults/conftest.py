@@ -1,4 +1,4 @@
-"""Fixtures of the fault tests: worker processes, a private broker, the sweeper, the four networks.
+"""Fixtures of the fault tests: worker processes, a private broker, the sweeper, the six networks.
 
 Tests marked ``faults`` run real worker processes against this test's database, which they can
 only share on PostgreSQL (`make test` runs them there); on SQLite they are skipped with the reason.
@@ -108,6 +108,6 @@ def sweeper(transactional_db, broker: Broker, settings) -> Iterator[Sweeper]:
 
 @pytest.fixture
 def networks(transactional_db) -> Iterator[Networks]:
-    """The four emulators (threads of this process); Networks.make_targets gives each a target."""
+    """The six emulators (threads of this process); Networks.make_targets gives each a target."""
     with Networks(TAG) as running:
         yield running

@@ -1,4 +1,4 @@
-"""The four networks of the fault tests, and the books that check what each received.
+"""The six networks of the fault tests, and the books that check what each received.
 
 Each network is its emulator (threads of this process, reached over loopback) with one target;
 its answers can be slowed down (a send stays in flight after the network handled it) or made
@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.emulators import graph, smtp, telegram, x
+from tests.emulators import bluesky, graph, mastodon, smtp, telegram, x
 from tests.emulators.base import EmulatedRequest, Reply
 
-KINDS = ("telegram", "facebook", "twitter", "email")
+KINDS = ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")
 
 
 # --- the networks ---------------------------------------------------------------------------------
@@ -31,6 +31,11 @@ TRANSIENT: dict[str, Callable[[], Reply]] = {
     "twitter": lambda: Reply(
         503, json=x.problem(503, "Service Unavailable", "Over capacity"), headers=x.PROBLEM
     ),
+    # Mastodon has no 5xx that means "nothing posted": its adapter calls a 503 on posting uncertain,
+    # and settles it by re-sending under the same Idempotency-Key (so the wrapper fails a key once).
+    "mastodon": lambda: Reply(503, json={"error": "Service Unavailable"}),
+    # XRPC's 503 is "nothing was done" (syndicator/targets/_xrpc.py): a plain retry.
+    "bluesky": lambda: Reply(503, json=bluesky.xrpc_error("NotEnoughResources", "Service Unavailable")),
 }
 SMTP_DEFERRAL = "451 4.3.0 Mail server temporarily rejected message"
 
@@ -44,7 +49,7 @@ class Received:
 
 
 class Networks:
-    """The four emulators with one target each; their answers can be slowed or made flaky."""
+    """The six emulators with one target each; their answers can be slowed or made flaky."""
 
     def __init__(self, tag: str, seed: int = 5) -> None:
         self.tag = tag
@@ -53,10 +58,13 @@ class Networks:
             "facebook": graph.Harness(),
             "twitter": x.Harness(),
             "email": smtp.Harness(),
+            "mastodon": mastodon.Harness(),
+            "bluesky": bluesky.Harness(),
         }
         self.pace = 0.0  # seconds every answer waits after its request was handled
         self.flaky = 0.0  # probability that a publishing request fails, transiently
         self.injected: Counter[str] = Counter()
+        self._failed_keys: set[str] = set()  # Idempotency-Keys a flaky answer was given for
         self._rng = random.Random(seed)
         self._marker = re.compile(rf"{re.escape(tag)} post (\d{{4}})")
 
@@ -107,13 +115,15 @@ class Networks:
     def _external_id(kind: str, sent: dict[str, Any]) -> str:
         if kind == "telegram":
             return f"{sent['chat_id']}:{sent['message_id']}"
+        if kind == "bluesky":
+            return str(sent["uri"])  # the adapter's external_id is the record's at:// URI
         return str(sent.get("post_id") or sent.get("id") or "")  # email has no id of its own
 
     def _wrap(self, kind: str, emulator: Any) -> None:
         original = emulator.dispatch
 
         def dispatch(request: EmulatedRequest) -> Reply:
-            if self.flaky and request.method == "POST" and self._rng.random() < self.flaky:
+            if self.flaky and request.method == "POST" and self._flaky_now(request):
                 self.injected[kind] += 1
                 return TRANSIENT[kind]()  # before the real handler: nothing is posted
             reply = original(request)
@@ -121,6 +131,19 @@ class Networks:
             return dataclasses.replace(reply, delay=max(reply.delay, self.pace)) if self.pace else reply
 
         emulator.dispatch = dispatch
+
+    def _flaky_now(self, request: EmulatedRequest) -> bool:
+        """Whether this publishing request fails. A Mastodon status fails at most once per
+        Idempotency-Key: its 503 makes the delivery uncertain, and the one re-send that settles it
+        must get through (a second 503 would leave it to an admin, which is not this test's point)."""
+        key = request.headers.get("idempotency-key", "")
+        if key and key in self._failed_keys:
+            return False
+        if self._rng.random() >= self.flaky:
+            return False
+        if key:
+            self._failed_keys.add(key)
+        return True
 
     def _smtp_faults(self, take: Callable[[], smtp.Faults]) -> smtp.Faults:
         faults = take()  # faults a test scripted come first

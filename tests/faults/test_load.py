@@ -1,7 +1,9 @@
-"""Load: new posts × 4 networks with 10 % of publishing requests failing transiently.
+"""Load: new posts × 6 networks with 10 % of publishing requests failing transiently.
 
 At the end, what each network received equals the deliveries marked `sent`, one to one, under the
-network's own ids. `make test` runs 100 posts; `make test-long` the full 1,000 (4,000 deliveries).
+network's own ids. `make test` runs 100 posts; `make test-long` the full 1,000 (6,000 deliveries).
+A Mastodon 503 leaves its delivery uncertain; the sweeper has it re-sent under the same
+Idempotency-Key (one verification attempt), which must not make a second status.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pytest
 from django.db.models import Count
 
 from syndicator.models import Delivery, DeliveryAttempt
+from syndicator.recovery import VERIFY_MARK
 from tests.conftest import wait_for
 from tests.faults.conftest import TAG
 from tests.faults.networks import KINDS, reconcile
@@ -59,5 +62,9 @@ def test_every_sent_delivery_reached_its_network_exactly_once_under_load(
         assert books.counts[kind]["received"] == books.counts[kind]["sent"] == posts, kind
     # The injected failures happened, were retried, and never turned into a second post.
     assert sum(networks.injected.values()) > 0
-    assert attempts == expected + outcomes.get("transient", 0)
+    # One attempt per delivery, plus one per transient failure, plus one re-send per uncertain one.
+    assert attempts == expected + outcomes.get("transient", 0) + outcomes.get("unknown", 0)
+    resent = DeliveryAttempt.objects.filter(worker__startswith=VERIFY_MARK, outcome="sent")
+    assert set(resent.values_list("delivery__target__kind", flat=True)) <= {"mastodon"}
+    assert resent.count() == outcomes.get("unknown", 0) == networks.injected["mastodon"]
     assert Delivery.objects.filter(attempts__gt=1).exists()

@@ -18,7 +18,7 @@ from syndicator import delivery as deliveries
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.recovery import VERIFY_MARK
 from syndicator.targets.outbox import OutboxAdapter
-from tests.emulators import graph, telegram
+from tests.emulators import bluesky, graph, mastodon, telegram
 from tests.emulators.base import EmulatedRequest, Reply
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +94,76 @@ def test_a_graph_post_never_made_is_looked_up_once_then_waits_for_an_admin(fb, p
     deliveries.retry([d])
     assert deliveries.attempt_delivery(d.pk).outcome == "sent"
     assert len(fb.sent()) == 1
+
+
+def statuses_posted(emulator: mastodon.MastodonEmulator) -> list[EmulatedRequest]:
+    return [r for r in emulator.requests if r.method == "POST" and r.path == "/api/v1/statuses"]
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+def test_an_uncertain_mastodon_status_is_re_sent_under_its_key_and_made_exactly_once(post, settings, lost):
+    """Whether the instance made the status (its answer was lost) or not (the request hung), the
+    re-send under the same Idempotency-Key ends with one status, and the delivery sent under its id."""
+    with mastodon.Harness() as social:
+        d = Delivery.objects.create(post=post, target=social.make_target())  # 1 s timeout
+        if lost == "answer":
+            social.emulator.lose_next_answers(seconds=3)
+        else:
+            social.inject("timeout")  # the request hangs, no status is made
+        assert deliveries.attempt_delivery(d.pk).outcome == "unknown"
+        d.refresh_from_db()
+        assert d.status == "uncertain" and "same Idempotency-Key" in d.last_error
+        assert len(social.sent()) == (1 if lost == "answer" else 0)
+
+        settings.SYNDICATOR_VERIFY_AFTER = 0
+        resent = deliveries.attempt_delivery(d.pk)
+
+        d.refresh_from_db()
+        [made] = social.sent()
+        assert d.status == "sent" and d.external_id == made["id"]
+        assert resent.outcome == "sent" and resent.worker.startswith(VERIFY_MARK)
+        assert "resent_with_idempotency_key" in resent.message
+        keys = {r.headers["idempotency-key"] for r in statuses_posted(social.emulator)}
+        assert len(statuses_posted(social.emulator)) == 2 and len(keys) == 1, "the same key, twice"
+        assert deliveries.attempt_delivery(d.pk) is None
+
+
+def test_a_bluesky_post_made_but_unanswered_is_found_with_list_records(post, settings):
+    with bluesky.Harness() as pds:
+        d = Delivery.objects.create(post=post, target=pds.make_target())  # 1 s timeout
+        pds.emulator.answer_late = 3  # the record is committed, its answer comes too late
+        assert deliveries.attempt_delivery(d.pk).outcome == "unknown"
+        d.refresh_from_db()
+        assert d.status == "uncertain"
+
+        settings.SYNDICATOR_VERIFY_AFTER = 0
+        looked_up = deliveries.attempt_delivery(d.pk)
+
+        d.refresh_from_db()
+        [made] = pds.sent()
+        assert d.status == "sent" and d.external_id == made["uri"]
+        assert looked_up.outcome == "sent" and looked_up.worker.startswith(VERIFY_MARK)
+        assert any("listRecords" in r.path for r in pds.emulator.requests)
+        assert len(pds.sent()) == 1, "found, not posted again"
+
+
+def test_a_bluesky_post_never_made_is_looked_up_once_then_waits_for_an_admin(post, settings):
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    with bluesky.Harness() as pds:
+        d = Delivery.objects.create(post=post, target=pds.make_target())
+        pds.inject("timeout")  # createRecord hangs, no record is made
+        deliveries.attempt_delivery(d.pk)
+
+        looked_up = deliveries.attempt_delivery(d.pk)
+
+        d.refresh_from_db()
+        assert looked_up.outcome == "unknown" and looked_up.worker.startswith(VERIFY_MARK)
+        assert d.status == "uncertain" and "not among the account's" in d.last_error
+        assert deliveries.attempt_delivery(d.pk) is None, "looked up at most once"
+        assert pds.sent() == []
+        deliveries.retry([d])  # the admin's retry sends it
+        assert deliveries.attempt_delivery(d.pk).outcome == "sent"
+        assert len(pds.sent()) == 1
 
 
 def test_networks_that_cannot_look_a_post_up_leave_it_to_an_admin(post, settings):
