@@ -6,6 +6,8 @@ import itertools
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from syndicator import feeds
 from syndicator.models import Feed, Post
 from syndicator.watch import post_from_item
@@ -41,3 +43,15 @@ class Tags(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         self.found.append((tag, dict(attrs)))
+
+
+def require_postgresql(why: str) -> None:
+    """Fail (not skip) a test that needs PostgreSQL when the suite runs on another database.
+
+    `make test` runs these on PostgreSQL; on SQLite they could not check what they are for, and a
+    skip would let that pass unnoticed.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.fail(f"needs PostgreSQL ({why}); run it with DATABASE_URL=postgres://… as `make test` does")

@@ -20,6 +20,7 @@ from syndicator.targets.facebook import FacebookAdapter
 from tests.conftest import wait_for
 from tests.emulators import graph
 from tests.faults.support import settled
+from tests.helpers import require_postgresql
 
 pytestmark = pytest.mark.django_db
 
@@ -86,8 +87,7 @@ def test_a_look_up_claimed_while_the_state_is_read_is_never_read_as_settled(fb, 
 
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_racing_for_one_look_up_make_one(fb, post):
-    if connection.vendor != "postgresql":
-        pytest.skip("row locks and statement snapshots: PostgreSQL")
+    require_postgresql("row locks and statement snapshots as PostgreSQL takes them")
     d = lost_mid_send(fb, post)
     rival: dict[str, object] = {}
 

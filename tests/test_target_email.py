@@ -31,7 +31,7 @@ from syndicator.targets import get_adapter
 from tests.emulators import smtp as smtp_emulator
 from tests.emulators.smtp import Harness, SmtpServer, free_port, self_signed_certificate
 from tests.faults.support import database_url
-from tests.helpers import demo_post
+from tests.helpers import demo_post, require_postgresql
 
 pytestmark = pytest.mark.django_db
 
@@ -298,8 +298,7 @@ def test_an_unknown_recipient_is_left_to_an_admin_and_an_admin_retry_resends_onl
 def cut_our_database_session(server_stage: str, monkeypatch, *, nth: int = 1) -> None:
     """At the nth RCPT (before answering it) or DATA (after keeping the message, before the 250),
     the SMTP server ends this test's PostgreSQL session, as a database restart would."""
-    if connection.vendor != "postgresql":
-        pytest.skip("ends a PostgreSQL session")
+    require_postgresql("it ends this test's PostgreSQL session")
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         [pid] = cursor.fetchone()

@@ -1,7 +1,7 @@
 """Fixtures of the fault tests: worker processes, a private broker, the sweeper, the six networks.
 
 Tests marked ``faults`` run real worker processes against this test's database, which they can
-only share on PostgreSQL (`make test` runs them there); on SQLite they are skipped with the reason.
+only share on PostgreSQL (`make test` runs them there); on SQLite they fail saying so, never skip.
 """
 
 from __future__ import annotations
@@ -34,15 +34,12 @@ WORKER_ENV = {
 }
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `faults` tests, saying why, when the database is not PostgreSQL."""
+@pytest.fixture(autouse=True)
+def _postgresql_only(request: pytest.FixtureRequest) -> None:
+    """Fail `faults` tests, saying why, when the database is not PostgreSQL (a skip would hide them)."""
     engine = django_settings.DATABASES["default"]["ENGINE"]
-    if "postgresql" in engine:
-        return
-    skip = pytest.mark.skip(reason="fault tests share the database with worker processes: PostgreSQL only")
-    for item in items:
-        if item.get_closest_marker("faults"):
-            item.add_marker(skip)
+    if request.node.get_closest_marker("faults") and "postgresql" not in engine:
+        pytest.fail("fault tests share the database with worker processes: run them on PostgreSQL")
 
 
 @pytest.fixture
