@@ -18,9 +18,10 @@ from syndicator.models import Post, Target
 # How each network counts, for the counter and the message that says a text is too long.
 LENGTH_UNITS = {
     "twitter": "weighted characters (every link counts 23)",
-    "telegram": "characters after entity parsing",
+    "telegram": "characters after entity parsing (UTF-16 units)",
     "facebook": "UTF-16 units",
     "mastodon": "characters (every link counts as the instance says, 23 by default)",
+    "bluesky": "graphemes",
 }
 
 _TAG = re.compile(r"<[^>]*>")  # Telegram's HTML has passed formatting's tag check by now

@@ -28,6 +28,7 @@ from syndicator.errors import PermanentError
 from syndicator.formatting import EMAIL_SUBJECT_MAX, message_length, message_templates
 from syndicator.health import feed_health, target_health
 from syndicator.models import Feed, Post, Target
+from syndicator.reposting import unit_of
 
 PREVIEW_POSTS = 30  # how many recent posts the preview offers to pick from
 
@@ -294,15 +295,6 @@ class TargetAdmin(admin.ModelAdmin):
                 "html": message.html,
                 "length": length,
                 "limit": limit,
-                "measure": "subject characters" if fmt == "email" else LENGTH_UNITS.get(fmt, "characters"),
+                "measure": "subject characters" if fmt == "email" else unit_of(fmt),
             }
         )
-
-
-# How each network counts (syndicator.formatting measures; TARGETS.md has the sources).
-LENGTH_UNITS = {
-    "twitter": "weighted characters (every link counts 23)",
-    "telegram": "characters after entity parsing (UTF-16 units)",
-    "facebook": "UTF-16 units",
-    "mastodon": "characters (every link counts as the instance says, 23 by default)",
-}

@@ -41,8 +41,6 @@ def template_field(name: str) -> str:
 
 def settings_spec(kind: str) -> tuple[Setting, ...]:
     """The settings an adapter kind declares; none for a kind without an adapter yet."""
-    import syndicator.targets  # noqa: F401  (fills ADAPTERS)
-
     cls = ADAPTERS.get(kind)
     return cls.settings_spec if cls else ()
 
