@@ -260,7 +260,8 @@ def test_a_new_target_gets_the_settings_of_its_kind(admin_role_client):
         },
     )
     assert response.status_code == 302
-    assert Target.objects.get(name="fb").settings == {"page_id": "12345"}  # an id is text, as `targets add --set` stores it
+    # An id is text, as `targets add --set` stores it.
+    assert Target.objects.get(name="fb").settings == {"page_id": "12345"}
 
 
 def test_the_feed_page_has_a_poll_now_button_that_editors_cannot_use(admin_role_client):

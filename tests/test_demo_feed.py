@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from syndicator import watch
 from syndicator.demo import seed_demo
-from syndicator.targets.registry import formats
 from syndicator.models import Delivery, Feed, Post
+from syndicator.targets.registry import formats
 from syndicator.views import DEMO_NEXT_EDITION_AFTER
 
 pytestmark = pytest.mark.django_db(transaction=True)
