@@ -14,7 +14,7 @@ UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --p
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install lock run test test-long test-sqlite lint bench clean
+.PHONY: install lock run test test-long test-sqlite lint typecheck bench clean
 
 # Dependencies only from the lock (hash-checked); then the project itself, editable, adding nothing.
 $(STAMP): pyproject.toml $(LOCK)
@@ -57,6 +57,10 @@ test-long: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+## typecheck: mypy with django-stubs over syndicator/ and tasks/ ([tool.mypy] in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
