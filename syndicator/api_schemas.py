@@ -16,8 +16,8 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 # Deeper than any real log; bounds the OFFSET the database is asked for.
 MAX_OFFSET = 10**9
-# Above every network's limit (Facebook's 63,206 is the largest), so the limit check names the
-# network; the cap bounds the work of measuring (twitter-text costs ~6 ms per 1,000 characters).
+# Above every network's limit (the largest is a Page post's 63,206), so the limit check names the
+# network; the cap bounds the work of measuring (a weighted count costs ~6 ms per 1,000 characters).
 MAX_TEXT = 100_000
 
 

@@ -233,7 +233,7 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
-        # httpx logs every request URL at INFO; a Telegram token is part of that URL.
+        # httpx logs every request URL at INFO; a network's token may be part of that URL.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         # requests_oauthlib and oauthlib log the OAuth parameters (consumer key, access token) at

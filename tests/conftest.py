@@ -67,9 +67,9 @@ def celery_worker(celery_app, transactional_db) -> Iterator[object]:
     """A real Celery worker (threads pool) consuming every queue, for the duration of a test."""
     from celery.contrib.testing.worker import start_worker
 
-    from celeryproject import DELIVERY_QUEUES
+    from celeryproject import ALL_QUEUES
 
-    queues = ",".join(["feeds", "maintenance", *DELIVERY_QUEUES])
+    queues = ",".join(ALL_QUEUES)
     with start_worker(
         celery_app,
         pool="threads",

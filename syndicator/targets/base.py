@@ -179,8 +179,8 @@ class Adapter:
         values = {"env": self._env_label(), **details}
         reason, advice = rule.reason.format(**values), rule.advice.format(**values)
         status = f" ({http_status})" if http_status is not None else ""
-        # "Telegram sendMessage: Bad Request: chat not found (400): chat not found; check chat_id"
-        # reads oddly, so the network's words stand first only when they differ from the reason.
+        # "X send: chat not found (400): chat not found; …" reads oddly, so the network's own
+        # words stand first only when they differ from the reason.
         if said and said.strip().lower() != reason.lower():
             text = f"{self.label} {action}: {said[:300]}{status}: {reason}"
         else:

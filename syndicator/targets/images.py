@@ -1,4 +1,4 @@
-"""Downloading a post's image for a network that wants the bytes (X, Mastodon, a Bluesky card).
+"""Downloading a post's image for a network that wants the bytes (an upload, a link card's thumbnail).
 
 The URL comes from a feed, so: only public addresses (syndicator.netguard,
 ``SYNDICATOR_FEED_ALLOW_PRIVATE`` for more), the name lookup within the deadline, no redirects
