@@ -445,11 +445,11 @@ CONNECTION_ROWS = [
 
 @pytest.mark.parametrize(("changes", "error", "says"), CONNECTION_ROWS)
 def test_each_connection_failure_maps_to_its_error_class(smtp, monkeypatch, changes, error, says):
-    monkeypatch.setenv("SMTP_PASSWORD_FOR_TEST", "irrelevant")
+    monkeypatch.setenv("SYNDICATOR_TEST_SMTP_PASSWORD_2", "irrelevant")
     if changes.get("port") == "closed":
         changes = {"port": free_port()}  # nothing listens there
     target = email_target(smtp, "ann@example.org", **changes)
-    target.secret_env = "SMTP_PASSWORD_FOR_TEST"
+    target.secret_env = "SYNDICATOR_TEST_SMTP_PASSWORD_2"
 
     with pytest.raises(error) as raised:
         send(target, fixture_post("nejat-en-recent.rss"))
@@ -507,9 +507,9 @@ def test_starttls_and_implicit_tls_deliver_to_a_verified_server(tmp_path, securi
     tls = {"starttls": security == "starttls", "implicit_tls": security == "tls"}
     with SmtpServer(auth=("user", "pw"), certificate=(cert, key), **tls) as server:
         target = email_target(server, "ann@example.org", security=security, username="user")
-        target.secret_env = "SMTP_TLS_TEST_PASSWORD"
+        target.secret_env = "SYNDICATOR_TEST_SMTP_TLS_PASSWORD"
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("SMTP_TLS_TEST_PASSWORD", "pw")
+            patch.setenv("SYNDICATOR_TEST_SMTP_TLS_PASSWORD", "pw")
             with pytest.raises(TransientError, match="certificate verify failed"):
                 send(target, fixture_post("nejat-en-recent.rss"))  # the system CAs do not know it
             target.settings["ca_file"] = str(cert)

@@ -397,7 +397,16 @@ def test_targets_add_mastodon_and_check_through_the_cli(social):
 
 def test_targets_add_mastodon_needs_an_instance():
     with pytest.raises(CommandError, match="mastodon targets need --set base_url="):
-        call_command("targets", "add", "mastodon", "--name", "social", "--token-env", "T", stdout=StringIO())
+        call_command(
+            "targets",
+            "add",
+            "mastodon",
+            "--name",
+            "social",
+            "--token-env",
+            "SYNDICATOR_SECRET_T",
+            stdout=StringIO(),
+        )
 
 
 def test_the_token_never_reaches_the_log_or_the_delivery_log(social, caplog):

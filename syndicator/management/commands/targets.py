@@ -31,6 +31,7 @@ from syndicator.redact import redact
 from syndicator.targets import ADAPTERS, get_adapter
 from syndicator.targets.base import Adapter
 from syndicator.targets.config import ENV_NAME_RE, Setting, parse_pairs
+from syndicator.targets.guard import check_target_settings
 from syndicator.targets.registry import formats
 
 
@@ -163,6 +164,7 @@ class Command(SyndicatorCommand):
             raise UserError(f"{kind} targets need --set {'=… --set '.join(missing)}=…")
         if secret_env and not ENV_NAME_RE.fullmatch(secret_env):
             raise UserError(f"bad --secret-env {secret_env!r}: the name of an environment variable")
+        check_target_settings(cls, target_settings, secret_env)
         feed_list = get_feeds(parse_ids(split_list(feeds), "feed"))
         if Target.objects.filter(name=name).exists():
             raise UserError(f"a target named {name!r} exists already")

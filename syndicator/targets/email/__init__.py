@@ -87,6 +87,7 @@ class EmailAdapter(Adapter):
 
     kind = "email"
     label = "email"
+    documented_secrets = ("SMTP_PASSWORD",)  # README: connecting the networks
     text = TEXT_RULES
     capabilities = Capabilities(note="a sent email cannot be changed or taken back")
     settings_spec = (
