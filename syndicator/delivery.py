@@ -1,10 +1,11 @@
-"""Deliveries: create (the outbox), claim, send, record, retry, sweep.
+"""Deliveries: claim, send, record, the retry policy, look-ups of uncertain ones, the sweeper.
 
 Every status change is an event of syndicator.delivery_states (the one writer of statuses): a
 conditional UPDATE, so two workers holding the same task message, or a worker and the sweeper,
 can never both act on one delivery. Every try is a ``DeliveryAttempt`` row, of kind ``send`` or
-``lookup``; a person's decisions (retry, cancel, verdicts) are in syndicator/decisions.py and
-re-exported here, task messages go out by name through syndicator/dispatch.py.
+``lookup``. A person's decisions (retry, cancel, verdicts) are in syndicator/decisions.py;
+creating deliveries (the outbox) and sending their task messages by name in
+syndicator/dispatch.py; both are re-exported here, as the delivery API callers use.
 
 What the retry policy does not cover (lost workers, uncertain outcomes, targets that keep failing,
 a database that is briefly away) is decided in syndicator/recovery.py.
@@ -16,7 +17,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -32,8 +32,15 @@ from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API
     resume_target,
     retry,
 )
-from syndicator.delivery_states import CANCELLABLE, Event, move
-from syndicator.dispatch import enqueue, enqueue_on_commit, queue_name  # noqa: F401  (re-exported)
+from syndicator.delivery_states import TRANSITIONS, Event, move
+from syndicator.dispatch import (  # noqa: F401  (re-exported)
+    create_auto_deliveries,
+    enqueue,
+    enqueue_on_commit,
+    queue_name,
+    repost,
+    target_matches,
+)
 from syndicator.errors import (
     DeliveryError,
     OutcomeUnknown,
@@ -41,9 +48,8 @@ from syndicator.errors import (
     RateLimited,
     TargetBroken,
     TransientError,
-    UserError,
 )
-from syndicator.models import Delivery, DeliveryAttempt, Post, Target
+from syndicator.models import Delivery, DeliveryAttempt
 from syndicator.recovery import (
     FAILED_OUTCOMES,
     claim_verification,
@@ -60,63 +66,9 @@ log = logging.getLogger(__name__)
 
 Status = Delivery.Status
 Outcome = DeliveryAttempt.Outcome
-CLAIMABLE = CANCELLABLE  # queued or waiting to retry (delivery_states.TRANSITIONS[CLAIM])
+CLAIMABLE = TRANSITIONS[Event.CLAIM].sources
 ACTIVE_TARGET = Q(target__enabled=True, target__paused_at__isnull=True)
 SWEEP_BATCH = 500
-
-
-# --- creating deliveries -----------------------------------------------------------------------
-
-
-def target_matches(target: Target, post: Post) -> bool:
-    """Whether a target's feed, language and category filters accept a post."""
-    feed_ids = {f.pk for f in target.feeds.all()}
-    if feed_ids and post.feed_id not in feed_ids:
-        return False
-    languages = {lang.lower() for lang in target.languages}
-    if languages and (post.language or "").lower() not in languages:
-        return False
-    categories = {c.casefold() for c in target.categories}
-    return not categories or bool(categories & {c.casefold() for c in post.categories})
-
-
-def create_auto_deliveries(posts: Iterable[Post]) -> list[Delivery]:
-    """Create one delivery per matching enabled target for each post; enqueue them on commit.
-
-    Call inside the transaction that stores the posts: the rows are the outbox, and the task
-    messages go out only once they are committed.
-    """
-    targets = list(Target.objects.filter(enabled=True).prefetch_related("feeds"))
-    created = [
-        Delivery.objects.create(post=post, target=target, origin=Delivery.Origin.AUTO)
-        for post in posts
-        for target in targets
-        if target_matches(target, post)
-    ]
-    enqueue_on_commit(created)
-    return created
-
-
-def repost(
-    post: Post, targets: Iterable[Target], *, text: str = "", requested_by: str = ""
-) -> list[Delivery]:
-    """Create manual deliveries of a post to the given targets (an editor's repost)."""
-    targets = list(targets)
-    if not targets:
-        raise UserError("no target to repost to")
-    with transaction.atomic():
-        created = [
-            Delivery.objects.create(
-                post=post,
-                target=target,
-                origin=Delivery.Origin.MANUAL,
-                requested_by=requested_by,
-                text_override=text,
-            )
-            for target in targets
-        ]
-        enqueue_on_commit(created)
-    return created
 
 
 # --- the retry policy ---------------------------------------------------------------------------
@@ -245,13 +197,9 @@ def _record_success(
     if moved:
         log.info("delivery %s sent to %s %s", delivery.pk, delivery.target.name, redact(result.external_url))
     else:
+        late = redact(result.external_url or result.external_id)
         log.warning(
-            "delivery %s: attempt %s was sent (%s), but a newer attempt owns the delivery now: "
-            "recorded on attempt %s only",
-            delivery.pk,
-            attempt.number,
-            redact(result.external_url or result.external_id),
-            attempt.number,
+            "delivery %s: attempt %s sent %s after a newer attempt began", delivery.pk, attempt.number, late
         )
     return attempt
 
