@@ -8,7 +8,7 @@ from typing import Annotated
 from ninja import Field, Schema
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from syndicator.models import Delivery
+from syndicator.models import Delivery, DeliveryAttempt
 
 # The largest id SQLite and PostgreSQL's bigint hold: a bigger one would be a driver error (a 500).
 MAX_ID = 2**63 - 1
@@ -132,6 +132,11 @@ class AttemptOut(Schema):
     error_class: str
     message: str
     retry_after: float | None
+    kind: DeliveryAttempt.Kind = Field(
+        description="send, lookup (asking the network whether an uncertain one went out) or verdict "
+        "(a person's decision: marked sent or not sent, retried, cancelled)."
+    )
+    actor: str = Field(description="Who made a verdict (their user name); empty for the system.")
 
 
 class DeliveryDetail(DeliveryOut):

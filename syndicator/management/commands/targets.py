@@ -9,7 +9,7 @@ from django.core.management.base import CommandParser
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
-from syndicator import delivery
+from syndicator import decisions
 from syndicator.cli_util import (
     SyndicatorCommand,
     add_actions,
@@ -250,7 +250,7 @@ class Command(SyndicatorCommand):
         if found.paused_at:
             self.stdout.write(f"target {target!r} was already paused: {found.paused_reason}")
             return
-        delivery.pause_target(found, reason.strip() or f"paused by {os_user()} from the command line")
+        decisions.pause_target(found, reason.strip() or f"paused by {os_user()} from the command line")
         self.stdout.write(f"target {target!r} paused; its deliveries wait until `targets resume {target}`")
 
     def handle_resume(self, *, target: str, **_: Any) -> None:
@@ -259,6 +259,6 @@ class Command(SyndicatorCommand):
         if not found.paused_at:
             self.stdout.write(f"target {target!r} is not paused")
             return
-        sent = delivery.resume_target(found)
+        sent = decisions.resume_target(found)
         waiting = plural(sent, "waiting delivery", "waiting deliveries")
         self.stdout.write(f"target {target!r} resumed; {waiting} sent to a worker")
