@@ -105,9 +105,14 @@ def preview(post: Post, target: Target, text: str = "") -> TargetPreview:
         return shown
     shown.text, shown.subject = msg.text, msg.subject
     if msg.parse_mode == "HTML":
-        shown.text, shown.markup = html.unescape(_TAG.sub("", msg.text)), msg.text
+        shown.text, shown.markup = visible_text(msg.text), msg.text
     shown.fits = shown.limit is None or shown.length <= shown.limit
     return shown
+
+
+def visible_text(markup: str) -> str:
+    """Telegram HTML as readers see it: tags dropped, entities decoded."""
+    return html.unescape(_TAG.sub("", markup))
 
 
 def unit_of(fmt: str) -> str:

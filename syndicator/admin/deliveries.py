@@ -1,11 +1,16 @@
-"""The delivery log: list with filters and CSV export, the attempt timeline and its buttons."""
+"""The delivery log: list with filters and CSV export, the attempt timeline and its buttons.
+
+The log is append-only (issue 14): no form edits a delivery and nothing deletes one or an attempt,
+not even a superuser. What may change it (retry, cancel, an admin's verdict) goes through
+``syndicator.delivery`` from the page's buttons, and shows in the timeline as an attempt row.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import URLValidator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -19,7 +24,8 @@ from syndicator import delivery as deliveries
 from syndicator.admin.common import badge, require_change
 from syndicator.admin.export import csv_response
 from syndicator.admin.filters import DateRangeFilter
-from syndicator.models import Delivery, EmailRecipientResult
+from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult
+from syndicator.reposting import visible_text
 
 Status = Delivery.Status
 RETRYABLE = (Status.FAILED, Status.UNCERTAIN, Status.CANCELLED)  # what delivery.retry accepts
@@ -74,7 +80,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     ordering = ("-created_at", "-id")
     show_full_result_count = False  # a count of a long log on every page costs more than it tells
     inlines = [EmailRecipientInline]
-    actions = ["retry_selected", "cancel_selected"]
+    actions = ["retry_selected", "cancel_selected"]  # never Django's "delete selected"
     change_form_template = "admin/syndicator/delivery/change_form.html"
     change_list_template = "admin/syndicator/delivery/change_list.html"
     readonly_fields = (
@@ -84,7 +90,8 @@ class DeliveryAdmin(admin.ModelAdmin):
         "origin_label",
         "attempts",
         "next_attempt_at",
-        "rendered_text",
+        "shown_text",
+        "text_override",
         "published_link",
         "external_id",
         "last_error",
@@ -93,7 +100,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     )
     fieldsets = (
         (None, {"fields": ("post", "target", "status_badge", "origin_label", "published_link")}),
-        ("Message", {"fields": ("rendered_text", "text_override")}),
+        ("Message", {"fields": ("shown_text", "text_override")}),
         (
             "State",
             {"fields": ("attempts", "next_attempt_at", "external_id", "last_error", "created_at", "sent_at")},
@@ -135,8 +142,33 @@ class DeliveryAdmin(admin.ModelAdmin):
         count = deliveries.cancel(queryset)
         self.message_user(request, f"{count} deliveries cancelled.", messages.SUCCESS)
 
+    @admin.display(description="message")
+    def shown_text(self, obj: Delivery) -> str:
+        return rendered_message(obj)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # deliveries come from feeds and reposts, never from a blank form
+
+    def has_delete_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        # The log is append-only, for superusers too; this also refuses deleting a post, feed or
+        # target that has deliveries (the admin's delete page needs the right on related rows).
+        return False
+
+    def get_inlines(self, request: HttpRequest, obj: Delivery | None) -> list:
+        # Per-recipient results exist only for email; an empty table on an X delivery misleads.
+        return [EmailRecipientInline] if obj is not None and obj.target.kind == "email" else []
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        if request.method == "POST":  # no form saves a delivery; the buttons post elsewhere
+            raise PermissionDenied("the delivery log is append-only")
+        context = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().changeform_view(request, object_id, form_url, {**context, **(extra_context or {})})
 
     # --- pages of its own: export, and the detail page's buttons --------------------------------
 
@@ -188,6 +220,7 @@ class DeliveryAdmin(admin.ModelAdmin):
                 attempt.badge = badge(
                     state, attempt.get_outcome_display() or "in progress", css="outcome-badge"
                 )
+                attempt.by = acted_by(attempt)
             context.update(
                 attempts=attempts,
                 can_retry=can_act and obj.status in RETRYABLE,
@@ -246,6 +279,33 @@ class DeliveryAdmin(admin.ModelAdmin):
         else:
             self._refused(request, "mark", delivery)
         return self._back(delivery)
+
+
+ADMIN_WORKER = "admin:"  # delivery.mark_uncertain's attempt rows name the admin this way
+
+
+def acted_by(attempt: DeliveryAttempt) -> str:
+    """Who made an attempt row: the user who acted, or "" for a worker's send."""
+    actor = getattr(attempt, "actor", None)  # the recorded user, where the model has the field
+    if actor is not None:
+        return actor.get_username()
+    return attempt.worker.removeprefix(ADMIN_WORKER) if attempt.worker.startswith(ADMIN_WORKER) else ""
+
+
+def rendered_message(obj: Delivery) -> str:
+    """The message as readers see it; Telegram's HTML is shown as text, its markup folded below."""
+    text = obj.rendered_text
+    if not text:
+        return "—"
+    if obj.target.message_format != "telegram" or "<" not in text:
+        return format_html('<div class="message-text" dir="auto">{}</div>', text)
+    return format_html(
+        '<div class="message-text" dir="auto">{}</div>'
+        '<details class="message-markup"><summary>as sent (Telegram HTML)</summary>'
+        '<pre dir="auto">{}</pre></details>',
+        visible_text(text),
+        text,
+    )
 
 
 def _export_row(d: Delivery) -> list[Any]:
