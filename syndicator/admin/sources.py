@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
@@ -96,27 +99,78 @@ class FeedAdmin(admin.ModelAdmin):
 
     @admin.action(description="Poll selected feeds now", permissions=["change"])
     def poll_now(self, request: HttpRequest, queryset: QuerySet[Feed]) -> None:
-        for feed in queryset:
-            self._poll(request, feed)
+        queued = [feed for feed in queryset if self._queue_poll(request, feed)]
+        if queued:
+            names = ", ".join(str(feed) for feed in queued)
+            self.message_user(request, f"Polls queued for {names}; a worker runs them.", messages.INFO)
 
-    def _poll(self, request: HttpRequest, feed: Feed) -> None:
-        from syndicator import watch  # imported here: admin loads at start-up, polling is rare
+    def _queue_poll(self, request: HttpRequest, feed: Feed) -> bool:
+        """Hand the poll to a worker: a web worker that fetched inline would hang on a slow feed
+        (and on the demo feeds, which this same web app serves: issue 14)."""
+        from tasks.watch import poll_feed  # imported here: admin loads at start-up, polling is rare
 
-        report = watch.poll_feed(feed.pk)
-        level = messages.ERROR if report.status == "error" else messages.INFO
-        detail = report.error or f"{len(report.new_posts)} new posts, {report.deliveries} deliveries"
-        self.message_user(request, f"{feed}: {report.status}: {detail}", level)
+        try:
+            poll_feed.delay(feed.pk)
+        except Exception as exc:  # kombu raises many classes for a broker that is away
+            self.message_user(request, f"{feed}: the poll could not be queued: {exc}", messages.ERROR)
+            return False
+        return True
 
     def get_urls(self) -> list[URLPattern]:
         poll = self.admin_site.admin_view(require_POST(self.poll_view))
-        return [path("<int:object_id>/poll/", poll, name="syndicator_feed_poll"), *super().get_urls()]
+        status = self.admin_site.admin_view(self.poll_status_view)
+        return [
+            path("<int:object_id>/poll/", poll, name="syndicator_feed_poll"),
+            path("<int:object_id>/poll/status/", status, name="syndicator_feed_poll_status"),
+            *super().get_urls(),
+        ]
 
     def poll_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        """The feed page's "Poll now" button."""
+        """The feed page's "Poll now" button: queue the poll and come back at once."""
         feed = get_object_or_404(Feed, pk=object_id)
         require_change(self, request, feed)
-        self._poll(request, feed)
-        return HttpResponseRedirect(reverse("admin:syndicator_feed_change", args=[feed.pk]))
+        url = reverse("admin:syndicator_feed_change", args=[feed.pk])
+        if not self._queue_poll(request, feed):
+            return HttpResponseRedirect(url)
+        # The page waits for a poll newer than the last one, and then shows its result.
+        since = feed.last_polled_at.isoformat() if feed.last_polled_at else ""
+        return HttpResponseRedirect(f"{url}?{urlencode({'poll_queued': since})}")
+
+    def poll_status_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """The feed's last poll, for the page that waits for the one it queued."""
+        feed = get_object_or_404(Feed, pk=object_id)
+        if not self.has_view_permission(request, feed):
+            raise PermissionDenied
+        return JsonResponse(poll_result(feed))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        context = {"poll_queued": request.GET.get("poll_queued"), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, context)
+
+
+def poll_result(feed: Feed) -> dict[str, Any]:
+    """What the last poll of a feed did, as the page shows it."""
+    new_posts = 0
+    if feed.last_polled_at and feed.last_status == Feed.Status.OK:
+        new_posts = Post.objects.filter(feed=feed, first_seen_at__gte=feed.last_polled_at).count()
+    health = feed_health(feed)
+    if feed.last_status == Feed.Status.NEW or not feed.last_polled_at:
+        summary = "not polled yet"
+    elif feed.consecutive_failures:
+        summary = f"error: {feed.last_error}"
+    elif feed.last_status == Feed.Status.NOT_MODIFIED:
+        summary = "not modified: nothing new"
+    else:
+        summary = f"ok: {new_posts} new posts"
+    return {
+        "last_polled_at": feed.last_polled_at.isoformat() if feed.last_polled_at else "",
+        "polling": bool(feed.polling_until and feed.polling_until > timezone.now()),
+        "status": health.state,
+        "summary": summary,
+        "new_posts": new_posts,
+    }
 
 
 @admin.register(Target)
