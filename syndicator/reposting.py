@@ -107,6 +107,14 @@ def preview(post: Post, target: Target, text: str = "") -> TargetPreview:
     if msg.parse_mode == "HTML":
         shown.text, shown.markup = visible_text(msg.text), msg.text
     shown.fits = shown.limit is None or shown.length <= shown.limit
+    if text.strip() and not shown.fits:
+        # An editor's text that does not fit is refused (text_problems), never shortened: a
+        # shortened preview would look like what is sent.
+        shown.text = shown.markup = ""
+        shown.error = (
+            f"the text is {shown.length} {shown.unit} with the link; {fmt} allows {shown.limit}: "
+            "it would be refused, not shortened"
+        )
     return shown
 
 

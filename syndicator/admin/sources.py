@@ -34,6 +34,13 @@ from syndicator.models import Feed, Post, Target
 from syndicator.reposting import unit_of
 
 PREVIEW_POSTS = 30  # how many recent posts the preview offers to pick from
+# Settings that only make a dry-run target fail on purpose (syndicator/targets/outbox.py).
+TESTING_SWITCHES = {"outbox": ("fail", "fail_next", "fail_retry_after")}
+
+
+def is_testing_switch(kind: str, setting: str) -> bool:
+    """Whether a setting exists only to make sends fail on purpose (shown folded, or when set)."""
+    return setting in TESTING_SWITCHES.get(kind, ())
 
 
 @admin.register(Feed)
@@ -229,12 +236,29 @@ class TargetAdmin(admin.ModelAdmin):
                 ("Message templates", {"fields": ["templates_view"]}),
             ]
         form = self._form_class(request, obj)
+        kind = self._kind(request, obj)
         general = ["name", "kind", "enabled", "secret_env"]
         if obj:
             general += ["health", "paused_at", "paused_reason"]
         sets: list = [(None, {"fields": general})]
         if form.setting_specs:
-            sets.append(("Settings", {"fields": list(form.setting_specs)}))
+            testing = [
+                name for name, spec in form.setting_specs.items() if is_testing_switch(kind, spec.name)
+            ]
+            usual = [name for name in form.setting_specs if name not in testing]
+            sets.append(("Settings", {"fields": usual}))
+            if testing:
+                # Switches that make sends fail on purpose: folded, so nobody sets one by mistake.
+                sets.append(
+                    (
+                        "Testing: fail on purpose",
+                        {
+                            "classes": ("collapse", "testing-switches"),
+                            "fields": testing,
+                            "description": "For trying retries and alerts; leave empty in normal use.",
+                        },
+                    )
+                )
         elif not obj:
             sets.append(
                 ("Settings", {"fields": [], "description": "Choose a kind and save: its settings follow."})
@@ -248,7 +272,11 @@ class TargetAdmin(admin.ModelAdmin):
 
     @admin.display(description="settings")
     def settings_view(self, obj: Target) -> str:
-        rows = [(spec.name, obj.settings.get(spec.name, spec.default)) for spec in settings_spec(obj.kind)]
+        rows = [
+            (spec.name, obj.settings.get(spec.name, spec.default))
+            for spec in settings_spec(obj.kind)
+            if not is_testing_switch(obj.kind, spec.name) or spec.name in obj.settings
+        ]
         cells = format_html_join(
             "", "<tr><th>{}</th><td>{}</td></tr>", ((k, "—" if v is None else v) for k, v in rows)
         )

@@ -48,7 +48,7 @@ def settings_spec(kind: str) -> tuple[Setting, ...]:
 def env_note(name: str) -> str:
     """Whether an environment variable is set in this process; never its value."""
     if not name:
-        return "no variable named"
+        return "no variable is named yet"
     return (
         f"{name} is set in the web process"
         if os.environ.get(name)
