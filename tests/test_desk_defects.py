@@ -70,3 +70,13 @@ def test_an_over_limit_repost_text_shows_no_shortened_message(editor_client, pos
     assert "كلمة كلمة" in html.split('class="repost-cards"')[0]  # in the textarea, as typed
     card = html.split('data-target="x"')[1].split("</pre>")[0]
     assert "كلمة" not in card and "refused, not shortened" in card
+
+
+def test_the_posts_list_shows_the_published_date_and_offers_no_blank_post(editor_client, post):
+    from datetime import UTC, datetime
+
+    Post.objects.filter(pk=post.pk).update(published_at=datetime(2026, 1, 5, 9, 30, tzinfo=UTC))
+    html = editor_client.get(reverse("admin:syndicator_post_changelist")).content.decode()
+    assert '<th scope="col" class="sortable column-published">' in html
+    assert ">2026-01-05 09:30</time>" in html
+    assert reverse("admin:syndicator_post_add") not in html

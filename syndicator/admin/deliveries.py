@@ -67,10 +67,10 @@ class DeliveryAdmin(admin.ModelAdmin):
         "post_title",
         "target",
         "status_badge",
-        "origin_label",
-        "attempts",
+        "origin_short",
+        "tries",
         "short_error",
-        "created_at",
+        "created",
         "published_link",
     )
     list_filter = ("status", "target", "post__feed", "origin", DateRangeFilter)
@@ -109,7 +109,23 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="post", ordering="post__title")
     def post_title(self, obj: Delivery) -> str:
-        return (obj.post.title or obj.post.url)[:80]
+        return format_html('<span dir="auto">{}</span>', (obj.post.title or obj.post.url)[:80])
+
+    # Short cells, so the list fits a 1366-px laptop with the filters beside it (issue 14).
+    @admin.display(description="origin", ordering="origin")
+    def origin_short(self, obj: Delivery) -> str:
+        if obj.origin == Delivery.Origin.MANUAL:
+            return f"by {obj.requested_by}" if obj.requested_by else "manual"
+        return "auto"
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, obj: Delivery) -> int:
+        return obj.attempts
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Delivery) -> str:
+        moment = timezone.localtime(obj.created_at)
+        return format_html('<time datetime="{}">{}</time>', moment.isoformat(), f"{moment:%Y-%m-%d %H:%M}")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Delivery) -> str:
@@ -125,7 +141,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     def short_error(self, obj: Delivery) -> str:
         return obj.last_error[:80]
 
-    @admin.display(description="published")
+    @admin.display(description="link")
     def published_link(self, obj: Delivery) -> str:
         if not obj.external_url:
             return "—"
