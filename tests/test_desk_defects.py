@@ -80,3 +80,23 @@ def test_the_posts_list_shows_the_published_date_and_offers_no_blank_post(editor
     assert '<th scope="col" class="sortable column-published">' in html
     assert ">2026-01-05 09:30</time>" in html
     assert reverse("admin:syndicator_post_add") not in html
+
+
+def test_feed_text_is_shown_in_its_own_direction_on_every_page(admin_role_client, post):
+    from syndicator.models import Delivery
+
+    target = Target.objects.create(name="box", kind="outbox")
+    delivery = Delivery.objects.create(post=post, target=target, status="sent", rendered_text="خبر عاجل")
+    pages = {
+        reverse("admin:syndicator_feed_changelist"): '<span dir="auto">News</span>',
+        reverse("admin:syndicator_delivery_changelist"): '<span dir="auto">خبر عاجل</span>',
+        reverse("admin:syndicator_delivery_change", args=[delivery.pk]): 'dir="auto">خبر عاجل</a>',
+        reverse("admin:syndicator_post_change", args=[post.pk]): 'dir="auto"',
+    }
+    for url, fragment in pages.items():
+        assert fragment in admin_role_client.get(url).content.decode(), url
+    form = admin_role_client.get(reverse("admin:syndicator_post_change", args=[post.pk])).content.decode()
+    title_input = (
+        form.split('name="title"')[0].rsplit("<", 1)[1] + form.split('name="title"')[1].split(">")[0]
+    )
+    assert 'dir="auto"' in title_input

@@ -84,7 +84,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     change_form_template = "admin/syndicator/delivery/change_form.html"
     change_list_template = "admin/syndicator/delivery/change_list.html"
     readonly_fields = (
-        "post",
+        "post_link",
         "target",
         "status_badge",
         "origin_label",
@@ -99,7 +99,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "sent_at",
     )
     fieldsets = (
-        (None, {"fields": ("post", "target", "status_badge", "origin_label", "published_link")}),
+        (None, {"fields": ("post_link", "target", "status_badge", "origin_label", "published_link")}),
         ("Message", {"fields": ("shown_text", "text_override")}),
         (
             "State",
@@ -110,6 +110,11 @@ class DeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="post", ordering="post__title")
     def post_title(self, obj: Delivery) -> str:
         return format_html('<span dir="auto">{}</span>', (obj.post.title or obj.post.url)[:80])
+
+    @admin.display(description="post")
+    def post_link(self, obj: Delivery) -> str:
+        url = reverse("admin:syndicator_post_change", args=[obj.post_id])
+        return format_html('<a href="{}" dir="auto">{}</a>', url, obj.post)
 
     # Short cells, so the list fits a 1366-px laptop with the filters beside it (issue 14).
     @admin.display(description="origin", ordering="origin")

@@ -13,6 +13,7 @@ from datetime import datetime
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -108,6 +109,11 @@ class PostAdmin(admin.ModelAdmin):
     list_per_page = 50
     inlines = [DeliveryInline]
     readonly_fields = ("feed", "guid", "first_seen_at")
+    # Feed text in any script: each box takes the direction of its first strong character.
+    formfield_overrides = {
+        models.TextField: {"widget": forms.Textarea(attrs={"dir": "auto", "rows": 4, "cols": 80})},
+        models.CharField: {"widget": forms.TextInput(attrs={"dir": "auto", "size": 80})},
+    }
     # What an editor looks for first; the stored content below, folded.
     fieldsets = (
         (None, {"fields": ("title", "url", "feed", "language", "published_at", "first_seen_at")}),

@@ -47,7 +47,7 @@ def is_testing_switch(kind: str, setting: str) -> bool:
 class FeedAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "__str__",
+        "feed_name",
         "language",
         "enabled",
         "status_badge",
@@ -56,7 +56,7 @@ class FeedAdmin(admin.ModelAdmin):
         "consecutive_failures",
         "short_error",
     )
-    list_display_links = ("id", "__str__")
+    list_display_links = ("id", "feed_name")
     list_filter = ("enabled", "last_status", "language")
     search_fields = ("name", "url")
     list_per_page = 50
@@ -94,6 +94,10 @@ class FeedAdmin(admin.ModelAdmin):
         "last_error",
         "consecutive_failures",
     )
+
+    @admin.display(description="feed", ordering="name")
+    def feed_name(self, obj: Feed) -> str:
+        return format_html('<span dir="auto">{}</span>', obj)
 
     @admin.display(description="health", ordering="consecutive_failures")
     def status_badge(self, obj: Feed) -> str:
