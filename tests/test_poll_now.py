@@ -47,3 +47,17 @@ def test_the_poll_status_is_for_those_who_may_see_the_feed(editor_client):
     assert Client().get(url).status_code == 302  # to the login page
     assert editor_client.get(url).json()["summary"] == "not polled yet"
     assert editor_client.post(reverse("admin:syndicator_feed_poll", args=[feed.pk])).status_code == 403
+
+
+def test_the_list_action_queues_the_polls_too(admin_role_client, feed_server, celery_worker):
+    feed_server.set("/slow.xml", RSS, delay=3)
+    feed = Feed.objects.create(url=feed_server.url("/slow.xml"), name="Slow", backfill=1)
+    started = time.monotonic()
+    response = admin_role_client.post(
+        reverse("admin:syndicator_feed_changelist"),
+        {"action": "poll_now", "_selected_action": [feed.pk]},
+        follow=True,
+    )
+    assert time.monotonic() - started < 1.5
+    assert "Polls queued for Slow" in response.content.decode()
+    wait_for(lambda: Post.objects.filter(feed=feed).exists(), timeout=30)

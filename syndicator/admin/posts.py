@@ -113,6 +113,8 @@ class PostAdmin(admin.ModelAdmin):
     formfield_overrides = {
         models.TextField: {"widget": forms.Textarea(attrs={"dir": "auto", "rows": 4, "cols": 80})},
         models.CharField: {"widget": forms.TextInput(attrs={"dir": "auto", "size": 80})},
+        # URLField is a CharField: its own entry keeps the URL input (and Django 6's https default).
+        models.URLField: {"widget": forms.URLInput(attrs={"size": 80}), "assume_scheme": "https"},
     }
     # What an editor looks for first; the stored content below, folded.
     fieldsets = (
