@@ -286,7 +286,7 @@ class BlueskyAdapter(HttpAdapter):
         body = json_object(response.content)
         if not body:
             if publishing:  # it said yes in a shape we cannot read: the post probably exists
-                raise self.no_id(nsid, response.status_code)
+                raise self.no_id(nsid, response.status_code, publishing=True)
             # Every XRPC method answers a JSON object: base_url points somewhere else.
             raise TargetBroken(f"Bluesky {nsid}: {self.base_url()} answered without JSON: check base_url")
         return body

@@ -56,8 +56,9 @@ ERRORS = ErrorTable(
         403: Rule(TargetBroken, "the account may not do this"),
         404: Rule(TargetBroken, "no such XRPC method", "check base_url {service}"),
         413: Rule(PermanentError, "the request is larger than the service accepts"),
-        # Bluesky's rate limits answer 429 with ratelimit-reset, a Unix time (docs.bsky.app,
-        # "Rate Limits"); faults.retry_after tells it from a number of seconds by its size.
+        # Bluesky's rate limits answer 429 with RateLimit-* headers (docs.bsky.app, "Rate Limits");
+        # its PDS sends ratelimit-reset as a Unix time, the IETF draft as seconds: faults.retry_after
+        # tells the two apart by size.
         429: Rule(RateLimited, "the service asks us to slow down"),
         500: Rule(OutcomeUnknown, "the service failed", "{unsure}"),
         502: Rule(OutcomeUnknown, "the service's gateway got no good answer", "{unsure}"),

@@ -84,8 +84,8 @@ ERRORS = ErrorTable(
         404: Rule(TargetBroken, "not found", "check base_url: it does not serve the Mastodon API"),
         410: Rule(TargetBroken, "account gone", "the account was deleted"),
         422: Rule(PermanentError, "status rejected", "not retrying this content"),
-        # Mastodon's rate limits (300 calls / 5 min per account; 300 media / 30 min) answer 429
-        # with X-RateLimit-Reset, an ISO 8601 time (docs.joinmastodon.org/api/rate-limits).
+        # Mastodon's rate limits (300 calls / 5 min per account; 30 media uploads / 30 min) answer
+        # 429 with X-RateLimit-Reset, an ISO 8601 time (docs.joinmastodon.org/api/rate-limits).
         429: Rule(RateLimited, "rate limited"),
         500: Rule(OutcomeUnknown, "internal server error", UNSURE),
         502: Rule(OutcomeUnknown, "bad gateway", UNSURE),
@@ -171,7 +171,7 @@ class MastodonAdapter(HttpAdapter):
         status_id = str(status.get("id") or "")
         if not status_id:
             # Something may be public, and we cannot point at it.
-            raise self.no_id(f"POST {POST_STATUS}", code)
+            raise self.no_id(f"POST {POST_STATUS}", code, publishing=True)
         details = {"media_ids": media_ids} if media_ids else {}
         return SendResult(status_id, str(status.get("url") or status.get("uri") or ""), details)
 
