@@ -291,10 +291,13 @@ class ThreadsAdapter(Adapter):
         params: dict | None = None,
         data: dict | None = None,
     ) -> dict[str, Any]:
-        """One call, the token as the access_token parameter (as Meta's examples send it)."""
+        """One call. The token goes as the form field ``access_token`` in POST bodies and as an
+        ``Authorization: Bearer`` header on GETs (as the Facebook adapter does), never in a URL:
+        URLs end up in logs."""
         try:
             if method == "GET":
-                response = http.request(api, method, path, params={**(params or {}), "access_token": token})
+                headers = {"Authorization": f"Bearer {token}"}
+                response = http.request(api, method, path, params=params, headers=headers)
             else:
                 response = http.request(
                     api, method, path, params=params, data={**(data or {}), "access_token": token}
