@@ -1,0 +1,213 @@
+"""The Pinterest target over real HTTP against the Pinterest emulator: image Pins with their title,
+description, alt text and link within Pinterest's limits, posts without an image skipped with the
+reason, the error rows, uncertain Pins settled by looking them up on the board, and secrecy."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from syndicator import delivery as deliveries
+from syndicator.errors import TargetBroken
+from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from syndicator.recovery import VERIFY_MARK
+from syndicator.targets import get_adapter
+from syndicator.targets.pinterest import NO_IMAGE, RATE_LIMIT_FALLBACK, pin_url, retry_after
+from tests.emulators.pinterest import BOARD_ID, TOKEN, USERNAME, Harness
+
+pytestmark = pytest.mark.django_db
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def pinterest() -> Iterator[Harness]:
+    with Harness() as harness:
+        yield harness
+
+
+def new_post(harness: Harness, **fields: object) -> Post:
+    n = next(_numbers)
+    feed = Feed.objects.create(url=f"https://www.nejatngo.org/feed/p{n}", language="en")
+    values = {
+        "guid": f"https://www.nejatngo.org/?p=p{n}",
+        "url": f"https://www.nejatngo.org/en/news/{n}",
+        "title": f"Families of Camp Ashraf residents ask for news ({n})",
+        "summary": "Nejat Society met families who have waited years for a word from their children.",
+        "image_url": harness.emulator.image_url(),
+        "language": "en",
+        **fields,
+    }
+    return Post.objects.create(feed=feed, **values)
+
+
+def deliver(target: Target, post: Post, **fields: object) -> Delivery:
+    delivery = Delivery.objects.create(post=post, target=target, **fields)
+    deliveries.attempt_delivery(delivery.pk)
+    delivery.refresh_from_db()
+    return delivery
+
+
+def creates(harness: Harness) -> list:
+    return [r for r in harness.emulator.requests if r.method == "POST" and r.path == "/v5/pins"]
+
+
+# --- pinning -------------------------------------------------------------------------------------
+
+
+def test_a_post_becomes_an_image_pin_with_title_description_alt_text_and_link(pinterest):
+    post = new_post(pinterest)
+    delivery = deliver(pinterest.make_target(fallback_image=""), post)
+
+    [pin] = pinterest.sent()
+    assert delivery.status == "sent", delivery.last_error
+    assert delivery.external_id == pin["id"] and delivery.external_url == pin_url(pin["id"])
+    assert delivery.external_url == f"https://www.pinterest.com/pin/{pin['id']}/"
+    assert pin["board_id"] == BOARD_ID and pin["title"] == post.title and pin["alt_text"] == post.title
+    assert pin["description"] == post.summary
+    assert pin["link"] == f"{post.url}?utm_source=pinterest&utm_medium=social"
+    assert pin["image_url"] == post.image_url
+    [request] = creates(pinterest)
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert post.title in delivery.rendered_text and post.summary in delivery.rendered_text
+
+
+def test_a_post_without_an_image_is_skipped_with_the_reason_and_nothing_is_sent(pinterest):
+    delivery = deliver(pinterest.make_target(fallback_image=""), new_post(pinterest, image_url=""))
+
+    assert delivery.status == "failed" and NO_IMAGE in delivery.last_error
+    assert pinterest.emulator.requests == [], "no request left"
+
+
+def test_the_fallback_image_is_pinned_for_a_post_without_one(pinterest):
+    logo = pinterest.emulator.image_url()
+    delivery = deliver(pinterest.make_target(fallback_image=logo), new_post(pinterest, image_url=""))
+
+    [pin] = pinterest.sent()
+    assert delivery.status == "sent" and pin["image_url"] == logo
+
+
+def test_title_and_description_fit_pinterests_limits(pinterest):
+    post = new_post(pinterest, title="Nejat " * 40, summary="The families of Camp Ashraf wait. " * 40)
+    delivery = deliver(pinterest.make_target(), post)
+
+    [pin] = pinterest.sent()
+    assert delivery.status == "sent", delivery.last_error
+    assert len(pin["title"]) <= 100 and pin["title"].endswith("…")
+    assert len(pin["description"]) <= 500 and pin["description"].endswith("…")
+
+
+def test_an_editors_text_is_the_description(pinterest):
+    post = new_post(pinterest)
+    deliver(pinterest.make_target(), post, text_override="Pin this for the families.")
+
+    [pin] = pinterest.sent()
+    assert pin["description"] == "Pin this for the families." and pin["title"] == post.title
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def test_a_429_waits_as_retry_after_says(pinterest):
+    pinterest.inject("rate_limited")
+    delivery = deliver(pinterest.make_target(), new_post(pinterest))
+    attempt = delivery.attempt_log.get()
+    assert delivery.status == "retrying" and attempt.outcome == "rate_limited" and attempt.retry_after == 3
+
+
+def test_retry_after_reads_seconds_an_http_date_a_reset_then_waits_a_minute():
+    now = 1_800_000_000.0
+    date = format_datetime(datetime.fromtimestamp(now + 90, UTC), usegmt=True)
+    assert retry_after(httpx.Headers({"Retry-After": "7"}), now) == 7
+    assert retry_after(httpx.Headers({"Retry-After": date}), now) == 90
+    assert retry_after(httpx.Headers({"X-RateLimit-Reset": str(now + 30)}), now) == 30
+    assert retry_after(httpx.Headers({"X-RateLimit-Reset": "12"}), now) == 12
+    assert retry_after(httpx.Headers({}), now) == RATE_LIMIT_FALLBACK
+
+
+@pytest.mark.parametrize("mode", ["bad_token", "forbidden"])
+def test_a_dead_token_or_a_refused_board_pauses_the_target(pinterest, mode):
+    target = pinterest.make_target()
+    pinterest.inject(mode)
+    delivery = deliver(target, new_post(pinterest))
+    target.refresh_from_db()
+    assert delivery.status == "queued" and target.paused_at is not None
+
+
+def test_a_missing_board_pauses_the_target_and_rejected_content_fails(pinterest):
+    gone = pinterest.make_target("gone", board_id="12345")
+    assert deliver(gone, new_post(pinterest)).status == "queued"
+    gone.refresh_from_db()
+    assert "board not found (404)" in gone.paused_reason
+
+    pinterest.inject("rejected_content")
+    assert deliver(pinterest.make_target(), new_post(pinterest)).status == "failed"
+
+
+# --- uncertain Pins ------------------------------------------------------------------------------
+
+
+def test_a_pin_made_but_unanswered_is_found_on_the_board_not_pinned_twice(pinterest, settings):
+    pinterest.emulator.lose_next_answers()
+    delivery = deliver(pinterest.make_target(), new_post(pinterest))
+    [pin] = pinterest.sent()
+    assert delivery.status == "uncertain" and "looked up on the board shortly" in delivery.last_error
+
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    looked_up = deliveries.attempt_delivery(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and delivery.external_id == pin["id"]
+    assert looked_up.worker.startswith(VERIFY_MARK) and "found_on_board" in looked_up.message
+    assert len(pinterest.sent()) == 1 and len(creates(pinterest)) == 1
+
+
+def test_a_5xx_that_made_no_pin_is_pinned_once_after_the_look_up(pinterest, settings):
+    pinterest.inject("server_error")
+    delivery = deliver(pinterest.make_target(), new_post(pinterest))
+    assert delivery.status == "uncertain" and pinterest.sent() == []
+
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    deliveries.attempt_delivery(delivery.pk)
+
+    delivery.refresh_from_db()
+    [pin] = pinterest.sent()
+    assert delivery.status == "sent" and delivery.external_id == pin["id"]
+
+
+# --- check and secrecy ---------------------------------------------------------------------------
+
+
+def test_check_reads_the_account_and_the_board(pinterest):
+    target = pinterest.make_target(fallback_image="")
+    verdict = get_adapter(target).check()
+    assert (
+        verdict
+        == f"ok: pinning as {USERNAME} to board 'News' ({BOARD_ID}); posts without an image are skipped"
+    )
+    with pytest.raises(TargetBroken, match="board not found"):
+        get_adapter(pinterest.make_target("other", board_id="999")).check()
+    with pytest.raises(TargetBroken, match="board_id must be"):
+        get_adapter(pinterest.make_target("bad", board_id="news")).check()
+
+
+def test_the_token_never_reaches_the_log_or_the_delivery_log(pinterest, caplog):
+    caplog.set_level(logging.DEBUG)
+    target = pinterest.make_target()
+    for mode in pinterest.expected:
+        pinterest.inject(mode)
+        Target.objects.filter(pk=target.pk).update(paused_at=None)
+        deliver(target, new_post(pinterest))
+
+    stored = [
+        *Delivery.objects.values_list("last_error", flat=True),
+        *DeliveryAttempt.objects.values_list("message", flat=True),
+    ]
+    assert DeliveryAttempt.objects.count() == len(pinterest.expected)
+    assert not [text for text in [caplog.text, *stored] if TOKEN in text]
