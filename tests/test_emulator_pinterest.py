@@ -124,3 +124,8 @@ def test_harness_faults(mode):
     if mode == "rate_limited":
         assert answer.status_code == 429 and int(answer.headers["retry-after"]) > 0
     assert harness.sent() == []
+
+
+def test_the_transient_answer_is_a_429_with_its_wait():
+    reply = Harness.transient()
+    assert reply.status == 429 and reply.headers["Retry-After"] == "1"

@@ -173,3 +173,9 @@ def test_harness_faults_are_graph_errors(mode):
     assert answer.status_code in (400, 500)
     assert set(answer.json()["error"]) >= {"message", "type", "code", "fbtrace_id"}
     assert harness.sent() == []
+
+
+def test_the_transient_answer_publishes_nothing():
+    with Harness() as harness:
+        reply = harness.transient()
+    assert reply.status == 500 and reply.json["error"]["code"] == 2

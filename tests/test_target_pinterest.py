@@ -4,14 +4,17 @@ reason, the error rows, uncertain Pins settled by looking them up on the board, 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 import httpx
 import pytest
+from django.utils import timezone
 
 from syndicator import delivery as deliveries
 from syndicator.errors import TargetBroken
@@ -211,3 +214,32 @@ def test_the_token_never_reaches_the_log_or_the_delivery_log(pinterest, caplog):
     ]
     assert DeliveryAttempt.objects.count() == len(pinterest.expected)
     assert not [text for text in [caplog.text, *stored] if TOKEN in text]
+
+
+def test_a_flaky_and_slow_network_gets_each_pin_exactly_once(pinterest, settings):
+    """Like the fault suite: a share of POSTs is refused (429), a share of answers is lost."""
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    rng, emulator = random.Random(5), pinterest.emulator
+    original = emulator.dispatch
+
+    def dispatch(request):
+        if request.method == "POST" and rng.random() < 0.3:
+            return pinterest.transient()
+        reply = original(request)
+        lost = request.method == "POST" and reply.status == 201 and rng.random() < 0.3
+        return dataclasses.replace(reply, delay=2.0) if lost else reply
+
+    emulator.dispatch = dispatch
+    target = pinterest.make_target()
+    pending = [Delivery.objects.create(post=new_post(pinterest), target=target) for _ in range(8)]
+    for _ in range(12):
+        for delivery in pending:
+            Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+            deliveries.attempt_delivery(delivery.pk)
+        pending = [d for d in pending if Delivery.objects.get(pk=d.pk).status != "sent"]
+
+    assert pending == []
+    pins = {pin["link"]: pin["id"] for pin in pinterest.sent()}
+    assert len(pinterest.sent()) == 8 == len(pins), "each post pinned exactly once"
+    for delivery in Delivery.objects.filter(target=target).select_related("post"):
+        assert pins[f"{delivery.post.url}?utm_source=pinterest&utm_medium=social"] == delivery.external_id

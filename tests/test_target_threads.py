@@ -4,8 +4,10 @@ without a second post), the 250-a-day quota, the error rows and the token's secr
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import random
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -256,3 +258,32 @@ def test_the_token_never_reaches_the_log_or_the_delivery_log(threads, caplog):
     ]
     assert DeliveryAttempt.objects.count() == len(threads.expected)
     assert not [text for text in [caplog.text, *stored] if TOKEN in text]
+
+
+def test_a_flaky_and_slow_network_gets_each_post_exactly_once(threads, settings):
+    """Like the fault suite: a share of POSTs fails transiently, a share of answers is lost."""
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    rng, emulator = random.Random(7), threads.emulator
+    original = emulator.dispatch
+
+    def dispatch(request):
+        if request.method == "POST" and rng.random() < 0.3:
+            return threads.transient()  # before the handler: nothing is done
+        reply = original(request)
+        lost = request.method == "POST" and reply.status == 200 and rng.random() < 0.3
+        return dataclasses.replace(reply, delay=2.0) if lost else reply
+
+    emulator.dispatch = dispatch
+    target = threads.make_target()
+    pending = [Delivery.objects.create(post=new_post(), target=target) for _ in range(8)]
+    for _ in range(12):
+        for delivery in pending:
+            Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+            deliveries.attempt_delivery(delivery.pk)
+        pending = [d for d in pending if Delivery.objects.get(pk=d.pk).status != "sent"]
+
+    assert pending == []
+    published = {post["text"]: post["id"] for post in threads.sent()}
+    assert len(threads.sent()) == 8 == len(published), "each post published exactly once"
+    for delivery in Delivery.objects.filter(target=target):
+        assert published[get_adapter(target).render(delivery).text] == delivery.external_id

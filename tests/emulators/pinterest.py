@@ -323,6 +323,12 @@ class Harness:
         """The Pins made, each with "text" (title, newline, description), "id" and "link"."""
         return [dict(pin) for pin in self.emulator.pins()]
 
+    @staticmethod
+    def transient() -> Reply:
+        """An answer that means "nothing made, try again" (for the fault suite's flaky networks): a
+        429 with Retry-After, the only documented refusal that makes nothing; a 5xx is uncertain."""
+        return Reply(429, json=pinterest_error(8, "Rate limit exceeded."), headers=rate_limit_headers(1))
+
     def inject(self, mode: str) -> None:
         """Make the next request fail the way ``mode`` names (see ``expected``)."""
         if mode == "timeout":

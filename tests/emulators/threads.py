@@ -420,6 +420,12 @@ class Harness:
         """The published posts, oldest first; each has "text", "id" (the media id) and "creation_id"."""
         return [dict(post) for post in self.emulator.posts()]
 
+    @staticmethod
+    def transient() -> Reply:
+        """An answer that means "failed, nothing published, try again" (for the fault suite's flaky
+        networks): code 2 on either step; a retry publishes the recorded container or makes one."""
+        return Reply(500, json=threads_error(2, "Service temporarily unavailable", type=""))
+
     def inject(self, mode: str) -> None:
         """Make the step of ``mode`` fail (see ``expected``); "timeout" hangs the publish call."""
         if mode == "timeout":
