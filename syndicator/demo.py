@@ -14,12 +14,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from syndicator.models import Feed, Target
+from syndicator.targets.registry import OUTBOX, formats
 from syndicator.views import DEMO_FEEDS_DIR
 
 DEMO_FEEDS_PATH = "/demo/feeds/"
 # Polled every minute: the demo feeds never change, and a newcomer's machine should stay quiet.
 DEMO_POLL_INTERVAL = 60
-DEMO_FORMATS = ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -59,8 +59,8 @@ def seed_demo(base_url: str) -> bool:
                 backfill=feed.backfill,
                 poll_interval=DEMO_POLL_INTERVAL,
             )
-        for fmt in DEMO_FORMATS:
-            Target.objects.create(name=f"demo-{fmt}", kind=Target.Kind.OUTBOX, settings={"format": fmt})
+        for fmt in formats():  # one dry run per network
+            Target.objects.create(name=f"demo-{fmt}", kind=OUTBOX, settings={"format": fmt})
     return True
 
 

@@ -24,11 +24,21 @@ class SyndicatorError(Exception):
 
 
 class DeliveryError(SyndicatorError):
-    """A delivery attempt did not succeed; the subclass says what to do next."""
+    """A delivery attempt did not succeed; the subclass says what to do next.
 
-    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+    Every network error carries the HTTP status it came with (None when there was no answer) and
+    the wait the network asked for, in seconds (None when it asked for none).
+    """
+
+    # Whether this class always waits before the next try (RateLimited): the retry policy's floor.
+    waits: bool = False
+
+    def __init__(
+        self, message: str, *, http_status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
+        self.retry_after = retry_after
 
 
 class TransientError(DeliveryError):
@@ -38,9 +48,7 @@ class TransientError(DeliveryError):
 class RateLimited(TransientError):
     """The network asks us to wait ``retry_after`` seconds before trying again."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, http_status: int | None = None):
-        super().__init__(message, http_status=http_status)
-        self.retry_after = retry_after
+    waits = True
 
 
 class PermanentError(DeliveryError):

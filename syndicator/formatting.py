@@ -26,8 +26,8 @@ import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache, partial
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import jinja2
@@ -38,35 +38,19 @@ from markupsafe import Markup
 from syndicator.errors import PermanentError
 from syndicator.feeds import clean_html
 from syndicator.sandbox import Sandbox
+from syndicator.targets.registry import formats, text_rules
 from syndicator.textrules import (
-    BLUESKY_MAX,
     CONTROL_CHARS,
-    FACEBOOK_MAX,
-    MASTODON_MAX,
-    MASTODON_URL_LENGTH,
-    TELEGRAM_CAPTION_MAX,
-    TELEGRAM_TEXT_MAX,
-    TWITTER_MAX,
     add_utm,
-    bluesky_length,
-    check_telegram_html,
     hashtags,
     mark_rtl_lines,
-    mastodon_length,
     mostly_rtl,
     plain_text,
-    telegram_length,
     truncate,
-    twitter_length,
-    utf16_length,
 )
 
-FORMATS = ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")
-
-EMAIL_SUBJECT_MAX = 200
-SHORT_SUMMARY = 500  # Telegram and X show a teaser, not the article
-# No tweet shows more code points than this; the cap keeps parse_tweet (~6 ms per 1,000 chars) cheap.
-TWITTER_FIELD_CAP = 1000
+if TYPE_CHECKING:
+    from syndicator.targets.base import TextRules
 
 RTL_LANGUAGES = frozenset({"ar", "fa", "he", "iw", "ur", "ps", "sd", "ug", "yi", "dv", "ckb"})
 
@@ -85,14 +69,15 @@ class Message:
     caption: str = ""
     language: str = ""
     direction: str = "ltr"
+    link_beside: bool = False  # the network shows the link beside the text (TextRules.link_beside)
 
     def as_log_text(self) -> str:
         """The message as one readable string for the delivery log."""
-        if self.format == "email":
+        if self.subject:
             return f"Subject: {self.subject}\n\n{self.text}"
-        # Facebook sends the link beside the text; elsewhere the link is inside it (HTML-escaped
-        # for Telegram, so a substring test would wrongly add it again).
-        if self.format == "facebook" and self.link and self.link not in self.text:
+        # A link sent beside the text is shown after it; elsewhere the link is inside the text
+        # (HTML-escaped in HTML markup, so a substring test would wrongly add it again).
+        if self.link_beside and self.link and self.link not in self.text:
             return f"{self.text}\n\n{self.link}"
         return self.text
 
@@ -106,146 +91,116 @@ def render_message(
     options: dict | None = None,
 ) -> Message:
     """Render a post as the message one network takes, within that network's limits."""
-    if fmt not in FORMATS:
-        raise PermanentError(f"unknown message format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    ctx = _context(post, fmt, options or {})
+    rules = _rules(fmt)
+    options = options or {}
+    ctx = _context(post, fmt, rules, options)
     msg = Message(fmt, "", ctx["link"], **{key: ctx[key] for key in ("image_url", "language", "direction")})
+    msg.link_beside = rules.link_beside
     override = CONTROL_CHARS.sub("", (text_override or "").replace("\r\n", "\n")).strip()
     overrides = template_overrides or {}
-    if fmt == "email":
-        _render_email(msg, ctx, override, overrides)
+    if rules.compose is not None:
+        rules.compose(msg, ctx, override, overrides)
     else:
-        name, measure, limit = _body(fmt, options or {})
+        name = rules.templates[0]
+        measure, limit = rules.limits(options)
+        if limit is None:
+            raise PermanentError(f"the {fmt} format declares neither a limit nor a composer")
         if override:
             # No network shows more code points than its limit allows; the cap bounds the search.
-            render, fields = _override_renderer(fmt, ctx), {"text": truncate(override, limit * 4)}
+            render, fields = override_renderer(rules, ctx), {"text": truncate(override, limit * 4)}
         else:
-            render = _template_renderer(name, overrides, ctx, mark_rtl=True)
-            fields = _body_fields(fmt, ctx)  # in the order they are shortened
-        msg.text = _fit(render, fields, ctx["hashtags"], measure, limit, name)
-    if fmt == "telegram":
-        check_telegram_html(msg.text, name)
-        msg.parse_mode = "HTML"
-        fits_caption = telegram_length(msg.text) <= TELEGRAM_CAPTION_MAX
-        msg.caption = msg.text if msg.image_url and fits_caption else ""
-    if not msg.text.strip() and not (fmt == "facebook" and msg.link):  # a Page post may be a bare link
+            render = template_renderer(name, overrides, ctx, mark_rtl=True)
+            fields = _body_fields(rules, ctx)  # in the order they are shortened
+        msg.text = fit(render, fields, ctx["hashtags"], measure, limit, name)
+    if rules.finish is not None:
+        rules.finish(msg)
+    if not msg.text.strip() and not (rules.link_beside and msg.link):  # a bare link is a post there
         raise PermanentError(f"the {fmt} message for this post is empty (no title, summary or link)")
     return msg
 
 
-# The body of each format but email: template, how the network measures it, its limit.
-_BODIES: dict[str, tuple[str, Callable[[str], int], int]] = {
-    "telegram": ("telegram.html.j2", telegram_length, TELEGRAM_TEXT_MAX),
-    "twitter": ("twitter.txt.j2", twitter_length, TWITTER_MAX),
-    "facebook": ("facebook.txt.j2", utf16_length, FACEBOOK_MAX),
-    "mastodon": ("mastodon.txt.j2", mastodon_length, MASTODON_MAX),  # the instance's: _body
-    "bluesky": ("bluesky.txt.j2", bluesky_length, BLUESKY_MAX),
-}
-
-
-def _mastodon_limits(options: dict) -> tuple[Callable[[str], int], int]:
-    """The measure and limit of the target's instance (stored in its settings by `targets check`)."""
-    url_length = int(options.get("characters_reserved_per_url") or MASTODON_URL_LENGTH)
-    return partial(mastodon_length, url_length=url_length), int(options.get("max_characters") or MASTODON_MAX)
-
-
-# Formats whose limits are not the network's alone but the server's: from the target's options.
-_LIMITS_FROM_OPTIONS: dict[str, Callable[[dict], tuple[Callable[[str], int], int]]] = {
-    "mastodon": _mastodon_limits,
-}
-
-
-def _body(fmt: str, options: dict) -> tuple[str, Callable[[str], int], int]:
-    """A format's template, measure and limit; for some, the measure and limit come from options."""
-    name, measure, limit = _BODIES[fmt]
-    if fmt in _LIMITS_FROM_OPTIONS:
-        measure, limit = _LIMITS_FROM_OPTIONS[fmt](options)
-    return name, measure, limit
+def _rules(fmt: str) -> TextRules:
+    """The text rules of a format, or a PermanentError naming the formats there are."""
+    try:
+        return text_rules(fmt)
+    except KeyError:
+        raise PermanentError(
+            f"unknown message format {fmt!r}; expected one of {', '.join(formats())}"
+        ) from None
 
 
 def override_length(post: Any, fmt: str, text: str, *, options: dict | None = None) -> tuple[int, int | None]:
     """How long an editor's text comes out on a network (link added, as sent) and that network's limit.
 
     ``render_message`` would shorten a text that is too long; a repost form or the API asks here
-    first so the editor can be told instead. Email has no body limit: (length, None).
+    first so the editor can be told instead. A format without a body limit: (length, None).
     """
-    if fmt not in _BODIES:
+    rules = _rules(fmt)
+    measure, limit = rules.limits(options or {})
+    if limit is None:
         return len(text), None
-    ctx = _context(post, fmt, options or {})
+    ctx = _context(post, fmt, rules, options or {})
     override = CONTROL_CHARS.sub("", text.replace("\r\n", "\n")).strip()
-    _name, measure, limit = _body(fmt, options or {})
-    return measure(_override_renderer(fmt, ctx)({"text": override})), limit
-
-
-EMAIL_TEMPLATES = ("email.subject.j2", "email.txt.j2", "email.html.j2")
+    return measure(override_renderer(rules, ctx)({"text": override})), limit
 
 
 def message_templates(fmt: str) -> tuple[str, ...]:
     """The template files a format renders, each of which a target may override."""
-    if fmt == "email":
-        return EMAIL_TEMPLATES
-    return (_BODIES[fmt][0],) if fmt in _BODIES else ()
+    try:
+        return text_rules(fmt).templates
+    except KeyError:
+        return ()
 
 
 def message_length(msg: Message, *, options: dict | None = None) -> tuple[int, int | None]:
     """A rendered message's length as its network counts it, and that network's limit.
 
-    Email has no body limit: (length, None). ``options`` are the target's settings, for networks
-    whose limit depends on them.
+    A format without a body limit: (length, None). ``options`` are the target's settings, for
+    networks whose limit depends on them.
     """
-    if msg.format not in _BODIES:
+    rules = _rules(msg.format)
+    measure, limit = rules.limits(options or {})
+    if limit is None:
         return len(msg.text), None
-    _name, measure, limit = _body(msg.format, options or {})
     return measure(msg.text), limit
 
 
-def _body_fields(fmt: str, ctx: dict) -> dict[str, str]:
+def length_unit(fmt: str) -> str:
+    """How a format's network counts length, in words for the repost counter."""
+    try:
+        return text_rules(fmt).unit
+    except KeyError:
+        return "characters"
+
+
+def _body_fields(rules: TextRules, ctx: dict) -> dict[str, str]:
     """The fields a body template may shorten, summary first: the title matters more."""
-    if fmt == "facebook":
-        return {"summary": ctx["summary"], "title": ctx["title"]}
-    summary = truncate(" ".join(ctx["summary"].split()), SHORT_SUMMARY)  # one paragraph
-    if fmt == "twitter":  # the default template leaves the summary out; an override may use it
-        return {"summary": summary, "title": truncate(ctx["title"], TWITTER_FIELD_CAP)}
-    return {"summary": summary, "title": ctx["title"]}
+    summary = ctx["summary"]
+    if rules.summary_teaser is not None:  # one paragraph, a teaser rather than the article
+        summary = truncate(" ".join(summary.split()), rules.summary_teaser)
+    title = truncate(ctx["title"], rules.title_cap) if rules.title_cap else ctx["title"]
+    return {"summary": summary, "title": title}
 
 
-def _override_renderer(fmt: str, ctx: dict) -> Callable[[dict], str]:
+def override_renderer(rules: TextRules, ctx: dict) -> Callable[[dict], str]:
     """Render an editor's text as the body, adding the link unless the text has it already."""
     link = ctx["link"]
+    as_html = rules.markup == "html"
 
     def render(fields: dict) -> str:
-        text = html.escape(fields["text"]) if fmt == "telegram" else fields["text"]
-        if fmt == "facebook" or not link or _has_link(fields["text"], ctx):
-            return text  # Facebook sends the link beside the message
-        tail = f'<a href="{html.escape(link)}">{html.escape(link)}</a>' if fmt == "telegram" else link
+        text = html.escape(fields["text"]) if as_html else fields["text"]
+        if rules.link_beside or not link or _has_link(fields["text"], ctx):
+            return text  # a link shown beside the text need not be in it
+        tail = f'<a href="{html.escape(link)}">{html.escape(link)}</a>' if as_html else link
         return f"{text}\n\n{tail}".strip()
 
     return render
 
 
-def _render_email(msg: Message, ctx: dict, override: str, overrides: dict[str, str]) -> None:
-    """Fill the subject, the plain text and the HTML alternative of an email."""
-    name = "email.subject.j2"
-    subject = _template_renderer(name, overrides, ctx, mark_rtl=True)
-
-    def one_line(fields: dict) -> str:  # a header line, whatever the template does
-        return " ".join(subject(fields).split())
-
-    fields = {"summary": truncate(" ".join(ctx["summary"].split()), EMAIL_SUBJECT_MAX), "title": ctx["title"]}
-    msg.subject = _fit(one_line, fields, ctx["hashtags"], len, EMAIL_SUBJECT_MAX, name)
-    if override:
-        msg.text = _override_renderer("email", ctx)({"text": override})
-    else:
-        msg.text = _template_renderer("email.txt.j2", overrides, ctx, mark_rtl=True)({})
-    # No RLM marks in HTML: dir="rtl" on the document does that job.
-    page = _template_renderer("email.html.j2", overrides, {**ctx, "override": override}, mark_rtl=False)
-    msg.html = page({})
-
-
 # --- context, templates and fitting -----------------------------------------------------------
 
 
-def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
+def _context(post: Any, fmt: str, rules: TextRules, options: dict) -> dict[str, Any]:
     """The plain values templates see, from a Post or anything with the same attributes."""
     title = " ".join(CONTROL_CHARS.sub("", _attr(post, "title")).split())
     # Sanitized again, and only http(s) links: a poll stores clean HTML, but an editor may have
@@ -259,14 +214,12 @@ def _context(post: Any, fmt: str, options: dict) -> dict[str, Any]:
     if isinstance(utm, str):  # from the CLI: "utm_source=x&utm_campaign=y"
         utm = dict(parse_qsl(utm)) or False
     if utm is True or utm is None:
-        utm = {"utm_source": fmt, "utm_medium": "email" if fmt == "email" else "social"}
+        utm = {"utm_source": fmt, "utm_medium": rules.utm_medium}
     categories = getattr(post, "categories", None) or []
     if isinstance(categories, str):
         categories = [categories]
     show_tags = options.get("hashtags")
-    show_tags = (
-        fmt in ("twitter", "telegram", "mastodon", "bluesky") if show_tags is None else bool(show_tags)
-    )
+    show_tags = rules.hashtags if show_tags is None else _truthy(show_tags)
     tag_limit = options.get("hashtag_limit")
     return {
         "title": title,
@@ -305,8 +258,14 @@ def _compile(env: SandboxedEnvironment, source: str) -> jinja2.Template:
     return env.from_string(source)
 
 
-def _template_renderer(name: str, overrides: dict[str, str], ctx: dict, *, mark_rtl: bool) -> Callable:
-    """A function rendering template ``name`` with ``ctx`` updated by the fields it is given."""
+def template_renderer(
+    name: str, overrides: dict[str, str], ctx: dict, *, mark_rtl: bool, tidy: bool = True
+) -> Callable[[dict], str]:
+    """A function rendering template ``name`` with ``ctx`` updated by the fields it is given.
+
+    ``tidy``: strip trailing spaces and collapse blank lines (a message body); off for a whole
+    HTML document, whose white space is the template's.
+    """
     env = _environment(str(settings.SYNDICATOR_MESSAGE_TEMPLATES), name.endswith(".html.j2"))
     label = f"{name} (this target's override)" if name in overrides else name
     try:
@@ -323,7 +282,7 @@ def _template_renderer(name: str, overrides: dict[str, str], ctx: dict, *, mark_
             text = template.render(values)
         except Exception as exc:  # template code is admin input: any failure in it is a template error
             raise PermanentError(f"message template {label} failed: {type(exc).__name__}: {exc}") from exc
-        if name.endswith(".html.j2") and name != "telegram.html.j2":
+        if not tidy:
             return text
         text = "\n".join(line.rstrip() for line in text.split("\n"))
         return re.sub(r"\n{3,}", "\n\n", text).strip()
@@ -331,7 +290,7 @@ def _template_renderer(name: str, overrides: dict[str, str], ctx: dict, *, mark_
     return render
 
 
-def _fit(render: Callable, fields: dict, tags: list[str], measure: Callable, limit: int, name: str) -> str:
+def fit(render: Callable, fields: dict, tags: list[str], measure: Callable, limit: int, name: str) -> str:
     """Render within ``limit``: shorten the fields in order, then drop hashtags last first; else raise."""
     for keep in range(len(tags), -1, -1):
         current = {**fields, "hashtags": tags[:keep]}
@@ -356,6 +315,13 @@ def _fit(render: Callable, fields: dict, tags: list[str], measure: Callable, lim
 
 
 # --- small helpers ----------------------------------------------------------------------------
+
+
+def _truthy(value: object) -> bool:
+    """A yes/no option stored typed or as the CLI's old text ("false" is no)."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "yes", "on", "1"}
+    return bool(value)
 
 
 def _has_link(text: str, ctx: dict) -> bool:

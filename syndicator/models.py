@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from syndicator.targets.registry import OUTBOX, kind_choices
+
 
 class Feed(models.Model):
     """An RSS/Atom feed that is polled for new posts."""
@@ -52,17 +54,9 @@ class Feed(models.Model):
 class Target(models.Model):
     """A place posts are delivered to: a channel, a page, an account, a mailing list."""
 
-    class Kind(models.TextChoices):
-        OUTBOX = "outbox", "outbox (dry run)"
-        TELEGRAM = "telegram", "Telegram"
-        FACEBOOK = "facebook", "Facebook Page"
-        TWITTER = "twitter", "X / Twitter"
-        EMAIL = "email", "email"
-        MASTODON = "mastodon", "Mastodon"
-        BLUESKY = "bluesky", "Bluesky"
-
     name = models.CharField(max_length=100, unique=True)
-    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # The networks in syndicator/targets/, read from the registry: a new one needs no migration.
+    kind = models.CharField(max_length=20, choices=kind_choices)
     enabled = models.BooleanField(default=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     paused_reason = models.TextField(blank=True)
@@ -90,8 +84,10 @@ class Target(models.Model):
     @property
     def message_format(self) -> str:
         """The network whose format this target's messages take (an outbox imitates one)."""
-        if self.kind == self.Kind.OUTBOX:
-            return self.settings.get("format", "telegram")
+        if self.kind == OUTBOX:
+            from syndicator.targets.registry import formats
+
+            return self.settings.get("format") or formats()[0]
         return self.kind
 
 

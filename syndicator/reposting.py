@@ -12,17 +12,8 @@ import re
 from dataclasses import asdict, dataclass
 
 from syndicator.errors import PermanentError
-from syndicator.formatting import message_length, override_length, render_message
+from syndicator.formatting import length_unit, message_length, override_length, render_message
 from syndicator.models import Post, Target
-
-# How each network counts, for the counter and the message that says a text is too long.
-LENGTH_UNITS = {
-    "twitter": "weighted characters (every link counts 23)",
-    "telegram": "characters after entity parsing (UTF-16 units)",
-    "facebook": "UTF-16 units",
-    "mastodon": "characters (every link counts as the instance says, 23 by default)",
-    "bluesky": "graphemes",
-}
 
 _TAG = re.compile(r"<[^>]*>")  # Telegram's HTML has passed formatting's tag check by now
 
@@ -104,11 +95,12 @@ def preview(post: Post, target: Target, text: str = "") -> TargetPreview:
         shown.fits = False
         return shown
     shown.text, shown.subject = msg.text, msg.subject
-    if msg.parse_mode == "HTML":
+    if msg.parse_mode == "HTML":  # shown as its visible text
         shown.text, shown.markup = html.unescape(_TAG.sub("", msg.text)), msg.text
     shown.fits = shown.limit is None or shown.length <= shown.limit
     return shown
 
 
 def unit_of(fmt: str) -> str:
-    return LENGTH_UNITS.get(fmt, "characters")
+    """How the format's network counts (each network's TextRules.unit)."""
+    return length_unit(fmt)

@@ -1,10 +1,9 @@
-"""How each network counts and marks up text, and the text helpers formatting is built from.
+"""The text helpers every network's formatting is built from.
 
-Lengths: X by twitter-text's weights (every URL 23), Mastodon in code points with each URL as the
-instance says, Telegram after entity parsing, Bluesky in grapheme clusters, Facebook in UTF-16
-units. Text: word-boundary truncation that keeps URLs, clusters and entities whole; hashtags from
-category names; UTM parameters; plain text from feed HTML; right-to-left marks; and the check of
-Telegram's HTML subset. No templates here: see syndicator.formatting.
+Word-boundary truncation that keeps URLs, clusters and entities whole; hashtags from category
+names; UTM parameters; plain text from feed HTML; right-to-left marks; length in UTF-16 units and
+with links counted at a fixed length. How each network counts and marks up its text is in its own
+package (``syndicator/targets/<kind>/text.py``); templates are in syndicator.formatting.
 """
 
 from __future__ import annotations
@@ -17,19 +16,8 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlencode
 
 import regex
-from twitter_text import parse_tweet
 from twitter_text.extract_urls import extract_urls_with_indices
 
-from syndicator.errors import PermanentError
-
-TWITTER_MAX = 280  # weighted, twitter-text config v3
-TELEGRAM_TEXT_MAX = 4096  # after entity parsing
-TELEGRAM_CAPTION_MAX = 1024
-FACEBOOK_MAX = 63206  # Graph API message limit, counted here in UTF-16 units like JavaScript does
-# A stock Mastodon instance (/api/v2/instance configuration.statuses); an instance may set others.
-MASTODON_MAX = 500  # max_characters
-MASTODON_URL_LENGTH = 23  # characters_reserved_per_url
-BLUESKY_MAX = 300  # graphemes (app.bsky.feed.post lexicon: text maxGraphemes 300)
 ELLIPSIS = "…"
 RLM = "\u200f"
 ZWNJ = "\u200c"
@@ -45,45 +33,26 @@ _BLOCK_TAGS = frozenset(
     {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "tr"}
     | {"table", "section", "article", "figure", "figcaption", "hr"}
 )
-# Telegram's HTML parse mode: tag → allowed attributes (core.telegram.org/bots/api#html-style).
-_TELEGRAM_TAGS: dict[str, frozenset[str]] = {
-    **{tag: frozenset() for tag in ("b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "pre")},
-    "tg-spoiler": frozenset(),
-    "a": frozenset({"href"}),
-    "span": frozenset({"class"}),
-    "code": frozenset({"class"}),
-    "blockquote": frozenset({"expandable"}),
-    "tg-emoji": frozenset({"emoji-id"}),
-    "tg-time": frozenset({"unix", "format"}),
-}
-_TELEGRAM_ENTITIES = frozenset({"lt", "gt", "amp", "quot"})
-_MARKUP = re.compile(r"<(/?)([a-zA-Z][\w-]*)([^>]*)>|&([a-zA-Z]\w*);|<")  # a tag, a named entity, a bare "<"
-_ATTRIBUTE = re.compile(r"""([\w-]+)(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'>]+))?""")  # name, then value skipped
 
 
-def twitter_length(text: str) -> int:
-    """Weighted length of a tweet by twitter-text's rules (every URL counts 23)."""
-    return parse_tweet(text).weightedLength
+def length_with_links(text: str, url_length: int) -> int:
+    """Length in code points with every http(s) URL counted as ``url_length``.
 
-
-def mastodon_length(text: str, url_length: int = MASTODON_URL_LENGTH) -> int:
-    """Length of a status as Mastodon counts it: each http(s) URL as ``url_length``, the rest in code points.
-
-    Mastodon (StatusLengthValidator) finds URLs with twitter-text's extractor, scheme required, and
-    counts grapheme clusters; code points are never fewer, so a text that fits here fits there.
+    URLs are found by twitter-text's extractor, scheme required (as Mastodon's
+    StatusLengthValidator does).
     """
     spans = [url["indices"] for url in extract_urls_with_indices(text, extract_urls_without_protocol=False)]
     return len(text) - sum(end - start for start, end in spans) + url_length * len(spans)
 
 
-def telegram_length(text_html: str) -> int:
-    """Length of Telegram HTML after entity parsing, in UTF-16 units (Telegram counts code points)."""
-    return utf16_length(html.unescape(_TAG.sub("", text_html)))
-
-
-def bluesky_length(text: str) -> int:
-    """Length of a Bluesky post in grapheme clusters (Unicode extended clusters, as the lexicon counts)."""
+def grapheme_length(text: str) -> int:
+    """Length in grapheme clusters (Unicode extended clusters; the stdlib cannot count them)."""
     return len(regex.findall(r"\X", text))
+
+
+def visible_html_length(text_html: str) -> int:
+    """Length of an HTML fragment's visible text (tags dropped, entities decoded), in UTF-16 units."""
+    return utf16_length(html.unescape(_TAG.sub("", text_html)))
 
 
 def utf16_length(text: str) -> int:
@@ -163,22 +132,6 @@ class _TextExtractor(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         self.parts.append(data)
-
-
-def check_telegram_html(text: str, name: str) -> None:
-    """Raise PermanentError if Telegram would refuse the text's markup (the template is at fault)."""
-    problems = []
-    for match in _MARKUP.finditer(text):
-        tag, attributes, entity = match.group(2, 3, 4)
-        if entity is not None:
-            bad = entity not in _TELEGRAM_ENTITIES
-        else:
-            allowed = _TELEGRAM_TAGS.get((tag or "").lower())
-            bad = allowed is None or bool({a.lower() for a in _ATTRIBUTE.findall(attributes)} - allowed)
-        problems += [match.group()[:40]] if bad else []
-    if problems:
-        found = ", ".join(dict.fromkeys(problems))
-        raise PermanentError(f"message template {name} produced markup Telegram does not accept: {found}")
 
 
 def _cut(text: str, size: int) -> str:

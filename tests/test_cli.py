@@ -144,7 +144,7 @@ def test_targets_add_outbox_stores_format_filters_and_typed_settings(feed):
         ("outbox --name new --feeds one", "bad feed id"),
         ("outbox --name new --set chat_id=5", "unknown setting 'chat_id' for outbox targets"),
         ("outbox --name new --set fail=sometimes", "one of transient"),
-        ("outbox --name new --set fail_next=many", "is a number"),
+        ("outbox --name new --set fail_next=many", "fail_next is a whole number"),
         ("outbox --name new --set fail_next", "use KEY=VALUE"),
         ("outbox --name box", "a target named 'box' exists already"),
     ],

@@ -11,10 +11,15 @@ from types import SimpleNamespace
 import pytest
 
 from syndicator.errors import PermanentError
-from syndicator.formatting import FORMATS, render_message
+from syndicator.formatting import render_message
 from syndicator.models import Post
-from syndicator.textrules import RLM, add_utm, hashtags, plain_text, telegram_length, truncate, twitter_length
+from syndicator.targets.registry import formats
+from syndicator.targets.telegram.text import telegram_length
+from syndicator.targets.twitter.text import twitter_length
+from syndicator.textrules import RLM, add_utm, hashtags, plain_text, truncate
 from tests.helpers import Tags
+
+FORMATS = formats()
 
 FEEDS = Path(__file__).resolve().parent.parent / "syndicator" / "demo_feeds"
 CONTENT_ENCODED = "{http://purl.org/rss/1.0/modules/content/}encoded"

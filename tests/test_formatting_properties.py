@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syndicator.formatting import render_message
-from syndicator.textrules import ELLIPSIS, add_utm, hashtags, telegram_length, truncate, twitter_length
+from syndicator.targets.telegram.text import telegram_length
+from syndicator.targets.twitter.text import twitter_length
+from syndicator.textrules import ELLIPSIS, add_utm, hashtags, truncate
 from tests.emulators.telegram import telegram_parse
 from tests.helpers import Tags
 

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from syndicator.formatting import render_message
 from syndicator.models import Delivery, Feed, Post, Target
-from syndicator.textrules import twitter_length
+from syndicator.targets.twitter.text import twitter_length
 from tests.accounts import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db

@@ -32,10 +32,11 @@ from syndicator.errors import (
 from syndicator.formatting import Message, render_message
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
-from syndicator.targets._bluesky_richtext import LINK, TAG, facet_text, facets
-from syndicator.targets._xrpc import RATE_LIMIT_FALLBACK
 from syndicator.targets.bluesky import THUMB_MAX_BYTES
-from syndicator.textrules import bluesky_length, hashtags
+from syndicator.targets.bluesky.richtext import LINK, TAG, facet_text, facets
+from syndicator.targets.bluesky.text import bluesky_length
+from syndicator.targets.bluesky.xrpc import RATE_LIMIT_FALLBACK
+from syndicator.textrules import hashtags
 from tests.emulators.bluesky import DID, HANDLE, PNG, Harness, xrpc_error
 from tests.helpers import demo_post
 from tests.test_formatting_properties import default_link, posts

@@ -21,7 +21,7 @@ from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.recovery import VERIFY_MARK
 from syndicator.targets import get_adapter
 from syndicator.targets.mastodon import IDEMPOTENCY_WINDOW, RATE_LIMIT_FALLBACK, idempotency_key, retry_after
-from syndicator.textrules import mastodon_length
+from syndicator.targets.mastodon.text import mastodon_length
 from tests.conftest import wait_for
 from tests.emulators.mastodon import DOMAIN, TOKEN, USERNAME, Harness, rate_limit_reset, status_length
 

@@ -24,7 +24,7 @@ from syndicator.formatting import Message
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets.twitter import IMAGE_MAX_BYTES, RATE_LIMIT_FALLBACK
-from syndicator.textrules import twitter_length
+from syndicator.targets.twitter.text import twitter_length
 from tests.emulators.x import (
     DUPLICATE,
     FORBIDDEN,

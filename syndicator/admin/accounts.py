@@ -49,7 +49,7 @@ class SubscriberStateFilter(admin.SimpleListFilter):
 
 
 class SubscriberImportForm(forms.Form):
-    target = forms.ModelChoiceField(queryset=Target.objects.filter(kind=Target.Kind.EMAIL), empty_label=None)
+    target = forms.ModelChoiceField(queryset=Target.objects.filter(kind="email"), empty_label=None)
     file = forms.FileField(
         help_text="CSV with the columns email and, optionally, name; a header line is optional."
     )

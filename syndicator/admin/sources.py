@@ -25,10 +25,11 @@ from syndicator.admin.target_form import (
     template_field,
 )
 from syndicator.errors import PermanentError
-from syndicator.formatting import EMAIL_SUBJECT_MAX, message_length, message_templates
+from syndicator.formatting import message_length, message_templates
 from syndicator.health import feed_health, target_health
 from syndicator.models import Feed, Post, Target
 from syndicator.reposting import unit_of
+from syndicator.targets.registry import text_rules
 
 PREVIEW_POSTS = 30  # how many recent posts the preview offers to pick from
 
@@ -281,8 +282,9 @@ class TargetAdmin(admin.ModelAdmin):
             message = render_preview(target, post, changed_templates(fmt, sources))
         except PermanentError as exc:
             return JsonResponse({"ok": False, "error": str(exc)})
-        if fmt == "email":  # the subject is what has a limit; the body has none
-            length, limit = len(message.subject), EMAIL_SUBJECT_MAX
+        subject_max = text_rules(fmt).subject_max
+        if subject_max is not None:  # the subject is what has a limit; the body has none
+            length, limit = len(message.subject), subject_max
         else:
             length, limit = message_length(message, options=target.settings)
         return JsonResponse(

@@ -17,13 +17,13 @@ from django import forms
 from django.conf import settings as django_settings
 from django.core.exceptions import ValidationError
 
-from syndicator.errors import PermanentError, UserError
+from syndicator.errors import PermanentError
 from syndicator.formatting import Message, message_templates, render_message
-from syndicator.management.commands.targets import ENV_NAME_RE, coerce_setting
 from syndicator.models import Post, Target
 from syndicator.sandbox import Sandbox
 from syndicator.targets import ADAPTERS
 from syndicator.targets.base import Setting
+from syndicator.targets.config import ENV_NAME_RE, SettingError
 
 SETTING_PREFIX = "setting__"
 TEMPLATE_PREFIX = "template__"
@@ -104,13 +104,14 @@ def _setting_field(spec: Setting) -> forms.Field:
     label = spec.name.replace("_", " ")
     if spec.secret_env:
         return forms.CharField(label=label, required=spec.required, help_text=help_text, max_length=100)
-    if spec.choices:
+    if spec.allowed():
         empty = [("", f"default ({spec.default})" if spec.default else "—")] if not spec.required else []
-        choices = empty + [(c, c) for c in spec.choices]
+        choices = empty + [(c, c) for c in spec.allowed()]
         return forms.ChoiceField(label=label, required=spec.required, choices=choices, help_text=spec.help)
-    if isinstance(spec.default, bool):
+    if spec.type is bool:
         choices = [("", f"default ({'yes' if spec.default else 'no'})"), ("true", "yes"), ("false", "no")]
         return forms.ChoiceField(label=label, required=False, choices=choices, help_text=spec.help)
+    help_text += f" — {spec.type_name}" if spec.type is not str else ""
     return forms.CharField(label=label, required=spec.required, help_text=help_text)
 
 
@@ -182,8 +183,8 @@ class TargetFormBase(forms.ModelForm):
             if not raw:
                 continue  # the adapter's default applies
             try:
-                values[spec.name] = _env_name(raw) if spec.secret_env else coerce_setting(spec, raw)
-            except (UserError, ValidationError) as exc:
+                values[spec.name] = _env_name(raw) if spec.secret_env else spec.parse(raw)
+            except (SettingError, ValidationError) as exc:
                 self.add_error(field_name, exc.messages if isinstance(exc, ValidationError) else str(exc))
         return values
 

@@ -1,15 +1,23 @@
-"""Target adapters, one module per network; importing this package registers every one of them."""
+"""Networks, one package each under this folder; ``registry`` finds them (see ``base`` for the
+contract and docs/networks.md for adding one).
 
-import importlib
-import pkgutil
+Importing this package loads no network: models.py reads the registry while Django's apps are
+still loading. ``ADAPTERS`` (every network, loaded on first use) and ``get_adapter`` load them.
+"""
 
-from syndicator.targets.base import ADAPTERS, Adapter, SendResult, get_adapter, register
+from __future__ import annotations
 
-# Every module here except the shared ones is an adapter that registers itself on import, so
-# adding a network is adding a module.
-_SHARED = {"base", "http"}
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _SHARED and not _module.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+from typing import Any
+
+from syndicator.targets.base import Adapter, SendResult, get_adapter, register
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ADAPTERS":
+        from syndicator.targets.registry import load
+
+        return load()
+    raise AttributeError(name)
+
 
 __all__ = ["ADAPTERS", "Adapter", "SendResult", "get_adapter", "register"]

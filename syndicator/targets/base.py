@@ -1,26 +1,35 @@
-"""The adapter contract every target implements, and the registry of adapters by kind."""
+"""The contract every network implements, declared as data on its adapter class.
+
+A network is a package ``syndicator/targets/<kind>/`` whose adapter class (a subclass of
+``Adapter``, registered with ``@register``) declares, besides ``send``/``check``/``verify``:
+
+- ``settings_spec``: its typed ``Setting``s (syndicator.targets.config), with ``base_url`` and
+  ``timeout`` inherited by every ``HttpAdapter`` and the formatting settings by every network;
+- ``text``: its ``TextRules`` — the message template, how the network counts length, its limit,
+  caption limit, markup and hashtag default (syndicator.formatting reads nothing else);
+- ``errors``: its ``ErrorTable`` (syndicator.targets.faults), turned into exceptions by
+  ``network_error``;
+- ``capabilities``: what it can edit and delete afterwards, and within what window.
+
+Everything outside the package — model choices, Celery queues, the formats an outbox imitates,
+the demo, the repost counters, the conformance and fault tests — reads the registry
+(syndicator.targets.registry). docs/networks.md walks through adding one.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from syndicator.errors import DeliveryError, OutcomeUnknown, TargetBroken
+from syndicator.targets.config import TIMEOUT, Setting, SettingError, base_url_setting, format_settings
+from syndicator.targets.faults import ErrorTable, Rule, as_delivery_error
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
     from syndicator.models import Delivery, Target
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One setting an adapter reads from ``Target.settings``, declared as class data."""
-
-    name: str
-    help: str
-    required: bool = False
-    default: object = None
-    choices: tuple[str, ...] = ()
-    # The value names an environment variable that holds a secret; the secret itself is never stored.
-    secret_env: bool = False
 
 
 @dataclass
@@ -32,16 +41,57 @@ class SendResult:
     details: dict = field(default_factory=dict)
 
 
-# Settings the formatting layer reads for every network (syndicator.formatting.render_message).
-FORMAT_SETTINGS = (
-    Setting("hashtags", "Hashtags from the post's categories (default: on for X, Telegram and Mastodon)"),
-    Setting("hashtag_limit", "At most this many hashtags", default=3),
-    Setting("utm", "UTM parameters: false to add none, or a query such as utm_source=x&utm_campaign=y"),
-)
+Measure = Callable[[str], int]
+
+
+@dataclass(frozen=True)
+class TextRules:
+    """How a network's messages are written: template, measure, limits, markup, defaults."""
+
+    # The templates under templates/messages/ a target may override; the first is the body.
+    templates: tuple[str, ...]
+    measure: Measure
+    max_length: int | None  # None: no limit on the body
+    unit: str  # how ``measure`` counts, for the repost counter and "too long" messages
+    caption_max: int | None = None  # a photo's caption, when shorter than a text message
+    subject_max: int | None = None  # a subject line's limit, for a message that has one
+    # "html": the body is HTML (an editor's text is escaped, the link added as <a>), else plain.
+    markup: str = "text"
+    # The network shows the link beside the text (as a card), so the text need not carry it.
+    link_beside: bool = False
+    hashtags: bool = False  # the default of the ``hashtags`` setting
+    # The summary is a one-paragraph teaser of at most this many characters (None: whole summary).
+    summary_teaser: int | None = 500
+    title_cap: int | None = None  # a title longer than this is cut before fitting (bounds the search)
+    # The limit and measure come from the target's settings (an instance's own limits), or None.
+    limits_from_settings: Callable[[dict], tuple[Measure, int]] | None = None
+    # The network's own last step on a rendered message (check its markup, choose a caption).
+    finish: Callable[[Message], None] | None = None
+    # A whole message of its own shape (subject, plain text, HTML), instead of one fitted body.
+    compose: Callable[..., None] | None = None
+    utm_medium: str = "social"
+
+    def limits(self, options: dict) -> tuple[Measure, int | None]:
+        """The measure and limit for a target with these settings."""
+        if self.limits_from_settings is not None:
+            return self.limits_from_settings(options)
+        return self.measure, self.max_length
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a network lets us change after a post is out, declared as data (docs/networks.md)."""
+
+    edit: bool = False
+    delete: bool = False
+    edit_window: float | None = None  # seconds after posting; None: no limit
+    delete_window: float | None = None
+    max_edits: int | None = None
+    note: str = ""  # what the network allows, in a sentence for the target page
 
 
 class Adapter:
-    """Base class of target adapters: render a delivery into a Message, then send it.
+    """Base class of network adapters: render a delivery into a Message, then send it.
 
     ``send`` raises one of the ``syndicator.errors.DeliveryError`` subclasses on failure.
     """
@@ -49,6 +99,9 @@ class Adapter:
     kind: ClassVar[str]
     label: ClassVar[str]
     settings_spec: ClassVar[tuple[Setting, ...]] = ()
+    text: ClassVar[TextRules | None] = None
+    errors: ClassVar[ErrorTable] = ErrorTable()
+    capabilities: ClassVar[Capabilities] = Capabilities()
     # Whether re-sending after an ambiguous outcome is harmless (nothing public happens twice).
     idempotent: ClassVar[bool] = False
     # Why an uncertain delivery of this network waits for an admin (shown in its last_error), for
@@ -59,29 +112,44 @@ class Adapter:
     )
     # What happens next to an uncertain delivery, for adapters that can settle one (see ``verify``).
     verify_plan: ClassVar[str] = "it will be looked up on the network shortly"
+    # Settings every subclass inherits unless it declares its own of the same name.
+    inherited_settings: ClassVar[tuple[Setting, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        if "settings_spec" not in cls.__dict__ and "text" not in cls.__dict__:
+            return  # an intermediate base class: its subclasses compose their own
         own = {spec.name for spec in cls.settings_spec}
-        cls.settings_spec = (*cls.settings_spec, *(s for s in FORMAT_SETTINGS if s.name not in own))
+        shared = (*cls.inherited_settings, *format_settings(cls.text.hashtags if cls.text else None))
+        cls.settings_spec = (*cls.settings_spec, *(s for s in shared if s.name not in own))
 
     def __init__(self, target: Target) -> None:
         self.target = target
 
-    def setting(self, name: str) -> object:
-        """The target's value for a declared setting, or its default."""
-        for spec in self.settings_spec:
+    # --- settings -------------------------------------------------------------------------------
+
+    @classmethod
+    def spec(cls, name: str) -> Setting:
+        """The declared setting ``name``."""
+        for spec in cls.settings_spec:
             if spec.name == name:
-                return self.target.settings.get(name, spec.default)
+                return spec
         raise KeyError(name)
+
+    def setting(self, name: str) -> Any:
+        """The target's value for a declared setting, typed, or its default.
+
+        A value the setting does not take pauses the target (TargetBroken): every send would fail
+        the same way until someone fixes it.
+        """
+        try:
+            return self.spec(name).parse(self.target.settings.get(name))
+        except SettingError as exc:
+            raise TargetBroken(f"{self.label}: target {self.target.name!r}: {exc}") from None
 
     def secret(self, setting_name: str | None = None) -> str:
         """The secret from the environment variable the target names (Target.secret_env, or a
-        declared ``secret_env`` setting); TargetBroken when it is not set."""
-        import os
-
-        from syndicator.errors import TargetBroken
-
+        declared ``secret`` setting); TargetBroken when it is not set."""
         env_name = str(self.setting(setting_name) or "") if setting_name else self.target.secret_env
         if not env_name:
             raise TargetBroken(f"target {self.target.name!r} names no environment variable for its secret")
@@ -89,6 +157,49 @@ class Adapter:
         if not value:
             raise TargetBroken(f"environment variable {env_name} is not set (secret of {self.target.name!r})")
         return value
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    def network_error(
+        self,
+        rule: Rule,
+        action: str,
+        *,
+        publishing: bool,
+        http_status: int | None = None,
+        said: str = "",
+        retry_after: float | None = None,
+        **details: object,
+    ) -> DeliveryError:
+        """The exception for an error answer, by the network's rule, with a message for admins.
+
+        ``said`` is the network's own words (already redacted by the caller: it may hold a token);
+        ``details`` fill placeholders in the rule's reason and advice ({chat}, {env}, ...).
+        """
+        values = {"env": self._env_label(), **details}
+        reason, advice = rule.reason.format(**values), rule.advice.format(**values)
+        text = f"{self.label} {action}: {reason}"
+        if http_status is not None:
+            text += f" ({http_status})"
+        if said:
+            text += f": {said[:300]}"
+        if advice:
+            text += f"; {advice}"
+        return as_delivery_error(
+            rule, text, publishing=publishing, http_status=http_status, retry_after=retry_after
+        )
+
+    def no_id(self, action: str, http_status: int | None = None) -> OutcomeUnknown:
+        """A success answer without the id of what was made: something may be public, unseen."""
+        return OutcomeUnknown(
+            f"{self.label} {action}: the answer carried no id: it may have been posted",
+            http_status=http_status,
+        )
+
+    def _env_label(self) -> str:
+        return f"${self.target.secret_env}" if self.target.secret_env else "the target's secret variable"
+
+    # --- the contract ---------------------------------------------------------------------------
 
     def render(self, delivery: Delivery) -> Message:
         """The message this target would send for the delivery's post."""
@@ -116,9 +227,7 @@ class Adapter:
         Return its SendResult when found; raise a DeliveryError saying what the look-up found (or
         why it failed) when not; None when this network cannot tell, which leaves the delivery to
         an admin (``verify_note`` says why). syndicator.recovery calls it at most once per
-        uncertain episode. Networks that cannot tell: Telegram (a bot cannot read a channel's
-        history), X (reading the timeline needs a paid read tier), email (some recipients' answers
-        were lost; an admin's retry re-sends only to those not known to have it).
+        uncertain episode.
         """
         return None
 
@@ -126,6 +235,26 @@ class Adapter:
     def can_verify(cls) -> bool:
         """Whether this adapter overrides ``verify`` (can look a post up)."""
         return cls.verify is not Adapter.verify
+
+
+class HttpAdapter(Adapter):
+    """A network reached over HTTP: inherits the ``base_url`` and ``timeout`` settings."""
+
+    default_base_url: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        base_url = (base_url_setting(cls.default_base_url),) if cls.default_base_url else ()
+        cls.inherited_settings = (*base_url, TIMEOUT)
+        super().__init_subclass__(**kwargs)
+
+    def base_url(self) -> str:
+        """The API server this target talks to."""
+        return str(self.setting("base_url") or self.default_base_url)
+
+    def timeout(self) -> float | None:
+        """Seconds per API call from the target's settings; None: SYNDICATOR_TARGET_TIMEOUT."""
+        value = self.setting("timeout")
+        return float(value) if value else None
 
 
 ADAPTERS: dict[str, type[Adapter]] = {}
@@ -139,12 +268,10 @@ def register(cls: type[Adapter]) -> type[Adapter]:
 
 def get_adapter(target: Target) -> Adapter:
     """The adapter instance for a target."""
-    import syndicator.targets  # noqa: F401  (imports every adapter module, filling ADAPTERS)
+    from syndicator.targets.registry import network
 
     try:
-        cls = ADAPTERS[target.kind]
+        cls = network(target.kind)
     except KeyError:
-        from syndicator.errors import TargetBroken
-
         raise TargetBroken(f"no adapter for target kind {target.kind!r}") from None
     return cls(target)

@@ -34,7 +34,7 @@ TRANSIENT: dict[str, Callable[[], Reply]] = {
     # Mastodon has no 5xx that means "nothing posted": its adapter calls a 503 on posting uncertain,
     # and settles it by re-sending under the same Idempotency-Key (so the wrapper fails a key once).
     "mastodon": lambda: Reply(503, json={"error": "Service Unavailable"}),
-    # XRPC's 503 is "nothing was done" (syndicator/targets/_xrpc.py): a plain retry.
+    # XRPC's 503 is "nothing was done" (syndicator/targets/bluesky/xrpc.py): a plain retry.
     "bluesky": lambda: Reply(503, json=bluesky.xrpc_error("NotEnoughResources", "Service Unavailable")),
 }
 SMTP_DEFERRAL = "451 4.3.0 Mail server temporarily rejected message"

@@ -25,9 +25,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from syndicator.broker import BrokerError, PrivateRedis, die_with_parent
-from syndicator.demo import DEMO_FEEDS, DEMO_FORMATS, demo_feed_url, repoint_demo_feeds, seed_demo
+from syndicator.demo import DEMO_FEEDS, demo_feed_url, repoint_demo_feeds, seed_demo
 from syndicator.models import Feed
 from syndicator.redact import redact
+from syndicator.targets.registry import formats
 
 CHILD_STOP_TIMEOUT = 20.0  # a warm Celery shutdown waits for running tasks; past this we SIGKILL
 REDIS_STOP_TIMEOUT = 10.0
@@ -341,7 +342,7 @@ class Command(BaseCommand):
         ]
         if seeded:
             lines.append(
-                f"  demo:        {len(DEMO_FEEDS)} bundled feeds delivered to {len(DEMO_FORMATS)} outbox "
+                f"  demo:        {len(DEMO_FEEDS)} bundled feeds delivered to {len(formats())} outbox "
                 "(dry-run) targets; rendered posts show in the log within a minute"
             )
         lines += [

@@ -33,7 +33,7 @@ STATE_STYLES = {"active": "ok", "unsubscribed": "disabled", "suppressed": "faile
 def email_target(name: str) -> Target:
     """The email target with this name, or a UserError."""
     target = get_target(name)
-    if target.kind != Target.Kind.EMAIL:
+    if target.kind != "email":
         raise UserError(f"target {name!r} is a {target.kind} target; subscribers belong to email targets")
     return target
 

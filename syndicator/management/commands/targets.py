@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from typing import Any
 
@@ -26,15 +25,13 @@ from syndicator.cli_util import (
     styled,
 )
 from syndicator.errors import UserError
-from syndicator.formatting import FORMATS
 from syndicator.health import target_health
 from syndicator.models import Delivery, Target
 from syndicator.redact import redact
 from syndicator.targets import ADAPTERS, get_adapter
-from syndicator.targets.base import Adapter, Setting
-
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-INT_RE = re.compile(r"[-+]?\d+")
+from syndicator.targets.base import Adapter
+from syndicator.targets.config import ENV_NAME_RE, Setting, parse_pairs
+from syndicator.targets.registry import formats
 
 
 def adapter_class(kind: str) -> type[Adapter]:
@@ -46,44 +43,14 @@ def adapter_class(kind: str) -> type[Adapter]:
         raise UserError(f"unknown target kind {kind!r}; available kinds: {available}") from None
 
 
-TRUE_WORDS, FALSE_WORDS = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
 def coerce_setting(spec: Setting, raw: str) -> object:
-    """A --set value typed as its setting expects: booleans, whole numbers become ints."""
-    word = raw.strip().lower()
-    if isinstance(spec.default, bool):
-        if word not in TRUE_WORDS | FALSE_WORDS:
-            raise UserError(f"bad --set {spec.name}={raw}: {spec.name} is true or false")
-        return word in TRUE_WORDS
-    if spec.default is None and word in {"true", "false"}:  # a switch without a declared default
-        return word == "true"
-    if INT_RE.fullmatch(raw.strip()):
-        return int(raw)
-    if isinstance(spec.default, int | float) and not isinstance(spec.default, bool):
-        try:
-            return float(raw)
-        except ValueError:
-            raise UserError(f"bad --set {spec.name}={raw}: {spec.name} is a number") from None
-    if spec.choices and raw not in spec.choices:
-        raise UserError(f"bad --set {spec.name}={raw}: one of {', '.join(spec.choices)}")
-    return raw
+    """A --set value typed as its setting declares (the one parser: Setting.parse)."""
+    return spec.parse(raw)
 
 
 def parse_settings(cls: type[Adapter], pairs: list[str]) -> dict[str, object]:
     """Validate KEY=VALUE pairs against the adapter's settings_spec and type their values."""
-    specs = {spec.name: spec for spec in cls.settings_spec}
-    values: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"bad --set {pair!r}: use KEY=VALUE")
-        if key not in specs:
-            known = ", ".join(specs) or "none"
-            raise UserError(f"unknown setting {key!r} for {cls.kind} targets (settings: {known})")
-        values[key] = coerce_setting(specs[key], raw)
-    return values
+    return {key: value for key, value in parse_pairs(cls.settings_spec, cls.kind, pairs).items()}
 
 
 def filters_text(target: Target) -> str:
@@ -129,7 +96,7 @@ class Command(SyndicatorCommand):
         add = action("add", "add a target of a registered kind (outbox: dry run)")
         add.add_argument("kind", help="adapter kind: " + ", ".join(sorted(ADAPTERS)))
         add.add_argument("--name", required=True, help="unique name, used by repost --to and log --target")
-        add.add_argument("--format", choices=FORMATS, help="the network an outbox imitates")
+        add.add_argument("--format", choices=formats(), help="the network an outbox imitates")
         add.add_argument("--feeds", default="", help="only posts of these feed ids (comma-separated)")
         add.add_argument("--languages", default="", help="only posts in these languages, e.g. en,ar")
         add.add_argument("--categories", default="", help="only posts with one of these categories")

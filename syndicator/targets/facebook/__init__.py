@@ -27,7 +27,9 @@ from syndicator.errors import (
 )
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.facebook.text import RULES as TEXT_RULES
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -92,14 +94,25 @@ class FacebookAdapter(Adapter):
 
     kind = "facebook"
     label = "Facebook Page"
+    text = TEXT_RULES
+    # Graph API: POST /{post-id} with a new message edits a Page post; DELETE /{post-id} removes it.
+    capabilities = Capabilities(edit=True, delete=True, note="edits and deletes its Page posts")
     settings_spec = (
         Setting("page_id", "Numeric id of the Facebook Page", required=True),
-        Setting("base_url", "Graph API base URL", default=DEFAULT_BASE_URL),
+        Setting("base_url", "Graph API base URL", type=URL, default=DEFAULT_BASE_URL),
         Setting("graph_version", "Graph API version, e.g. v25.0 (default: SYNDICATOR_GRAPH_API_VERSION)"),
         Setting(
-            "photo", "Post the image as a photo (text as its caption) when the post has one", default=False
+            "photo",
+            "Post the image as a photo (text as its caption) when the post has one",
+            type=bool,
+            default=False,
         ),
-        Setting("timeout", "Seconds to wait for the API (default: SYNDICATOR_TARGET_TIMEOUT)"),
+        Setting(
+            "timeout",
+            "Seconds to wait for the API (default: SYNDICATOR_TARGET_TIMEOUT)",
+            type=Duration,
+            minimum=0.001,
+        ),
     )
 
     # --- the contract -------------------------------------------------------------------------

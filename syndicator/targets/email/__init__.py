@@ -18,7 +18,7 @@ the whole delivery uncertain; an admin's retry (a fresh retry budget) then re-se
 active subscriber not yet accepted: the unknown ones and those refused for the content.
 
 What each SMTP reply and error means (TARGETS.md §4, "retry vs give up") is one table, in
-syndicator/targets/_smtp.py with the session plumbing.
+syndicator/targets/email/smtp.py with the session plumbing.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ from syndicator.errors import (
     TransientError,
 )
 from syndicator.mailing import WIRE, Sender, ascii_address, build_message, make_message_id
-from syndicator.targets import _smtp
-from syndicator.targets._smtp import Outcome, Server
-from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.config import Duration, Setting
+from syndicator.targets.email import smtp as _smtp
+from syndicator.targets.email.smtp import Outcome, Server
+from syndicator.targets.email.text import RULES as TEXT_RULES
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -85,9 +87,11 @@ class EmailAdapter(Adapter):
 
     kind = "email"
     label = "email"
+    text = TEXT_RULES
+    capabilities = Capabilities(note="a sent email cannot be changed or taken back")
     settings_spec = (
         Setting("host", "SMTP server host name", required=True),
-        Setting("port", "SMTP port (default 587, or 465 with security=tls)"),
+        Setting("port", "SMTP port (default 587, or 465 with security=tls)", type=int, minimum=1),
         Setting("security", "TLS mode; none only to a loopback host", default="starttls", choices=SECURITY),
         Setting("username", "SMTP login; the password comes from the target's secret env variable"),
         Setting("from_address", "Sender address (From and envelope)", required=True),
@@ -95,11 +99,30 @@ class EmailAdapter(Adapter):
         Setting("reply_to", "Reply-To address"),
         Setting("list_id", "List-Id (default <target-name>.syndicator)"),
         Setting("unsubscribe_mailto", "Address for a mailto: List-Unsubscribe beside the HTTPS one"),
-        Setting("timeout", "Seconds per SMTP operation (default SYNDICATOR_TARGET_TIMEOUT)"),
-        Setting("allow_insecure", "Allow security=none to a host that is not loopback", default=False),
+        Setting(
+            "timeout",
+            "Seconds per SMTP operation (default SYNDICATOR_TARGET_TIMEOUT)",
+            type=Duration,
+            minimum=0.001,
+        ),
+        Setting(
+            "allow_insecure", "Allow security=none to a host that is not loopback", type=bool, default=False
+        ),
         Setting("ca_file", "CA bundle to verify the server's certificate (default: the system's)"),
-        Setting("rate_limit_wait", "Seconds to wait after the server says to slow down", default=300),
-        Setting("batch_seconds", "Sending time per attempt; the rest follows in the next", default=45),
+        Setting(
+            "rate_limit_wait",
+            "Seconds to wait after the server says to slow down",
+            type=Duration,
+            default=300.0,
+            minimum=0,
+        ),
+        Setting(
+            "batch_seconds",
+            "Sending time per attempt; the rest follows in the next",
+            type=Duration,
+            default=45.0,
+            minimum=0,
+        ),
     )
 
     # --- configuration --------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A post is one ``com.atproto.repo.createRecord`` of an ``app.bsky.feed.post``: the rendered text
 (≤ 300 graphemes, syndicator.formatting), its link and hashtag facets with UTF-8 byte offsets
-(_bluesky_richtext.py), ``langs`` from the post's language, ``createdAt``, and a link card
+(richtext.py), ``langs`` from the post's language, ``createdAt``, and a link card
 (``app.bsky.embed.external``) whose thumbnail is the post's image sent with ``uploadBlob``.
 
 Sessions: ``createSession`` trades the app password for an access JWT (short-lived) and a refresh
@@ -16,7 +16,7 @@ The request a token was refused for never ran, so repeating it cannot post twice
 
 Each process (Celery prefork child) logs in for itself; threads in one process share a session,
 and one lock per session key makes concurrent refreshes collapse into one (a refresh JWT rotates).
-The error table and the session cache are in _xrpc.py.
+The error table and the session cache are in xrpc.py.
 
 createRecord takes no idempotency key, so a post whose answer was lost is ``uncertain``; ``verify``
 then looks for it among the account's newest posts (listRecords) by its exact text, made after
@@ -42,12 +42,14 @@ from syndicator.errors import (
     TransientError,
 )
 from syndicator.redact import redact
-from syndicator.targets import _xrpc as xrpc
 from syndicator.targets import http
-from syndicator.targets._bluesky_richtext import facets
-from syndicator.targets._images import download_image
-from syndicator.targets._xrpc import Session
-from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.bluesky import xrpc
+from syndicator.targets.bluesky.richtext import facets
+from syndicator.targets.bluesky.text import RULES as TEXT_RULES
+from syndicator.targets.bluesky.xrpc import Session
+from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.images import download_image
 from syndicator.textrules import plain_text, truncate
 
 if TYPE_CHECKING:
@@ -70,12 +72,30 @@ class BlueskyAdapter(Adapter):
 
     kind = "bluesky"
     label = "Bluesky"
+    text = TEXT_RULES
+    # com.atproto.repo.deleteRecord removes a post; Bluesky's apps show no edits of a post record.
+    capabilities = Capabilities(delete=True, note="deletes its posts; posts cannot be edited")
     settings_spec = (
         Setting("handle", "Account handle (e.g. news.example.org) or DID to log in as", required=True),
-        Setting("service_url", "The account's PDS / entryway (emulator in tests)", default=DEFAULT_SERVICE),
-        Setting("card", "Attach a link card (app.bsky.embed.external) for the post's link", default=True),
-        Setting("thumbnail", "Upload the post's image as the link card's thumbnail", default=True),
-        Setting("timeout", "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)"),
+        Setting(
+            "service_url",
+            "The account's PDS / entryway (emulator in tests)",
+            type=URL,
+            default=DEFAULT_SERVICE,
+        ),
+        Setting(
+            "card",
+            "Attach a link card (app.bsky.embed.external) for the post's link",
+            type=bool,
+            default=True,
+        ),
+        Setting("thumbnail", "Upload the post's image as the link card's thumbnail", type=bool, default=True),
+        Setting(
+            "timeout",
+            "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)",
+            type=Duration,
+            minimum=0.001,
+        ),
     )
 
     # --- the contract ---------------------------------------------------------------------------
@@ -275,7 +295,7 @@ class BlueskyAdapter(Adapter):
         return body
 
     def _error(self, response: httpx.Response, nsid: str, posting: bool) -> DeliveryError:
-        """The DeliveryError for an XRPC error answer (syndicator/targets/_xrpc.py's table)."""
+        """The DeliveryError for an XRPC error answer (syndicator/targets/bluesky/xrpc.py's table)."""
         env = f"${self.target.secret_env}" if self.target.secret_env else "the target's secret"
         return xrpc.classify(response, nsid, posting=posting, env=env, service=self._service())
 

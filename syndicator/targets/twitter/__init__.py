@@ -30,8 +30,10 @@ from syndicator.errors import (
     TransientError,
 )
 from syndicator.redact import redact
-from syndicator.targets._images import download_image
-from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.images import download_image
+from syndicator.targets.twitter.text import RULES as TEXT_RULES
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -93,27 +95,38 @@ class TwitterAdapter(Adapter):
 
     kind = "twitter"
     label = "X / Twitter"
+    text = TEXT_RULES
+    # X API v2: DELETE /2/tweets/:id. No edit endpoint for our tier could be confirmed
+    # (docs/networks.md lists what was looked up).
+    capabilities = Capabilities(delete=True, note="deletes its posts; editing is not offered by the API")
     settings_spec = (
-        Setting("base_url", "API base URL (tests, staging)", default=TWEEPY_HOST),
+        Setting("base_url", "API base URL (tests, staging)", type=URL, default=TWEEPY_HOST),
         Setting("username", "Account handle without @, for tweet URLs (else x.com/i/web/status/ID)"),
-        Setting("timeout", "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)"),
-        Setting("image", "Attach the post's image (uploaded via POST /2/media/upload)", default=False),
-        Setting("upload_base_url", "Base URL of the media upload endpoint (default: base_url)"),
-        Setting("api_key_env", "Env var holding the API key", default="TWITTER_API_KEY", secret_env=True),
         Setting(
-            "api_secret_env", "Env var holding the API secret", default="TWITTER_API_SECRET", secret_env=True
+            "timeout",
+            "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)",
+            type=Duration,
+            minimum=0.001,
+        ),
+        Setting(
+            "image", "Attach the post's image (uploaded via POST /2/media/upload)", type=bool, default=False
+        ),
+        Setting("upload_base_url", "Base URL of the media upload endpoint (default: base_url)", type=URL),
+        Setting("api_key_env", "Env var holding the API key", default="TWITTER_API_KEY", secret=True),
+        Setting(
+            "api_secret_env", "Env var holding the API secret", default="TWITTER_API_SECRET", secret=True
         ),
         Setting(
             "access_token_env",
             "Env var holding the access token",
             default="TWITTER_ACCESS_TOKEN",
-            secret_env=True,
+            secret=True,
         ),
         Setting(
             "access_secret_env",
             "Env var holding the access token secret",
             default="TWITTER_ACCESS_SECRET",
-            secret_env=True,
+            secret=True,
         ),
     )
 

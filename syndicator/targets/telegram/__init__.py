@@ -32,7 +32,9 @@ from syndicator.errors import (
 )
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.telegram.text import RULES as TEXT_RULES
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -153,16 +155,33 @@ class TelegramAdapter(Adapter):
 
     kind = "telegram"
     label = "Telegram"
+    text = TEXT_RULES
+    # Bot API: editMessageText/editMessageCaption for the bot's own channel posts; deleteMessage
+    # "only if it was sent less than 48 hours ago" (core.telegram.org/bots/api#deletemessage).
+    capabilities = Capabilities(
+        edit=True,
+        delete=True,
+        delete_window=48 * 3600,
+        note="edits its own posts at any time; deletes them within 48 hours",
+    )
     idempotent = False  # the Bot API has no idempotency key: a lost answer may hide a posted message
     settings_spec = (
         Setting("chat_id", "Channel to post to: @channelusername, or the numeric -100… id", required=True),
         Setting(
-            "base_url", "Bot API server (self-hosted telegram-bot-api, emulator)", default=DEFAULT_BASE_URL
+            "base_url",
+            "Bot API server (self-hosted telegram-bot-api, emulator)",
+            type=URL,
+            default=DEFAULT_BASE_URL,
         ),
-        Setting("silent", "Post without a notification (disable_notification)", default=False),
-        Setting("link_preview", "Show a preview of the post's link", default=True),
-        Setting("photo", "Send the image, the text as its caption, when it fits", default=True),
-        Setting("timeout", "Seconds to wait for the Bot API (default SYNDICATOR_TARGET_TIMEOUT)"),
+        Setting("silent", "Post without a notification (disable_notification)", type=bool, default=False),
+        Setting("link_preview", "Show a preview of the post's link", type=bool, default=True),
+        Setting("photo", "Send the image, the text as its caption, when it fits", type=bool, default=True),
+        Setting(
+            "timeout",
+            "Seconds to wait for the Bot API (default SYNDICATOR_TARGET_TIMEOUT)",
+            type=Duration,
+            minimum=0.001,
+        ),
     )
 
     # --- the contract ---------------------------------------------------------------------------

@@ -40,9 +40,12 @@ from syndicator.errors import (
 )
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets._images import download_image
-from syndicator.targets.base import Adapter, SendResult, Setting, register
-from syndicator.textrules import MASTODON_MAX, MASTODON_URL_LENGTH
+from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.images import download_image
+from syndicator.targets.mastodon.text import MAX_CHARACTERS as MASTODON_MAX
+from syndicator.targets.mastodon.text import RULES as TEXT_RULES
+from syndicator.targets.mastodon.text import URL_LENGTH as MASTODON_URL_LENGTH
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -87,6 +90,11 @@ class MastodonAdapter(Adapter):
 
     kind = "mastodon"
     label = "Mastodon"
+    text = TEXT_RULES
+    # PUT /api/v1/statuses/:id edits a status (Mastodon 3.5+, with an edit history); DELETE removes it.
+    capabilities = Capabilities(
+        edit=True, delete=True, note="edits its statuses (kept in their history) and deletes them"
+    )
     idempotent = False  # a re-send is safe only within the key's hour: ``verify`` decides
     verify_note = (
         "Mastodon keeps an Idempotency-Key for about an hour only, and that hour has passed: a re-send "
@@ -97,20 +105,37 @@ class MastodonAdapter(Adapter):
         "for about an hour, so it cannot appear twice"
     )
     settings_spec = (
-        Setting("base_url", "The instance, e.g. https://mastodon.social", required=True),
+        Setting("base_url", "The instance, e.g. https://mastodon.social", type=URL, required=True),
         Setting("visibility", "Who sees the status", default="public", choices=VISIBILITIES),
         # Off by default: Mastodon shows no link card for a status with media, and the card already
         # shows the article's image with its title.
-        Setting("image", "Attach the post's image (uploaded via /api/v2/media)", default=False),
-        Setting("media_wait", "Seconds to wait for the instance to process the image", default=10),
-        Setting("timeout", "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)"),
+        Setting("image", "Attach the post's image (uploaded via /api/v2/media)", type=bool, default=False),
         Setting(
-            "max_characters", "Status limit of the instance (set by targets check)", default=MASTODON_MAX
+            "media_wait",
+            "Seconds to wait for the instance to process the image",
+            type=Duration,
+            default=10.0,
+            minimum=0,
+        ),
+        Setting(
+            "timeout",
+            "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)",
+            type=Duration,
+            minimum=0.001,
+        ),
+        Setting(
+            "max_characters",
+            "Status limit of the instance (set by targets check)",
+            type=int,
+            default=MASTODON_MAX,
+            minimum=1,
         ),
         Setting(
             "characters_reserved_per_url",
             "What a URL counts on the instance (set by targets check)",
+            type=int,
             default=MASTODON_URL_LENGTH,
+            minimum=0,
         ),
     )
 

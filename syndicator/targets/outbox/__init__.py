@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
-from syndicator.formatting import FORMATS
-from syndicator.targets.base import Adapter, SendResult, Setting, register
+from syndicator.targets.base import Adapter, SendResult, register
+from syndicator.targets.config import Duration, Setting
+from syndicator.targets.registry import OUTBOX, formats
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -35,19 +36,21 @@ FAILURES = {
 class OutboxAdapter(Adapter):
     """Dry run: the rendered message is stored in the delivery log and published nowhere."""
 
-    kind = "outbox"
+    kind = OUTBOX
     label = "outbox (dry run)"
     idempotent = True  # nothing is published, so sending again is harmless
     settings_spec = (
-        Setting(
-            "format",
-            "Network whose format to render",
-            default="telegram",
-            choices=FORMATS,
-        ),
+        # Any network's format; the first registered one when none is set.
+        Setting("format", "Network whose format to render", choices=formats),
         Setting("fail", "Fail on purpose with this error class", choices=tuple(FAILURES)),
-        Setting("fail_next", "How many of the next sends fail on purpose", default=0),
-        Setting("fail_retry_after", "retry_after of an injected rate limit, seconds", default=1),
+        Setting("fail_next", "How many of the next sends fail on purpose", type=int, default=0, minimum=0),
+        Setting(
+            "fail_retry_after",
+            "retry_after of an injected rate limit, seconds",
+            type=Duration,
+            default=1.0,
+            minimum=0,
+        ),
     )
 
     def send(self, message: Message, delivery: Delivery) -> SendResult:
