@@ -21,7 +21,8 @@ from syndicator.errors import TargetBroken
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.recovery import VERIFY_MARK
 from syndicator.targets import get_adapter
-from syndicator.targets.pinterest import NO_IMAGE, RATE_LIMIT_FALLBACK, pin_url, retry_after
+from syndicator.targets.faults import RATE_LIMIT_FALLBACK, retry_after
+from syndicator.targets.pinterest import NO_IMAGE, RETRY_HEADERS, pin_url
 from tests.emulators.pinterest import BOARD_ID, TOKEN, USERNAME, Harness
 
 pytestmark = pytest.mark.django_db
@@ -124,14 +125,18 @@ def test_a_429_waits_as_retry_after_says(pinterest):
     assert delivery.status == "retrying" and attempt.outcome == "rate_limited" and attempt.retry_after == 3
 
 
-def test_retry_after_reads_seconds_an_http_date_a_reset_then_waits_a_minute():
+def test_a_429_wait_is_read_from_retry_after_then_x_ratelimit_reset_then_a_minute():
     now = 1_800_000_000.0
     date = format_datetime(datetime.fromtimestamp(now + 90, UTC), usegmt=True)
-    assert retry_after(httpx.Headers({"Retry-After": "7"}), now) == 7
-    assert retry_after(httpx.Headers({"Retry-After": date}), now) == 90
-    assert retry_after(httpx.Headers({"X-RateLimit-Reset": str(now + 30)}), now) == 30
-    assert retry_after(httpx.Headers({"X-RateLimit-Reset": "12"}), now) == 12
-    assert retry_after(httpx.Headers({}), now) == RATE_LIMIT_FALLBACK
+
+    def wait(headers: dict[str, str]) -> float:
+        return retry_after(httpx.Headers(headers), RETRY_HEADERS, now=now) or RATE_LIMIT_FALLBACK
+
+    assert wait({"Retry-After": "7", "X-RateLimit-Reset": "99"}) == 7
+    assert wait({"Retry-After": date}) == 90
+    assert wait({"X-RateLimit-Reset": str(now + 30)}) == 30
+    assert wait({"X-RateLimit-Reset": "12"}) == 12
+    assert wait({}) == RATE_LIMIT_FALLBACK
 
 
 @pytest.mark.parametrize("mode", ["bad_token", "forbidden"])

@@ -20,7 +20,8 @@ from syndicator.errors import TargetBroken
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.recovery import VERIFY_MARK
 from syndicator.targets import get_adapter
-from syndicator.targets.threads import QUOTA_WAIT, recorded_container, threads_length
+from syndicator.targets.threads import QUOTA_WAIT, recorded_container
+from syndicator.targets.threads.text import threads_length
 from tests.emulators.threads import CONTAINER_TTL, TOKEN, USER_ID, USERNAME, Harness
 
 pytestmark = pytest.mark.django_db

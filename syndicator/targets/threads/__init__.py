@@ -11,17 +11,15 @@ text, EXPIRED (24 h) or ERROR is replaced by a new container. Publishing the sam
 is never tried (what Threads answers is not documented). Before a new container the publishing
 limit (``threads_publishing_limit``) is read: a used-up quota is RateLimited, for QUOTA_WAIT,
 since the moving window's reset time is not given. Facts and sources:
-docs/networks-pinterest-threads.md. Errors are mapped by CODE_TABLE, in one place (``_error``).
+docs/networks-pinterest-threads.md. Errors: the ERRORS table, by Graph error code.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from django.conf import settings
 
 from syndicator.errors import (
     DeliveryError,
@@ -31,83 +29,70 @@ from syndicator.errors import (
     TargetBroken,
     TransientError,
 )
-from syndicator.formatting import Message
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, SendResult, Setting, register
-from syndicator.textrules import CONTROL_CHARS, truncate
+from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
+from syndicator.targets.config import Setting
+from syndicator.targets.faults import ErrorTable, Rule, json_object
+from syndicator.targets.threads.text import RULES
 
 if TYPE_CHECKING:
+    from syndicator.formatting import Message
     from syndicator.models import Delivery
 
 API = "https://graph.threads.net/v1.0"
-TEMPLATE = "threads.txt.j2"
-TEXT_MAX = 500  # Threads Posts, Limitations: 500 characters, emojis counted as UTF-8 bytes
 QUOTA_WAIT = 3600.0  # the 24 h window moves and its reset time is not given: look again in an hour
-RATE_LIMIT_FALLBACK = 300.0  # Graph's throttling codes carry no wait: "wait and retry"
 LOOKUP_LIMIT = 50  # recent posts read to find a published container's post
 CONTAINER_MARK = "[threads container {}]"
 _CONTAINER = re.compile(r"\[threads container (\d+)\]")
-NOT_FOUND_SUBCODE = 4279009  # code 24 on publishing: the fresh container is not visible yet
 
-# Graph error code → (error class, what it means, what to do). Graph's error-handling guide, and
-# for code 24/4279009 the Threads reports cited in the docs. Codes 32 and 613 are assumed as on Graph.
-CODE_TABLE: dict[int, tuple[type[DeliveryError], str, str]] = {
-    1: (TransientError, "unknown error", "retrying later"),
-    2: (TransientError, "service temporarily unavailable", "retrying later"),
-    4: (RateLimited, "app request limit reached", "waiting before retrying"),
-    17: (RateLimited, "user request limit reached", "waiting before retrying"),
-    32: (RateLimited, "request limit reached", "waiting before retrying"),
-    613: (RateLimited, "rate limit", "waiting before retrying"),
-    10: (TargetBroken, "permission denied", "grant threads_basic and threads_content_publish"),
-    24: (TransientError, "container not found yet", "publishing the same container again later"),
-    100: (PermanentError, "invalid parameter", "Threads does not accept this content; not retrying it"),
-    190: (TargetBroken, "token rejected", "issue a new long-lived access token"),
-}
-
-
-def threads_length(text: str) -> int:
-    """A post's length as Threads counts it, the cautious reading: an emoji as its UTF-8 bytes."""
-    return sum(len(ch.encode()) if ord(ch) > 0xFFFF or unicodedata.category(ch) == "So" else 1 for ch in text)
+_WAIT = "waiting before retrying"
+_PERMISSION = Rule(TargetBroken, "permission missing", "grant threads_basic and threads_content_publish")
+# Graph error code → what it means (Graph's error-handling guide; code 24 "Media Not Found" on a
+# fresh container from the Threads reports cited in the docs). Codes 32 and 613 are assumed as on
+# Graph. Code 1 ("unknown error") on publishing may hide a published post: uncertain; code 2 is
+# "service down": nothing was done.
+ERRORS = ErrorTable(
+    by_code={
+        1: Rule(OutcomeUnknown, "unknown error", "it may or may not have been published"),
+        2: Rule(TransientError, "service temporarily unavailable", "retrying later"),
+        4: Rule(RateLimited, "app request limit reached", _WAIT),
+        17: Rule(RateLimited, "user request limit reached", _WAIT),
+        32: Rule(RateLimited, "request limit reached", _WAIT),
+        613: Rule(RateLimited, "rate limit", _WAIT),
+        10: _PERMISSION,
+        **{code: _PERMISSION for code in range(200, 300)},
+        100: Rule(
+            PermanentError, "invalid parameter", "Threads does not accept this content; not retrying it"
+        ),
+        190: Rule(TargetBroken, "token rejected", "put a new long-lived access token in {env}"),
+    },
+    by_text=(
+        ("media not found", Rule(TransientError, "container not found yet", "publishing it again later")),
+    ),
+)
 
 
 @register
-class ThreadsAdapter(Adapter):
+class ThreadsAdapter(HttpAdapter):
     """Publish a text post with the article's link to a Threads profile."""
 
     kind = "threads"
     label = "Threads"
+    text = RULES
+    errors = ERRORS
+    default_base_url = API
+    # DELETE /{threads-media-id} (threads_delete; 100 a day); no edit endpoint was found.
+    capabilities = Capabilities(delete=True, note="deletes its posts (100 a day); posts cannot be edited")
     verify_plan = (
         "its container will be looked up shortly: published if it never was, found among the "
         "profile's posts if it was, so it cannot appear twice"
     )
     settings_spec = (
-        Setting("user_id", "The Threads user id to publish as ('me': the token's own)", default="me"),
-        Setting("base_url", "The API's address, with its version", default=API),
-        Setting("timeout", "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)"),
+        Setting("user_id", "The Threads user id to publish as (me: the token's own)", default="me"),
     )
 
     # --- the contract ---------------------------------------------------------------------------
-
-    def render(self, delivery: Delivery) -> Message:
-        """The post's text within 500 characters as Threads counts them, and its link."""
-        from syndicator import formatting
-
-        options = {"hashtag_limit": 1, **self.target.settings}  # Threads shows one topic per post
-        ctx = formatting._context(delivery.post, self.kind, options)
-        override = CONTROL_CHARS.sub("", (delivery.text_override or "").replace("\r\n", "\n")).strip()
-        if override:
-            render = formatting._override_renderer(self.kind, ctx)
-            fields = {"text": truncate(override, TEXT_MAX * 4)}
-        else:
-            render = formatting._template_renderer(
-                TEMPLATE, self.target.template_overrides or {}, ctx, mark_rtl=True
-            )
-            fields = {"summary": truncate(" ".join(ctx["summary"].split()), TEXT_MAX), "title": ctx["title"]}
-        text = formatting._fit(render, fields, ctx["hashtags"], threads_length, TEXT_MAX, TEMPLATE)
-        if not text.strip():
-            raise PermanentError("the threads message for this post is empty (no title, summary or link)")
-        return Message(self.kind, text, ctx["link"], language=ctx["language"], direction=ctx["direction"])
 
     def send(self, message: Message, delivery: Delivery) -> SendResult:
         """Publish the post: an earlier attempt's container if it has one, else a new container."""
@@ -177,12 +162,15 @@ class ThreadsAdapter(Adapter):
                 token,
                 "POST",
                 f"/{self._user()}/threads_publish",
-                f"publishing {mark}",
+                "publishing the container",
                 params={"creation_id": creation_id},
                 publishing=True,
             )
         except DeliveryError as exc:
-            raise type(exc)(f"{exc} {mark}", **_attrs(exc)) from None  # the next attempt reuses it
+            # The next attempt (or ``verify``) finds the container by this mark and reuses it.
+            raise type(exc)(
+                f"{exc} {mark}", http_status=exc.http_status, retry_after=exc.retry_after
+            ) from None
         media_id = str(done.get("id") or "")
         if not media_id:
             raise OutcomeUnknown(f"Threads: publishing answered without a media id {mark}")
@@ -267,17 +255,7 @@ class ThreadsAdapter(Adapter):
         return user
 
     def _client(self) -> httpx.Client:
-        base = str(self.setting("base_url") or API).strip().rstrip("/")
-        if not base.lower().startswith(("http://", "https://")):
-            raise TargetBroken(f"Threads target {self.target.name!r}: base_url must be an http(s) URL")
-        timeout = self.setting("timeout")
-        try:
-            seconds = float(timeout) if timeout not in (None, "") else settings.SYNDICATOR_TARGET_TIMEOUT
-        except (TypeError, ValueError):
-            raise TargetBroken(
-                f"Threads target {self.target.name!r}: timeout {timeout!r} is not a number"
-            ) from None
-        return http.client(base, timeout=seconds)
+        return http.client(self.base_url(), timeout=self.timeout())
 
     def _call(
         self,
@@ -307,15 +285,30 @@ class ThreadsAdapter(Adapter):
                 raise
             raise TransientError(str(exc), http_status=exc.http_status) from None  # only publishing posts
         if response.status_code >= 300:
-            raise _error(response, action, token, publishing=publishing)
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            cls = OutcomeUnknown if publishing else TransientError
-            raise cls(f"Threads: {action}: the answer ({response.status_code}) is not a JSON object")
+            raise self._error(response, action, token, publishing=publishing)
+        answer = json_object(response.content)
+        if not answer:
+            if publishing:
+                raise self.no_id(action, response.status_code)
+            raise TransientError(
+                f"{self.label} {action}: the answer ({response.status_code}) is not a JSON object"
+            )
         return answer
+
+    def _error(self, response: httpx.Response, action: str, token: str, *, publishing: bool) -> DeliveryError:
+        """The DeliveryError a Threads answer means: ERRORS by its Graph code, text and status."""
+        error = json_object(response.content).get("error")
+        error = error if isinstance(error, dict) else {}
+        code, subcode = _int(error.get("code")), _int(error.get("error_subcode"))
+        message = str(error.get("message") or " ".join(response.text.split()))
+        said = f"{message} (code {code}" + (f", subcode {subcode})" if subcode else ")") if code else message
+        return self.network_error(
+            self.errors.rule(response.status_code, code, message),
+            action,
+            publishing=publishing,
+            http_status=response.status_code,
+            said=redact(said.replace(token, "<redacted>"))[:300],
+        )
 
 
 def recorded_container(delivery: Delivery) -> str:
@@ -333,62 +326,8 @@ def recorded_container(delivery: Delivery) -> str:
     return ""
 
 
-def _error(response: httpx.Response, action: str, token: str, *, publishing: bool) -> DeliveryError:
-    """The DeliveryError a Threads answer means (CODE_TABLE by the Graph error code)."""
-    status = response.status_code
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):  # no Graph body: a proxy's or the server's own failure
-        said = _scrub(" ".join(response.text.split())[:200], token)
-        cls = (
-            OutcomeUnknown
-            if publishing and status >= 500
-            else TransientError
-            if status >= 500
-            else PermanentError
-        )
-        return cls(f"Threads: HTTP {status} while {action}: {said}", http_status=status)
-    code, subcode = _int(error.get("code"), 0), _int(error.get("error_subcode"), 0)
-    said = _scrub(
-        f"{error.get('message')} (code {code}" + (f", subcode {subcode})" if subcode else ")"), token
-    )
-    if 200 <= code <= 299:
-        cls, meaning, advice = TargetBroken, "permission missing", "grant threads_content_publish"
-    elif code == 24 and subcode != NOT_FOUND_SUBCODE:
-        cls, meaning, advice = PermanentError, "not found", "not retrying"
-    else:
-        default = (
-            OutcomeUnknown if publishing and status >= 500 else TransientError,
-            "error",
-            "retrying later",
-        )
-        if status < 500:
-            default = (PermanentError, "request refused", "not retrying")
-        cls, meaning, advice = CODE_TABLE.get(code, default)
-    if publishing and status >= 500 and cls is TransientError and code != 2:
-        cls = OutcomeUnknown  # it failed while publishing: the post may be out (code 2: nothing done)
-    message = f"Threads: {meaning} while {action}: {said}; {advice}"
-    if cls is RateLimited:
-        return RateLimited(message, retry_after=RATE_LIMIT_FALLBACK, http_status=status)
-    return cls(message, http_status=status)
-
-
-def _attrs(exc: DeliveryError) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"http_status": exc.http_status}
-    if isinstance(exc, RateLimited):
-        attrs["retry_after"] = exc.retry_after
-    return attrs
-
-
-def _int(value: object, default: int) -> int:
+def _int(value: object, default: int = 0) -> int:
     try:
         return int(str(value))
     except (TypeError, ValueError):
         return default
-
-
-def _scrub(text: str, token: str) -> str:
-    return redact(text.replace(token, "<redacted>") if token else text)[:300]
