@@ -1,4 +1,4 @@
-"""The Pinterest emulator checks requests the way Pinterest v5 does (docs/networks-pinterest-threads.md):
+"""The Pinterest emulator checks requests the way Pinterest v5 does (docs/pinterest-api.md):
 raw HTTP with httpx, no adapter, no database."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Threads emulator checks requests the way Threads does (docs/networks-pinterest-threads.md):
+"""The Threads emulator checks requests the way Threads does (docs/threads-api.md):
 raw HTTP with httpx, no adapter, no database."""
 
 from __future__ import annotations

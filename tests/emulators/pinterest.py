@@ -8,7 +8,7 @@
 
 Routes under /v5: POST /pins, GET/PATCH/DELETE /pins/{id}, GET /user_account, GET
 /boards/{board_id}, GET /boards/{board_id}/pins (newest first), and GET /images/{name} (images
-for ``media_source``). It checks requests as Pinterest does (docs/networks-pinterest-threads.md):
+for ``media_source``). It checks requests as Pinterest does (docs/pinterest-api.md):
 a bearer token; a JSON body; a board the token's account owns; title ≤ 100, description ≤ 500,
 alt_text ≤ 500, link ≤ 2048 characters and http(s); ``media_source`` {"source_type": "image_url",
 "url": …} whose URL answers (when it points at this emulator, the image must exist). Error bodies

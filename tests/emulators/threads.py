@@ -10,7 +10,7 @@ Routes, under a version prefix (/v1.0): POST /{user}/threads (a media container)
 /{user}/threads_publish?creation_id=…, GET /{id}?fields=… (a container's status or a post),
 GET /{user}/threads (the user's posts, newest first), GET /{user}/threads_publishing_limit,
 GET /me and DELETE /{media-id}. It checks requests as the service does
-(docs/networks-pinterest-threads.md): an access token (parameter or Bearer header) that belongs
+(docs/threads-api.md): an access token (parameter or Bearer header) that belongs
 to the user in the path; TEXT needs ``text``, IMAGE an ``image_url``; text ≤ 500 characters
 (emojis as UTF-8 bytes); at most 5 links; a container that exists, is the user's, is FINISHED,
 was not published before and is younger than 24 hours; 250 posts per 24 hours. Publishing a

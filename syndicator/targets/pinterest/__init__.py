@@ -2,7 +2,7 @@
 
 A Pin is the article's image with a title, a description, alt text and the article's link; the
 text rules (limits, template) are in ``text.py``, the API facts and their sources in
-docs/networks-pinterest-threads.md. Pinterest needs an image: a post without one is not sent —
+docs/pinterest-api.md. Pinterest needs an image: a post without one is not sent —
 a PermanentError saying it was skipped, raised while rendering, so no request leaves and the
 preview says so — unless the target names a ``fallback_image`` (the site's logo, say). The
 contract has no "skipped" outcome for an adapter, so the delivery ends ``failed`` with that reason.
@@ -195,7 +195,7 @@ class PinterestAdapter(HttpAdapter):
 
 
 def pin_url(pin_id: str) -> str:
-    """A Pin's public page (docs/networks-pinterest-threads.md: built from the id)."""
+    """A Pin's public page (docs/pinterest-api.md: built from the id)."""
     return f"https://www.pinterest.com/pin/{pin_id}/"
 
 

@@ -1,5 +1,5 @@
 """How a Pin is written: a title (at most 100 characters), a description (at most 500) and the
-link beside them (docs/networks-pinterest-threads.md: ayrshare's and blotato's Pinterest pages).
+link beside them (docs/pinterest-api.md: ayrshare's and blotato's Pinterest pages).
 
 The description is the body: ``pinterest.txt.j2``, fitted to 500 code points (how Pinterest
 counts is not documented; code points are the cautious reading for text without emoji), the

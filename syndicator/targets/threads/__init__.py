@@ -11,7 +11,7 @@ text, EXPIRED (24 h) or ERROR is replaced by a new container. Publishing the sam
 is never tried (what Threads answers is not documented). Before a new container the publishing
 limit (``threads_publishing_limit``) is read: a used-up quota is RateLimited, for QUOTA_WAIT,
 since the moving window's reset time is not given. Facts and sources:
-docs/networks-pinterest-threads.md. Errors: the ERRORS table, by Graph error code.
+docs/threads-api.md. Errors: the ERRORS table, by Graph error code.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 its card (``link_attachment``).
 
 Threads Posts, Limitations: "Text posts are limited to 500 characters. Emojis are counted as the
-number of UTF-8 bytes" (docs/networks-pinterest-threads.md). So a symbol outside the Basic
+number of UTF-8 bytes" (docs/threads-api.md). So a symbol outside the Basic
 Multilingual Plane, or any "So" character, counts its UTF-8 bytes here; everything else one.
 """
 
