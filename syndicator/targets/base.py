@@ -178,21 +178,28 @@ class Adapter:
         """
         values = {"env": self._env_label(), **details}
         reason, advice = rule.reason.format(**values), rule.advice.format(**values)
-        text = f"{self.label} {action}: {reason}"
-        if http_status is not None:
-            text += f" ({http_status})"
-        if said:
-            text += f": {said[:300]}"
+        status = f" ({http_status})" if http_status is not None else ""
+        # "Telegram sendMessage: Bad Request: chat not found (400): chat not found; check chat_id"
+        # reads oddly, so the network's words stand first only when they differ from the reason.
+        if said and said.strip().lower() != reason.lower():
+            text = f"{self.label} {action}: {said[:300]}{status}: {reason}"
+        else:
+            text = f"{self.label} {action}: {reason}{status}"
         if advice:
             text += f"; {advice}"
         return as_delivery_error(
             rule, text, publishing=publishing, http_status=http_status, retry_after=retry_after
         )
 
-    def no_id(self, action: str, http_status: int | None = None) -> OutcomeUnknown:
-        """A success answer without the id of what was made: something may be public, unseen."""
-        return OutcomeUnknown(
-            f"{self.label} {action}: the answer carried no id: it may have been posted",
+    def no_id(self, action: str, http_status: int | None = None, *, publishing: bool = True) -> DeliveryError:
+        """A success answer we cannot read (no id of what was made): after a publishing call
+        something may be public, unseen (OutcomeUnknown); after any other, a plain retry."""
+        return as_delivery_error(
+            Rule(OutcomeUnknown, "the answer carried no id"),
+            f"{self.label} {action}: HTTP {http_status} without a readable result: it may have been posted"
+            if publishing
+            else f"{self.label} {action}: HTTP {http_status} without a readable result",
+            publishing=publishing,
             http_status=http_status,
         )
 

@@ -41,15 +41,22 @@ def client(
     )
 
 
-def request(http: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """Send one request; map transport failures to TransientError or OutcomeUnknown (redacted)."""
+def request(
+    http: httpx.Client, method: str, url: str, *, publishing: bool = True, **kwargs: Any
+) -> httpx.Response:
+    """Send one request; map transport failures to TransientError or OutcomeUnknown (redacted).
+
+    ``publishing``: whether the call can make something public. Only such a call's lost answer is
+    OutcomeUnknown; a lost look-up, login or upload is a plain TransientError.
+    """
+    unknown = OutcomeUnknown if publishing else TransientError
     try:
         return http.request(method, url, **kwargs)
     except NOT_SENT as exc:
         raise TransientError(f"could not reach the API: {type(exc).__name__}: {redact(str(exc))}") from None
     except MAYBE_SENT as exc:
-        raise OutcomeUnknown(
+        raise unknown(
             f"no answer after the request was sent: {type(exc).__name__}: {redact(str(exc))}"
         ) from None
     except httpx.HTTPError as exc:  # anything else from the transport: assume it may have been sent
-        raise OutcomeUnknown(f"HTTP error: {type(exc).__name__}: {redact(str(exc))}") from None
+        raise unknown(f"HTTP error: {type(exc).__name__}: {redact(str(exc))}") from None

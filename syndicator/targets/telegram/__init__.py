@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import re
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -32,8 +31,9 @@ from syndicator.errors import (
 )
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, Capabilities, SendResult, register
-from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
+from syndicator.targets.config import Setting
+from syndicator.targets.faults import ErrorTable, Rule, retry_after
 from syndicator.targets.telegram.text import RULES as TEXT_RULES
 
 if TYPE_CHECKING:
@@ -43,65 +43,80 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.telegram.org"
-_TRUE = frozenset({"true", "yes", "on", "1"})
-_FALSE = frozenset({"false", "no", "off", "0", ""})
 
 
-class Fault(Enum):
-    """What a Bot API error means for the delivery (TARGETS.md §1, "Errors: retry vs give up")."""
-
-    RATE_LIMITED = "rate limited"  # wait retry_after, then retry
-    RETRY = "retry"  # Telegram failed and said so: nothing was posted
-    UNKNOWN = "unknown"  # the request reached Telegram and no verdict came back: may be posted
-    CONFIG = "config"  # the target is misconfigured: pause it and tell someone
-    CONTENT = "content"  # this message will never be accepted
-    CAPTION = "caption"  # the caption was refused; the text alone may still go out
-    PHOTO = "photo"  # Telegram could not use the photo URL
-    MIGRATED = "migrated"  # the group became a supergroup: new chat id, resend once
+class PhotoRefused(PermanentError):
+    """Telegram could not use the photo: the same attempt falls back to a text message."""
 
 
-# The error table, in one place. The code decides where it is specific; 400 ("Bad Request") and
-# any code Telegram may introduce later are decided by the description ("error_code values may
-# change, so treat description matching as a fallback", TARGETS.md §1).
-BY_CODE: dict[int, tuple[Fault, str]] = {
-    401: (Fault.CONFIG, "the bot token in {env} was refused: check it with @BotFather"),
-    404: (Fault.CONFIG, "the Bot API knows no such token or method: check {env} and base_url {base_url}"),
-    403: (Fault.CONFIG, "add the bot to {chat} as an administrator allowed to post messages"),
-    429: (Fault.RATE_LIMITED, "Telegram asks us to slow down"),
-    # A 5xx is an answer, not silence. The Bot API server answers sendMessage only after TDLib
-    # reports the send as done or failed, so its own 500 ("Internal Server Error: …", JSON) means
-    # not posted. 502 and 503 come from the front proxy when the Bot API server is down or
-    # restarting (the usual outage signature): nothing was processed. 504 differs: the front
-    # forwarded the request and stopped waiting, which is TARGETS.md's "if the request was sent,
-    # mark it unknown".
-    500: (Fault.RETRY, "Telegram failed; retrying later"),
-    502: (Fault.RETRY, "Telegram's API front could not reach the Bot API server; retrying later"),
-    503: (Fault.RETRY, "Telegram is unavailable; retrying later"),
-    504: (Fault.UNKNOWN, "the gateway timed out after the request reached Telegram: it may have been posted"),
-}
-# Lower-case fragments of ``description``; the first match wins.
-BY_DESCRIPTION: tuple[tuple[str, Fault, str], ...] = (
-    ("chat not found", Fault.CONFIG, "check chat_id {chat} (a private channel needs the bot as a member)"),
-    ("bot was kicked", Fault.CONFIG, "the bot was removed from {chat}: add it back as an administrator"),
-    ("bot is not a member", Fault.CONFIG, "add the bot to {chat} as an administrator"),
-    ("need administrator rights", Fault.CONFIG, "make the bot an administrator of {chat}"),
-    ("not enough rights", Fault.CONFIG, "give the bot the right to post messages in {chat}"),
-    ("have no rights to send", Fault.CONFIG, "give the bot the right to post messages in {chat}"),
-    ("chat_write_forbidden", Fault.CONFIG, "give the bot the right to post messages in {chat}"),
-    ("can't parse entities", Fault.CONTENT, "the telegram template produced markup Telegram refuses"),
-    ("message is too long", Fault.CONTENT, "the rendered text is over Telegram's 4096 limit"),
-    ("caption is too long", Fault.CAPTION, "the caption is over Telegram's 1024 limit"),
-    ("text is empty", Fault.CONTENT, "the rendered message is empty"),
-    ("wrong file identifier/http url", Fault.PHOTO, "Telegram refused the image URL"),
-    ("failed to get http url content", Fault.PHOTO, "Telegram could not download the image"),
-    ("wrong type of the web page content", Fault.PHOTO, "the image URL is not an image"),
-    ("photo_invalid_dimensions", Fault.PHOTO, "the image's size is not accepted"),
-    ("image_process_failed", Fault.PHOTO, "Telegram could not process the image"),
+class CaptionRefused(PhotoRefused):
+    """Telegram refused the caption: the text alone may still go out."""
+
+
+# The error table, in one place (TARGETS.md §1, "Errors: retry vs give up"). The code decides where
+# it is specific; 400 ("Bad Request") and any code Telegram may introduce later are decided by the
+# description ("error_code values may change, so treat description matching as a fallback").
+CONFIG = TargetBroken  # the target is misconfigured: pause it and tell someone
+ERRORS = ErrorTable(
+    by_code={
+        401: Rule(CONFIG, "the bot token was refused", "check {env} with @BotFather"),
+        404: Rule(CONFIG, "the Bot API knows no such token or method", "check {env} and base_url {base_url}"),
+        403: Rule(
+            CONFIG, "the bot may not post", "add the bot to {chat} as an administrator allowed to post"
+        ),
+        429: Rule(RateLimited, "Telegram asks us to slow down"),
+        # A 5xx is an answer, not silence. The Bot API server answers sendMessage only after TDLib
+        # reports the send as done or failed, so its own 500 ("Internal Server Error: …", JSON)
+        # means not posted. 502 and 503 come from the front proxy when the Bot API server is down
+        # or restarting (the usual outage signature): nothing was processed. 504 differs: the front
+        # forwarded the request and stopped waiting, which is TARGETS.md's "if the request was
+        # sent, mark it unknown".
+        500: Rule(TransientError, "Telegram failed", "retrying later"),
+        502: Rule(TransientError, "Telegram's front could not reach the Bot API server", "retrying later"),
+        503: Rule(TransientError, "Telegram is unavailable", "retrying later"),
+        504: Rule(
+            OutcomeUnknown,
+            "the gateway timed out after the request reached Telegram",
+            "it may have been posted",
+        ),
+    },
+    # Lower-case fragments of ``description``; the first match wins.
+    by_text=(
+        (
+            "chat not found",
+            Rule(CONFIG, "chat not found", "check chat_id {chat} (a private channel needs the bot)"),
+        ),
+        ("bot was kicked", Rule(CONFIG, "the bot was removed", "add it back to {chat} as an administrator")),
+        (
+            "bot is not a member",
+            Rule(CONFIG, "the bot is not a member", "add it to {chat} as an administrator"),
+        ),
+        (
+            "need administrator rights",
+            Rule(CONFIG, "no administrator rights", "make the bot an admin of {chat}"),
+        ),
+        ("not enough rights", Rule(CONFIG, "not enough rights", "let the bot post messages in {chat}")),
+        ("have no rights to send", Rule(CONFIG, "no right to post", "let the bot post messages in {chat}")),
+        ("chat_write_forbidden", Rule(CONFIG, "no right to post", "let the bot post messages in {chat}")),
+        (
+            "can't parse entities",
+            Rule(PermanentError, "the telegram template produced markup Telegram refuses"),
+        ),
+        ("message is too long", Rule(PermanentError, "the rendered text is over Telegram's 4096 limit")),
+        ("caption is too long", Rule(CaptionRefused, "the caption is over Telegram's 1024 limit")),
+        ("text is empty", Rule(PermanentError, "the rendered message is empty")),
+        ("wrong file identifier/http url", Rule(PhotoRefused, "Telegram refused the image URL")),
+        ("failed to get http url content", Rule(PhotoRefused, "Telegram could not download the image")),
+        ("wrong type of the web page content", Rule(PhotoRefused, "the image URL is not an image")),
+        ("photo_invalid_dimensions", Rule(PhotoRefused, "the image's size is not accepted")),
+        ("image_process_failed", Rule(PhotoRefused, "Telegram could not process the image")),
+    ),
+    unlisted_3xx=Rule(CONFIG, "redirected", "the Bot API does not redirect: check base_url {base_url}"),
+    unlisted_4xx=Rule(PermanentError, "Telegram refused this message"),
+    # The Bot API answers only once TDLib has a verdict (see 500 above): an unlisted 5xx is a failure.
+    unlisted_5xx=Rule(TransientError, "Telegram failed", "retrying later"),
 )
-# What an unlisted error means, by class of HTTP status.
-UNLISTED_3XX = (Fault.CONFIG, "the Bot API does not redirect: check base_url {base_url}")
-UNLISTED_4XX = (Fault.CONTENT, "Telegram refused this message")
-UNLISTED_5XX = (Fault.RETRY, "Telegram failed; retrying later")
+MIGRATED = Rule(CONFIG, "the group is now supergroup {new}", "set chat_id={new}")
 
 
 class ApiError(Exception):
@@ -113,21 +128,19 @@ class ApiError(Exception):
         self.parameters, self.retry_header = parameters, retry_header
 
 
-def classify(err: ApiError) -> tuple[Fault, str]:
-    """The fault an API error stands for, and advice for the admin (a template)."""
+def classify(err: ApiError) -> Rule:
+    """The rule an API error falls under."""
     if err.parameters.get("migrate_to_chat_id"):
-        return Fault.MIGRATED, "the group is now supergroup {new}: set chat_id={new}"
+        return MIGRATED
     if err.code == 429 or err.parameters.get("retry_after"):
-        return BY_CODE[429]
-    if err.code in BY_CODE:
-        return BY_CODE[err.code]
-    text = err.description.lower()
-    for fragment, fault, advice in BY_DESCRIPTION:
-        if fragment in text:
-            return fault, advice
-    if err.status >= 500 or err.code >= 500:
-        return UNLISTED_5XX
-    return UNLISTED_3XX if 300 <= err.status < 400 else UNLISTED_4XX
+        return ERRORS.by_code[429]
+    return ERRORS.rule(
+        max(err.status, err.code) if err.code >= 500 else err.status, err.code, err.description
+    )
+
+
+# The Bot API methods that publish: only their lost answers can hide a posted message.
+PUBLISHING = frozenset({"sendMessage", "sendPhoto"})
 
 
 def message_url(chat_id: int | str, username: str, message_id: int) -> str:
@@ -150,11 +163,13 @@ def _scrub(text: str, token: str) -> str:
 
 
 @register
-class TelegramAdapter(Adapter):
+class TelegramAdapter(HttpAdapter):
     """Posts to a Telegram channel (or group) through a bot that is an administrator there."""
 
     kind = "telegram"
     label = "Telegram"
+    default_base_url = DEFAULT_BASE_URL
+    errors = ERRORS
     text = TEXT_RULES
     # Bot API: editMessageText/editMessageCaption for the bot's own channel posts; deleteMessage
     # "only if it was sent less than 48 hours ago" (core.telegram.org/bots/api#deletemessage).
@@ -167,21 +182,9 @@ class TelegramAdapter(Adapter):
     idempotent = False  # the Bot API has no idempotency key: a lost answer may hide a posted message
     settings_spec = (
         Setting("chat_id", "Channel to post to: @channelusername, or the numeric -100… id", required=True),
-        Setting(
-            "base_url",
-            "Bot API server (self-hosted telegram-bot-api, emulator)",
-            type=URL,
-            default=DEFAULT_BASE_URL,
-        ),
         Setting("silent", "Post without a notification (disable_notification)", type=bool, default=False),
         Setting("link_preview", "Show a preview of the post's link", type=bool, default=True),
         Setting("photo", "Send the image, the text as its caption, when it fits", type=bool, default=True),
-        Setting(
-            "timeout",
-            "Seconds to wait for the Bot API (default SYNDICATOR_TARGET_TIMEOUT)",
-            type=Duration,
-            minimum=0.001,
-        ),
     )
 
     # --- the contract ---------------------------------------------------------------------------
@@ -192,16 +195,16 @@ class TelegramAdapter(Adapter):
         self._chat_id()  # a bad chat_id is a configuration error before anything leaves
         with self._client() as client:
             fallback = ""
-            if message.image_url and message.caption and self._flag("photo"):
+            if message.image_url and message.caption and self.setting("photo"):
                 try:
                     return self._result(self._deliver(client, token, "sendPhoto", self._photo(message)), "")
                 except ApiError as err:
-                    fault, advice = classify(err)
-                    if fault not in (Fault.PHOTO, Fault.CAPTION):
+                    rule = classify(err)
+                    if not issubclass(rule.error, PhotoRefused):
                         raise self._error(err, token, "sendPhoto") from None
                     # TARGETS.md says "retry later at most once, then fall back"; we fall back at
                     # once: the news matters more than its picture, and a retry delays it.
-                    fallback = _scrub(f"{err.description[:200]} ({advice})", token)
+                    fallback = _scrub(f"{err.description[:200]} ({rule.reason})", token)
                     log.info(
                         "Telegram target %s: photo not used, sending text: %s", self.target.name, fallback
                     )
@@ -267,7 +270,9 @@ class TelegramAdapter(Adapter):
     def _call(self, client: httpx.Client, token: str, method: str, payload: dict) -> dict:
         """One Bot API call: its ``result``, or ApiError; transport errors as DeliveryErrors."""
         try:
-            response = http.request(client, "POST", f"/bot{token}/{method}", json=payload)
+            response = http.request(
+                client, "POST", f"/bot{token}/{method}", publishing=method in PUBLISHING, json=payload
+            )
         except DeliveryError as exc:  # TransientError or OutcomeUnknown, already redacted; scrub anyway
             exc.args = (f"Telegram {method}: {_scrub(str(exc), token)}",)
             raise
@@ -278,7 +283,7 @@ class TelegramAdapter(Adapter):
         if response.is_success and not isinstance(body, dict):
             # Not the Bot API at all (it always answers JSON): base_url points somewhere else.
             raise TargetBroken(
-                f"Telegram {method}: {self._base_url()} answered {response.status_code} without JSON: "
+                f"Telegram {method}: {self.base_url()} answered {response.status_code} without JSON: "
                 "check base_url",
                 http_status=response.status_code,
             )
@@ -287,10 +292,7 @@ class TelegramAdapter(Adapter):
             return body["result"]
         if response.is_success:
             # The Bot API said success in a shape we cannot read: it probably posted.
-            raise OutcomeUnknown(
-                f"Telegram {method}: HTTP {response.status_code} without a readable result",
-                http_status=response.status_code,
-            )
+            raise self.no_id(method, response.status_code, publishing=method in PUBLISHING)
         parameters = body.get("parameters")
         code = body.get("error_code")
         raise ApiError(
@@ -302,47 +304,37 @@ class TelegramAdapter(Adapter):
         )
 
     def _error(self, err: ApiError, token: str, method: str) -> DeliveryError:
-        """The DeliveryError an API error maps to, with a clear, redacted message."""
-        fault, advice = classify(err)
-        chat = self.target.settings.get("chat_id")
-        new = err.parameters.get("migrate_to_chat_id")
-        advice = advice.format(chat=repr(chat), base_url=self._base_url(), env=self._env(), new=new)
-        text = _scrub(f"Telegram {method}: {err.description[:300]} ({err.code}): {advice}", token)
-        status = err.status
-        if fault is Fault.RATE_LIMITED:
-            return RateLimited(text, retry_after=self._retry_after(err), http_status=status)
-        if fault is Fault.RETRY:
-            return TransientError(text, http_status=status)
-        if fault is Fault.UNKNOWN:
-            return OutcomeUnknown(text, http_status=status)
-        if fault in (Fault.CONFIG, Fault.MIGRATED):
-            return TargetBroken(text, http_status=status)
-        return PermanentError(text, http_status=status)  # CONTENT, and PHOTO/CAPTION outside sendPhoto
-
-    @staticmethod
-    def _retry_after(err: ApiError) -> float | None:
-        """parameters.retry_after (documented), else a Retry-After header (unverified), else None."""
-        for value in (err.parameters.get("retry_after"), err.retry_header):
-            try:
-                seconds = float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                continue
-            if seconds > 0:
-                return seconds
-        return None
+        """The DeliveryError an API error maps to, by the table, with a clear, redacted message."""
+        rule = classify(err)
+        if issubclass(rule.error, PhotoRefused):  # outside sendPhoto a refused photo is content
+            rule = Rule(PermanentError, rule.reason, rule.advice)
+        wait = retry_after({"retry-after": err.retry_header}, body_value=err.parameters.get("retry_after"))
+        error = self.network_error(
+            rule,
+            method,
+            publishing=method in PUBLISHING,
+            http_status=err.status,
+            said=_scrub(err.description[:300], token),
+            retry_after=wait,
+            chat=repr(self.target.settings.get("chat_id")),
+            base_url=self.base_url(),
+            new=err.parameters.get("migrate_to_chat_id"),
+        )
+        error.args = (_scrub(str(error), token),)
+        return error
 
     # --- payloads and results -------------------------------------------------------------------
 
     def _text(self, message: Message) -> dict[str, Any]:
         """sendMessage fields (chat_id is added per call)."""
-        preview: dict[str, Any] = {"is_disabled": not self._flag("link_preview")}
+        preview: dict[str, Any] = {"is_disabled": not self.setting("link_preview")}
         if message.link:
             preview["url"] = message.link
         return {
             "text": message.text,
             "parse_mode": message.parse_mode or "HTML",
             "link_preview_options": preview,
-            "disable_notification": self._flag("silent"),
+            "disable_notification": self.setting("silent"),
         }
 
     def _photo(self, message: Message) -> dict[str, Any]:
@@ -351,7 +343,7 @@ class TelegramAdapter(Adapter):
             "photo": message.image_url,
             "caption": message.caption,
             "parse_mode": message.parse_mode or "HTML",
-            "disable_notification": self._flag("silent"),
+            "disable_notification": self.setting("silent"),
         }
 
     def _result(self, answer: dict, fallback: str) -> SendResult:
@@ -359,7 +351,7 @@ class TelegramAdapter(Adapter):
         message_id = answer.get("message_id")
         chat = answer.get("chat") if isinstance(answer.get("chat"), dict) else {}
         if not isinstance(message_id, int):
-            raise OutcomeUnknown("Telegram accepted the message but its answer has no message_id")
+            raise self.no_id("sendMessage", 200)
         chat_id = chat.get("id", self._chat_id())
         username = str(chat.get("username") or "")
         details = {
@@ -397,13 +389,7 @@ class TelegramAdapter(Adapter):
     # --- settings -------------------------------------------------------------------------------
 
     def _client(self) -> httpx.Client:
-        return http.client(self._base_url(), timeout=self._timeout())
-
-    def _base_url(self) -> str:
-        return str(self.setting("base_url") or DEFAULT_BASE_URL)
-
-    def _env(self) -> str:
-        return f"${self.target.secret_env}" if self.target.secret_env else "the target's secret"
+        return http.client(self.base_url(), timeout=self.timeout())
 
     def _chat_id(self) -> int | str:
         """chat_id as the Bot API takes it: "@username" or an integer; TargetBroken otherwise."""
@@ -420,29 +406,3 @@ class TelegramAdapter(Adapter):
             f"Telegram: chat_id {value!r} of target {self.target.name!r} is neither @channelusername "
             f"nor a numeric id{hint}"
         )
-
-    def _flag(self, name: str) -> bool:
-        """A yes/no setting, whether stored as a bool or as the CLI's text."""
-        value = self.setting(name)
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in _TRUE or text in _FALSE:
-            return text in _TRUE
-        raise TargetBroken(
-            f"Telegram: setting {name}={value!r} of target {self.target.name!r} is not true/false"
-        )
-
-    def _timeout(self) -> float | None:
-        value = self.setting("timeout")
-        if value in (None, ""):
-            return None
-        try:
-            seconds = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            seconds = 0.0
-        if seconds <= 0:
-            raise TargetBroken(
-                f"Telegram: timeout={value!r} of target {self.target.name!r} is not seconds > 0"
-            )
-        return seconds
