@@ -152,7 +152,7 @@ def test_a_missing_board_pauses_the_target_and_rejected_content_fails(pinterest)
     gone = pinterest.make_target("gone", board_id="12345")
     assert deliver(gone, new_post(pinterest)).status == "queued"
     gone.refresh_from_db()
-    assert "board not found (404)" in gone.paused_reason
+    assert "board not found" in gone.paused_reason and "(404)" in gone.paused_reason
 
     pinterest.inject("rejected_content")
     assert deliver(pinterest.make_target(), new_post(pinterest)).status == "failed"

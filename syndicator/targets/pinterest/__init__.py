@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
+from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken
 from syndicator.redact import redact
 from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
@@ -163,34 +163,25 @@ class PinterestAdapter(HttpAdapter):
     ) -> dict:
         """One API call: its JSON object, or the DeliveryError its answer means."""
         creating = method == "POST"  # only creating a Pin makes anything public
-        try:
-            response = http.request(api, method, path, **kwargs)
-        except OutcomeUnknown as exc:
-            if creating:
-                raise
-            raise TransientError(str(exc), http_status=exc.http_status) from None  # a read made nothing
+        response = http.request(api, method, path, publishing=creating, **kwargs)
         if response.status_code >= 300:
             body = json_object(response.content)
             said = (
                 f"{body.get('message')} (code {body.get('code')})" if body.get("message") else response.text
             )
-            return_said = redact(" ".join(said.split()).replace(token, "<redacted>"))[:300]
+            said = redact(" ".join(said.split()).replace(token, "<redacted>"))[:300]
             raise self.network_error(
                 self.errors.rule(response.status_code),
                 action,
                 publishing=creating,
                 http_status=response.status_code,
-                said=return_said,
+                said=said,
                 retry_after=retry_after(response.headers, RETRY_HEADERS),
                 board=self.target.settings.get("board_id"),
             )
         answer = json_object(response.content)
         if not answer:
-            if creating:
-                raise self.no_id(action, response.status_code)
-            raise TransientError(
-                f"{self.label} {action}: the answer ({response.status_code}) is not a JSON object"
-            )
+            raise self.no_id(action, response.status_code, publishing=creating)
         return answer
 
 

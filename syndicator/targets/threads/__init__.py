@@ -143,12 +143,10 @@ class ThreadsAdapter(HttpAdapter):
             body = {"media_type": "TEXT", "text": message.text}
             if message.link:
                 body["link_attachment"] = message.link
-            try:
-                made = self._call(
-                    api, token, "POST", f"/{self._user()}/threads", "creating the container", data=body
-                )
-            except OutcomeUnknown as exc:  # a container is not public: nothing can be out yet
-                raise TransientError(str(exc), http_status=exc.http_status) from None
+            # Not publishing: a container is not public, so a lost answer here is a plain retry.
+            made = self._call(
+                api, token, "POST", f"/{self._user()}/threads", "creating the container", data=body
+            )
             creation_id = str(made.get("id") or "")
             if not creation_id:
                 raise TransientError("Threads: the container was created without an id; trying again later")
@@ -272,27 +270,17 @@ class ThreadsAdapter(HttpAdapter):
         """One call. The token goes as the form field ``access_token`` in POST bodies and as an
         ``Authorization: Bearer`` header on GETs (as the Facebook adapter does), never in a URL:
         URLs end up in logs."""
-        try:
-            if method == "GET":
-                headers = {"Authorization": f"Bearer {token}"}
-                response = http.request(api, method, path, params=params, headers=headers)
-            else:
-                response = http.request(
-                    api, method, path, params=params, data={**(data or {}), "access_token": token}
-                )
-        except OutcomeUnknown as exc:
-            if publishing:
-                raise
-            raise TransientError(str(exc), http_status=exc.http_status) from None  # only publishing posts
+        if method == "GET":
+            headers = {"Authorization": f"Bearer {token}"}
+            response = http.request(api, method, path, publishing=False, params=params, headers=headers)
+        else:
+            form = {**(data or {}), "access_token": token}
+            response = http.request(api, method, path, publishing=publishing, params=params, data=form)
         if response.status_code >= 300:
             raise self._error(response, action, token, publishing=publishing)
         answer = json_object(response.content)
         if not answer:
-            if publishing:
-                raise self.no_id(action, response.status_code)
-            raise TransientError(
-                f"{self.label} {action}: the answer ({response.status_code}) is not a JSON object"
-            )
+            raise self.no_id(action, response.status_code, publishing=publishing)
         return answer
 
     def _error(self, response: httpx.Response, action: str, token: str, *, publishing: bool) -> DeliveryError:
