@@ -167,9 +167,11 @@ def test_an_expired_container_is_replaced_and_posted_once(threads):
     assert len(calls(threads, "/threads")) == 2
 
 
-def lost_worker(threads: Harness, target: Target, post: Post, *, published: bool) -> Delivery:
+def lost_worker(
+    threads: Harness, target: Target, post: Post, *, published: bool, **fields: object
+) -> Delivery:
     """A delivery whose worker died mid-send (its attempt's message is lost with it)."""
-    delivery = Delivery.objects.create(post=post, target=target)
+    delivery = Delivery.objects.create(post=post, target=target, **fields)
     assert deliveries.claim(delivery.pk)
     DeliveryAttempt.objects.create(delivery=delivery, number=1)
     if published:  # the dead worker got as far as publishing
@@ -288,3 +290,39 @@ def test_a_flaky_and_slow_network_gets_each_post_exactly_once(threads, settings)
     assert len(threads.sent()) == 8 == len(published), "each post published exactly once"
     for delivery in Delivery.objects.filter(target=target):
         assert published[get_adapter(target).render(delivery).text] == delivery.external_id
+
+
+def test_a_repost_of_the_same_text_is_not_mistaken_for_the_earlier_post(threads, settings):
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    target, post = threads.make_target(), new_post()
+    first = deliver(target, post)
+    for earlier in threads.emulator.media.values():
+        earlier["created_at"] -= 7200  # published two hours ago
+    # An editor's repost of it, whose worker died before anything went out.
+    again = lost_worker(threads, target, post, published=False, origin=Delivery.Origin.MANUAL)
+
+    deliveries.attempt_delivery(again.pk)
+
+    again.refresh_from_db()
+    assert again.status == "sent" and again.external_id != first.external_id
+    assert len(threads.sent()) == 2
+
+
+def test_a_worker_that_died_after_a_second_container_is_found_not_posted_a_third_time(threads, settings):
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    threads.inject("transient")
+    delivery = deliver(threads.make_target(), new_post())  # attempt 1 recorded container C1
+    started = threads.emulator.now()
+    threads.emulator.now = lambda: started + CONTAINER_TTL + 60  # C1 expires
+    text = get_adapter(delivery.target).render(delivery).text
+    base = f"{threads.emulator.base_url}/v1.0/{USER_ID}"
+    # Attempt 2's worker made C2, published it and died before anything was written down.
+    made = httpx.post(f"{base}/threads", data={"media_type": "TEXT", "text": text, "access_token": TOKEN})
+    httpx.post(f"{base}/threads_publish", data={"creation_id": made.json()["id"], "access_token": TOKEN})
+    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+
+    deliveries.attempt_delivery(delivery.pk)
+
+    delivery.refresh_from_db()
+    [post] = threads.sent()
+    assert delivery.status == "sent" and delivery.external_id == post["id"]

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 API = "https://graph.threads.net/v1.0"
 QUOTA_WAIT = 3600.0  # the 24 h window moves and its reset time is not given: look again in an hour
 LOOKUP_LIMIT = 50  # recent posts read to find a published container's post
+CLOCK_SKEW = 300  # seconds the look-up reaches back before the first attempt (clocks differ)
 CONTAINER_MARK = "[threads container {}]"
 _CONTAINER = re.compile(r"\[threads container (\d+)\]")
 
@@ -123,15 +124,16 @@ class ThreadsAdapter(HttpAdapter):
             if creation_id:
                 status = self._container_status(api, token, creation_id)
                 if status == "PUBLISHED":
-                    return self._find(api, token, message, creation_id)
+                    return self._find(api, token, message, delivery, creation_id)
                 if status == "FINISHED":  # made, never published: publishing it makes the one post
                     return self._publish(api, token, creation_id, {"reused_container": True})
                 if status == "IN_PROGRESS":
                     raise TransientError(
                         f"Threads: container {CONTAINER_MARK.format(creation_id)} is still being processed"
                     )
-                # EXPIRED, ERROR or gone: it was never published, a new container replaces it.
-            elif look_up and (found := self._search(api, token, message)) is not None:
+                # EXPIRED, ERROR or gone: never published. A new container replaces it, unless a
+                # later one, made by a worker that died before writing it down, is out already.
+            if (look_up or creation_id) and (found := self._search(api, token, message, delivery)):
                 return found
             used, total = self._quota(api, token)
             if used >= total:
@@ -193,8 +195,10 @@ class ThreadsAdapter(HttpAdapter):
             return "GONE"  # not found: never published (a published one keeps its status)
         return str(answer.get("status") or "")
 
-    def _find(self, api: httpx.Client, token: str, message: Message, creation_id: str) -> SendResult:
-        found = self._search(api, token, message)
+    def _find(
+        self, api: httpx.Client, token: str, message: Message, delivery: Delivery, creation_id: str
+    ) -> SendResult:
+        found = self._search(api, token, message, delivery)
         if found is None:
             raise OutcomeUnknown(
                 f"Threads: container {CONTAINER_MARK.format(creation_id)} is PUBLISHED, but its post is not "
@@ -203,22 +207,20 @@ class ThreadsAdapter(HttpAdapter):
         found.details["creation_id"] = creation_id
         return found
 
-    def _search(self, api: httpx.Client, token: str, message: Message) -> SendResult | None:
-        """The profile's recent post with this text, if there is one."""
-        page = self._call(
-            api,
-            token,
-            "GET",
-            f"/{self._user()}/threads",
-            "looking the post up",
-            params={"fields": "id,text,permalink,timestamp", "limit": LOOKUP_LIMIT},
-        )
+    def _search(
+        self, api: httpx.Client, token: str, message: Message, delivery: Delivery
+    ) -> SendResult | None:
+        """The profile's post with this text made since the delivery's first attempt, if there is
+        one (only since then: an earlier post of the same text is another delivery's)."""
+        params: dict[str, Any] = {"fields": "id,text,permalink,timestamp", "limit": LOOKUP_LIMIT}
+        if (since := first_attempt_at(delivery)) is not None:
+            params["since"] = int(since) - CLOCK_SKEW
+        page = self._call(api, token, "GET", f"/{self._user()}/threads", "looking the post up", params=params)
         want = " ".join(message.text.split())
         for post in page.get("data") or []:
             if isinstance(post, dict) and " ".join(str(post.get("text") or "").split()) == want:
-                return SendResult(
-                    str(post.get("id")), str(post.get("permalink") or ""), {"found_on_profile": True}
-                )
+                found = {"found_on_profile": True}
+                return SendResult(str(post.get("id")), str(post.get("permalink") or ""), found)
         return None
 
     def _quota(self, api: httpx.Client, token: str) -> tuple[int, int]:
@@ -297,6 +299,19 @@ class ThreadsAdapter(HttpAdapter):
             http_status=response.status_code,
             said=redact(said.replace(token, "<redacted>"))[:300],
         )
+
+
+def first_attempt_at(delivery: Delivery) -> float | None:
+    """When the delivery's first attempt started (Unix time), or None."""
+    from syndicator.models import DeliveryAttempt
+
+    started = (
+        DeliveryAttempt.objects.filter(delivery_id=delivery.pk)
+        .order_by("number")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+    return started.timestamp() if started is not None else None
 
 
 def recorded_container(delivery: Delivery) -> str:
