@@ -189,6 +189,23 @@ def test_a_5xx_that_made_no_pin_is_pinned_once_after_the_look_up(pinterest, sett
     assert delivery.status == "sent" and delivery.external_id == pin["id"]
 
 
+def test_an_editors_repost_is_not_mistaken_for_the_earlier_pin(pinterest, settings):
+    settings.SYNDICATOR_VERIFY_AFTER = 0
+    target, post = pinterest.make_target(), new_post(pinterest)
+    first = deliver(target, post)
+    for pin in pinterest.emulator.pins_made.values():
+        pin["created_at"] = "2026-01-01T08:00:00"  # pinned long ago
+    pinterest.inject("server_error")  # the repost's Pin is refused with a 5xx: uncertain, none made
+    again = deliver(target, post, origin=Delivery.Origin.MANUAL)
+    assert again.status == "uncertain"
+
+    deliveries.attempt_delivery(again.pk)
+
+    again.refresh_from_db()
+    assert again.status == "sent" and again.external_id != first.external_id
+    assert len(pinterest.sent()) == 2
+
+
 # --- check and secrecy ---------------------------------------------------------------------------
 
 

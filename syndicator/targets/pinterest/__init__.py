@@ -14,6 +14,7 @@ it is not there. Errors: ERRORS below, by HTTP status (Pinterest documents no er
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -35,6 +36,7 @@ API = "https://api.pinterest.com"
 # A 429's wait: Retry-After first; v5's own rate-limit headers are not documented (docs), so
 # X-RateLimit-Reset is read too, as seconds or a reset time.
 RETRY_HEADERS = ("retry-after", "x-ratelimit-reset")
+CLOCK_SKEW = 300  # seconds the look-up reaches back before the first attempt (clocks differ)
 LOOKUP_PAGE = 100  # Pins of the board ``verify`` reads (the newest; paging is not followed)
 NO_IMAGE = "skipped: the post has no image, and a Pin is an image (set fallback_image to pin one anyway)"
 
@@ -110,7 +112,8 @@ class PinterestAdapter(HttpAdapter):
         return SendResult(pin_id, pin_url(pin_id), {"board_id": board})
 
     def verify(self, delivery: Delivery) -> SendResult | None:
-        """Settle an uncertain Pin: find it on the board by link and title, else make it now."""
+        """Settle an uncertain Pin: find it on the board by link and title (made since the delivery's
+        first attempt), else make it now."""
         message = self.render(delivery)
         token = self.secret()
         with self._client(token) as api:
@@ -122,8 +125,10 @@ class PinterestAdapter(HttpAdapter):
                 "looking the Pin up on the board",
                 params={"page_size": LOOKUP_PAGE},
             )
+        first = delivery.attempt_log.order_by("number").first()
+        since = first.started_at - timedelta(seconds=CLOCK_SKEW) if first else None
         for pin in page.get("items") or []:
-            if isinstance(pin, dict) and _same_pin(pin, message):
+            if isinstance(pin, dict) and _same_pin(pin, message) and _made_since(pin, since):
                 pin_id = str(pin.get("id") or "")
                 return SendResult(pin_id, pin_url(pin_id), {"found_on_board": True})
         result = self.send(message, delivery)  # not on the board: the lost attempt made none
@@ -192,3 +197,13 @@ def pin_url(pin_id: str) -> str:
 
 def _same_pin(pin: dict[str, Any], message: Message) -> bool:
     return str(pin.get("link") or "") == message.link and str(pin.get("title") or "") == message.subject
+
+
+def _made_since(pin: dict[str, Any], since: datetime | None) -> bool:
+    """Whether the Pin was made after ``since`` (an earlier one with the same link and title is
+    another delivery's, an editor's repost); a Pin without a readable time counts as made since."""
+    try:
+        made = datetime.fromisoformat(str(pin.get("created_at") or ""))
+    except ValueError:
+        return True
+    return since is None or (made if made.tzinfo else made.replace(tzinfo=UTC)) >= since
