@@ -107,6 +107,15 @@ def test_title_and_description_fit_pinterests_limits(pinterest):
     assert len(pin["description"]) <= 500 and pin["description"].endswith("…")
 
 
+def test_an_rtl_title_that_starts_in_latin_keeps_its_mark_within_100(pinterest):
+    title = "MEK: " + "گزارش تازهٔ انجمن نجات دربارهٔ خانواده‌ها " * 5
+    delivery = deliver(pinterest.make_target(), new_post(pinterest, title=title, language="fa"))
+
+    [pin] = pinterest.sent()
+    assert delivery.status == "sent", delivery.last_error
+    assert pin["title"].startswith("\u200fMEK:") and len(pin["title"]) <= 100
+
+
 def test_an_editors_text_is_the_description(pinterest):
     post = new_post(pinterest)
     deliver(pinterest.make_target(), post, text_override="Pin this for the families.")

@@ -28,8 +28,7 @@ def compose(msg: Message, ctx: dict, override: str, overrides: dict[str, str]) -
     """Fill the title (``subject``) and the description (``text``) of a Pin."""
     from syndicator.formatting import fit, template_renderer
 
-    title = truncate(ctx["title"], TITLE_MAX)
-    msg.subject = mark_rtl_lines(title) if ctx["direction"] == "rtl" else title
+    msg.subject = _title(ctx["title"], rtl=ctx["direction"] == "rtl")
     if override:  # the link is sent beside the description, so it is not added to an editor's text
         msg.text = truncate(override, DESCRIPTION_MAX)
     else:
@@ -38,6 +37,15 @@ def compose(msg: Message, ctx: dict, override: str, overrides: dict[str, str]) -
         msg.text = fit(render, fields, ctx["hashtags"], len, DESCRIPTION_MAX, TEMPLATE)
     if len(msg.link) > LINK_MAX:
         msg.link = ""  # Pinterest refuses a longer one; the Pin goes out without it
+
+
+def _title(title: str, *, rtl: bool) -> str:
+    """The title within TITLE_MAX, with the RTL mark a Latin first word needs counted in."""
+    cut = truncate(title, TITLE_MAX)
+    if not rtl:
+        return cut
+    marked = mark_rtl_lines(cut)
+    return marked if len(marked) <= TITLE_MAX else mark_rtl_lines(truncate(title, TITLE_MAX - 1))
 
 
 RULES = TextRules(
