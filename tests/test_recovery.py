@@ -18,7 +18,7 @@ from syndicator.models import Delivery, DeliveryAttempt, Feed, Post
 from syndicator.recovery import VERIFY_MARK, claim_verification, settle_lost_sends, unverified
 from syndicator.targets.facebook import FacebookAdapter
 from tests.conftest import wait_for
-from tests.emulators import graph
+from tests.emulators import facebook as graph
 from tests.faults.support import settled
 from tests.helpers import require_postgresql
 

@@ -22,12 +22,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from syndicator.targets.registry import formats
 from tests.conftest import wait_for
 from tests.feedserver import FeedServer
 
 SYNDICATOR = Path(sys.executable).with_name("syndicator")
 NEW_POST = "https://www.nejatngo.org/en/?p=90006"
-DEMO_TARGETS = {f"demo-{fmt}" for fmt in ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")}
+DEMO_TARGETS = {f"demo-{fmt}" for fmt in formats()}
 STOP_TIMEOUT = 30
 
 

@@ -6,6 +6,7 @@ Private addresses (SSRF) and hostile feed input have their own suite: tests/bad_
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -34,20 +35,10 @@ from syndicator.models import (
     Subscriber,
     Target,
 )
-from tests.emulators import bluesky, graph, mastodon, smtp, telegram, x
+from tests.emulators import harness_class, network_kinds
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(120)]
 
-HARNESSES = (telegram.Harness, graph.Harness, x.Harness, smtp.Harness, mastodon.Harness, bluesky.Harness)
-SECRETS = (
-    telegram.TOKEN,
-    telegram.TOKEN.partition(":")[2],  # the secret half: the bot id before ":" is public
-    graph.TOKEN,
-    *(value for _, value in x.Harness.ENV.values()),
-    smtp.Harness.PASSWORD,
-    mastodon.TOKEN,
-    bluesky.Harness.PASSWORD,  # its session tokens are issued at run time: issued_secrets() below
-)
 # Every logger at DEBUG, those the settings quieten included: a debug log must not leak either.
 LOGGERS = ("", "httpx", "httpcore", "urllib3", "requests_oauthlib", "oauthlib", "tweepy", "syndicator")
 _numbers = itertools.count(1)
@@ -166,15 +157,8 @@ def log_lines(caplog: pytest.LogCaptureFixture) -> Iterator[list[str]]:
 
 @pytest.fixture
 def harnesses() -> Iterator[list]:
-    with (
-        telegram.Harness(hang_seconds=3) as tg,
-        graph.Harness() as fb,
-        x.Harness() as tw,
-        smtp.Harness() as mail,
-        mastodon.Harness() as social,
-        bluesky.Harness() as bsky,
-    ):
-        yield [tg, fb, tw, mail, social, bsky]
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(harness_class(kind)()) for kind in network_kinds()]
 
 
 def test_no_secret_appears_in_logs_the_delivery_log_the_cli_the_admin_or_the_api(
@@ -189,13 +173,15 @@ def test_no_secret_appears_in_logs_the_delivery_log_the_cli_the_admin_or_the_api
     corpus += stored_text() + web_pages()
 
     corpus += log_lines + list(capfd.readouterr())
-    assert Delivery.objects.filter(status=Delivery.Status.SENT).count() >= len(HARNESSES)
+    assert Delivery.objects.filter(status=Delivery.Status.SENT).count() >= len(harnesses)
     assert DeliveryAttempt.objects.exclude(error_class="").count() >= 20, "the failures happened"
     assert any("HTTP Request: POST" in line for line in log_lines), "httpx logged its requests"
     everything = "\n".join(corpus)
-    issued = [secret for harness in harnesses for secret in getattr(harness, "issued_secrets", list)()]
+    issued = [secret for harness in harnesses for secret in harness.issued_secrets()]
     assert issued, "the session tokens handed out are searched for too"
-    leaks = {secret for secret in (*SECRETS, *issued) if secret in everything}
+    configured = [secret for harness in harnesses for secret in harness.secrets()]
+    assert all(configured), "every harness names its secrets"
+    leaks = {secret for secret in (*configured, *issued) if secret in everything}
     assert not leaks, [line[:300] for line in corpus if any(s in line for s in leaks)][:5]
 
 

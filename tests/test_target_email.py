@@ -28,8 +28,8 @@ from syndicator.errors import (
 )
 from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Post, Subscriber, Target
 from syndicator.targets import get_adapter
-from tests.emulators import smtp as smtp_emulator
-from tests.emulators.smtp import Harness, SmtpServer, free_port, self_signed_certificate
+from tests.emulators import email as smtp_emulator
+from tests.emulators.email import Harness, SmtpServer, free_port, self_signed_certificate
 from tests.faults.support import database_url
 from tests.helpers import demo_post, require_postgresql
 

@@ -15,7 +15,7 @@ from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, Targe
 from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets.base import SendResult
-from tests.emulators.graph import PAGE_ID, PAGE_NAME, TOKEN, Harness, buc_usage, graph_error
+from tests.emulators.facebook import PAGE_ID, PAGE_NAME, TOKEN, Harness, buc_usage, graph_error
 from tests.helpers import demo_post
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]

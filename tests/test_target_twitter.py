@@ -25,7 +25,7 @@ from syndicator.models import Delivery, DeliveryAttempt, Post, Target
 from syndicator.targets import get_adapter
 from syndicator.targets.twitter import IMAGE_MAX_BYTES, RATE_LIMIT_FALLBACK
 from syndicator.targets.twitter.text import twitter_length
-from tests.emulators.x import (
+from tests.emulators.twitter import (
     DUPLICATE,
     FORBIDDEN,
     PROBLEM,

@@ -14,7 +14,8 @@ from syndicator.delivery import attempt_delivery
 from syndicator.models import Delivery, Feed, Post
 from syndicator.watch import poll_feed
 from tests.bad_input.bodies import FORBIDDEN, HOSTILE_HTML, SITE, cdata, item, rss
-from tests.emulators import smtp, telegram
+from tests.emulators import email as smtp
+from tests.emulators import telegram
 from tests.emulators.telegram import telegram_parse
 from tests.feedserver import FeedServer
 

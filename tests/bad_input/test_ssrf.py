@@ -24,7 +24,7 @@ from syndicator.models import Feed
 from syndicator.netguard import Allowance, is_public
 from syndicator.watch import poll_feed
 from tests.bad_input.bodies import item, rss
-from tests.emulators.smtp import self_signed_certificate
+from tests.emulators.email import self_signed_certificate
 from tests.feedserver import FeedServer
 
 pytestmark = pytest.mark.timeout(30)

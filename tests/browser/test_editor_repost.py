@@ -13,7 +13,8 @@ from selenium.webdriver.common.by import By
 
 from syndicator.models import Delivery, Feed, Post
 from tests.accounts import make_user
-from tests.emulators import telegram, x
+from tests.emulators import telegram
+from tests.emulators import twitter as x
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 

@@ -15,6 +15,7 @@ answer can be changed mid-test, and tests poll for state rather than sleeping.
 
 from __future__ import annotations
 
+import dataclasses
 import json as json_module
 import re
 import threading
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 
@@ -178,6 +179,91 @@ class Emulator:
         self._closing.wait(seconds)
 
 
+class FaultPlan(Protocol):
+    """What the fault suite (tests/faults/networks.py) decides for every network alike."""
+
+    pace: float  # seconds every answer waits after its request was handled
+
+    def flaky_now(self, kind: str, key: str = "") -> bool:
+        """Whether this publishing request fails transiently (``key``: its idempotency key)."""
+        ...
+
+
+class NetworkHarness:
+    """What every network's harness offers the shared tests, besides its own ``kind``,
+    ``expected``, ``make_target``, ``inject`` and ``sent``. With these the conformance test, the
+    end-to-end test and the fault suite take a new network by its emulator module alone
+    (``tests/emulators/<kind>.py``, a class named ``Harness``)."""
+
+    kind: str
+    # What an uncertain delivery's note says when a look-up did not find its post ("" when the
+    # network cannot look posts up: the note then says an admin decides).
+    not_found_note: str = ""
+    # The adapter writes per-recipient rows while it sends, so a database cut mid-send may leave the
+    # delivery uncertain (a mailing list).
+    writes_while_sending: bool = False
+    # After the outage script, a delivery whose request hung is settled by a re-send under its
+    # idempotency key (all end sent), rather than left uncertain.
+    outage_settles_hangs: bool = False
+
+    # Whether the network gives a sent post a public URL (a mailing list does not).
+    public_urls: bool = True
+
+    def secrets(self) -> list[str]:
+        """Every secret value this harness configures, for the sweep that none ever shows up."""
+        raise NotImplementedError
+
+    def issued_secrets(self) -> list[str]:
+        """Secrets the emulator issued at run time (session tokens), searched for too."""
+        return []
+
+    def external_id(self, sent: dict[str, Any]) -> str:
+        """The id the adapter records for one of ``sent()``'s items."""
+        return str(sent.get("post_id") or sent.get("id") or "")
+
+    def script_outage(self, hang: float) -> None:
+        """Script a burst: two 5xx, a rate limit with the network's hint, a hang of ``hang`` s."""
+        raise NotImplementedError
+
+    def outage_served(self) -> bool:
+        """Whether every fault the outage script queued was served."""
+        raise NotImplementedError
+
+    def check_after_outage(self, received: list[Any]) -> None:
+        """The network's own checks once the outage script's deliveries have settled."""
+
+    def install_faults(self, plan: FaultPlan) -> None:
+        """Let the fault suite slow every answer down and make publishing requests flaky."""
+        raise NotImplementedError
+
+
+class HttpHarness(NetworkHarness):
+    """A network reached over HTTP: its emulator, and the answer that says "failed, nothing
+    posted, try again" in the network's own words."""
+
+    emulator: Emulator
+
+    def transient_reply(self) -> Reply:
+        """An error answer after which nothing was posted and a retry is right."""
+        raise NotImplementedError
+
+    def outage_served(self) -> bool:
+        return not self.emulator._script
+
+    def install_faults(self, plan: FaultPlan) -> None:
+        original = self.emulator.dispatch
+
+        def dispatch(request: EmulatedRequest) -> Reply:
+            key = request.headers.get("idempotency-key", "")
+            if request.method == "POST" and plan.flaky_now(self.kind, key):
+                return self.transient_reply()  # before the real handler: nothing is posted
+            reply = original(request)
+            # After the handler: the post exists, and its answer is still on the way.
+            return dataclasses.replace(reply, delay=max(reply.delay, plan.pace)) if plan.pace else reply
+
+        self.emulator.dispatch = dispatch  # type: ignore[method-assign]
+
+
 def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
     class EmulatorHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -215,7 +301,7 @@ def _handler_for(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (its timeout): that is the point of a hang
 
-        do_GET = do_POST = do_PUT = do_DELETE = _serve
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
         def log_message(self, format: str, *args: object) -> None:
             pass

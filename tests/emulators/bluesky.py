@@ -32,7 +32,7 @@ from typing import Any
 import regex
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
-from tests.emulators.base import EmulatedRequest, Emulator, Reply
+from tests.emulators.base import EmulatedRequest, Emulator, HttpHarness, Reply
 
 HANDLE = "news.syndicator.test"
 DID = "did:plc:syndicatortest0000000000"
@@ -342,8 +342,10 @@ def _embed_problem(embed: dict[str, Any], blobs: dict[str, dict[str, Any]]) -> s
     return ""
 
 
-class Harness:
+class Harness(HttpHarness):
     """The "bluesky" side of the shared conformance test: a BlueskyEmulator and targets pointing at it."""
+
+    not_found_note = "not among the account's"
 
     kind = "bluesky"
     PASSWORD_ENV = "SYNDICATOR_TEST_BLUESKY_APP_PASSWORD"
@@ -381,6 +383,41 @@ class Harness:
 
         values = {"service_url": self.emulator.base_url, "handle": HANDLE, "timeout": 1, **settings}
         return Target.objects.create(name=name, kind="bluesky", settings=values, secret_env=self.PASSWORD_ENV)
+
+    def transient_reply(self) -> Reply:
+        """XRPC's 503 is "nothing was done": a plain retry."""
+        return Reply(503, json=xrpc_error("NotEnoughResources", "Service Unavailable"))
+
+    def external_id(self, sent: dict[str, Any]) -> str:
+        return str(sent["uri"])  # the adapter's external_id is the record's at:// URI
+
+    def script_outage(self, hang: float) -> None:
+        api = self.emulator
+        create, login = "com.atproto.repo.createRecord", "com.atproto.server.createSession"
+        api.fail_method(login, status=502, json=xrpc_error("UpstreamFailure", "Bad Gateway"))
+        api.fail_method(create, status=503, json=xrpc_error("NotEnoughResources", "Service Unavailable"))
+        limited = {
+            "ratelimit-limit": "5000",
+            "ratelimit-remaining": "0",
+            "ratelimit-reset": str(int(time.time()) + 2),
+        }
+        api.fail_method(
+            create, status=429, json=xrpc_error("RateLimitExceeded", "Rate Limit Exceeded"), headers=limited
+        )
+        api.fail_method(create, status=504, delay=hang)  # createRecord hangs, no record made
+
+    def outage_served(self) -> bool:
+        return not any(self.emulator._method_faults.values())
+
+    def check_after_outage(self, received: list[Any]) -> None:
+        from syndicator.models import Delivery
+
+        # The createRecord that hung was looked up with listRecords, not found, and waits.
+        hung = Delivery.objects.get(target__kind=self.kind, status="uncertain")
+        assert "not among the account's" in hung.last_error
+
+    def secrets(self) -> list[str]:
+        return [self.PASSWORD]  # its session tokens are issued at run time: issued_secrets()
 
     def sent(self) -> list[dict[str, Any]]:
         """The posts the emulator accepted, each with "text", "uri", "rkey" and "record"."""

@@ -16,6 +16,7 @@ media that has finished processing.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
@@ -27,8 +28,8 @@ from typing import Any
 from twitter_text.extract_urls import extract_urls_with_indices
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken
-from tests.emulators.base import EmulatedRequest, Emulator, Reply
-from tests.emulators.x import PNG, _multipart
+from tests.emulators.base import EmulatedRequest, Emulator, HttpHarness, Reply
+from tests.emulators.twitter import PNG, _multipart
 
 TOKEN = "mastodon-emulator-token-5f1c2a9e7d"
 DOMAIN = "social.example.org"
@@ -234,7 +235,7 @@ def rate_limit_reset(seconds: float) -> str:
     return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class Harness:
+class Harness(HttpHarness):
     """The "mastodon" side of the shared conformance test: an emulator and targets pointing at it."""
 
     kind = "mastodon"
@@ -272,6 +273,47 @@ class Harness:
 
         values = {"base_url": self.emulator.base_url, "timeout": 1, **settings}
         return Target.objects.create(name=name, kind="mastodon", settings=values, secret_env=self.TOKEN_ENV)
+
+    def transient_reply(self) -> Reply:
+        """Mastodon has no 5xx that means "nothing posted": its adapter calls a 503 on posting
+        uncertain and settles it by re-sending under the same Idempotency-Key (so the fault suite
+        fails a key once)."""
+        return Reply(503, json={"error": "Service Unavailable"})
+
+    outage_settles_hangs = True  # a 5xx or a hang on posting is re-sent under its Idempotency-Key
+
+    def script_outage(self, hang: float) -> None:
+        # Only first sends fail; the re-send that settles an uncertain one must get through (one
+        # look-up per uncertain delivery), whichever order the worker takes them in.
+        limited = {
+            "X-RateLimit-Limit": "300",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": rate_limit_reset(2),
+        }
+        self._first_sends = [
+            Reply(502, body=b"<html><title>502 Bad Gateway</title></html>"),
+            Reply(503, json={"error": "Service Unavailable"}),
+            Reply(429, json={"error": "Too many requests"}, headers=limited),
+            Reply(504, body=b"", delay=hang),  # hangs, no status made
+        ]
+        original, seen, emulator = self.emulator.dispatch, set(), self.emulator
+
+        def dispatch(request: EmulatedRequest) -> Reply:
+            key = request.headers.get("idempotency-key", "")
+            if request.path == "/api/v1/statuses" and key not in seen and self._first_sends:
+                seen.add(key)
+                emulator.requests.append(request)
+                return dataclasses.replace(self._first_sends.pop(0))
+            seen.add(key)
+            return original(request)
+
+        emulator.dispatch = dispatch  # type: ignore[method-assign]
+
+    def outage_served(self) -> bool:
+        return not getattr(self, "_first_sends", [])
+
+    def secrets(self) -> list[str]:
+        return [TOKEN]
 
     def sent(self) -> list[dict[str, Any]]:
         """The statuses the emulator made, each with "text", "id" and "media_ids"."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
-from tests.emulators.base import EmulatedRequest, Emulator, Reply
+from tests.emulators.base import EmulatedRequest, Emulator, HttpHarness, Reply
 from tests.emulators.telegram_html import telegram_parse
 
 __all__ = ["Harness", "TelegramEmulator", "telegram_parse"]
@@ -283,7 +283,7 @@ class TelegramEmulator(Emulator):
 # --- the conformance harness ---------------------------------------------------------------------
 
 
-class Harness:
+class Harness(HttpHarness):
     """The Telegram side of tests/test_conformance.py: the emulator, a target, scripted faults.
 
     Besides the error modes in ``expected``, ``inject("migrated")`` makes the next send answer
@@ -303,7 +303,7 @@ class Harness:
     }
 
     def __init__(self, hang_seconds: float = 5.0) -> None:
-        self.api = TelegramEmulator()
+        self.api = self.emulator = TelegramEmulator()
         self.hang_seconds = hang_seconds
         self._old_env: str | None = None
 
@@ -330,6 +330,22 @@ class Harness:
             secret_env=self.env_name,
             settings={"chat_id": PUBLIC_CHANNEL, "base_url": self.api.base_url, "timeout": 1, **settings},
         )
+
+    def transient_reply(self) -> Reply:
+        """503 from the Bot API's front: nothing was processed."""
+        return Reply(503, json=error(503, "Service Unavailable"))
+
+    def external_id(self, sent: dict[str, Any]) -> str:
+        return f"{sent['chat_id']}:{sent['message_id']}"
+
+    def script_outage(self, hang: float) -> None:
+        self.api.fail_next(status=502, body=b"<html><title>502 Bad Gateway</title></html>")
+        self.api.fail_next(status=503, json=error(503, "Service Unavailable"))
+        self.api.rate_limit_next(retry_after=1)
+        self.api.hang_next(seconds=hang)
+
+    def secrets(self) -> list[str]:
+        return [TOKEN, TOKEN.partition(":")[2]]  # the secret half too: the bot id before ":" is public
 
     def sent(self) -> list[dict[str, Any]]:
         """What the emulator posted; "text" is what readers see (tags gone, entities decoded)."""

@@ -1,4 +1,4 @@
-"""The six networks of the fault tests, and the books that check what each received.
+"""The networks of the fault tests (every registered one), and the books that check what each received.
 
 Each network is its emulator (threads of this process, reached over loopback) with one target;
 its answers can be slowed down (a send stays in flight after the network handled it) or made
@@ -8,36 +8,23 @@ what each network received to the deliveries, by the post number in each message
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.emulators import bluesky, graph, mastodon, smtp, telegram, x
-from tests.emulators.base import EmulatedRequest, Reply
+from syndicator.targets.registry import OUTBOX, kinds
+from tests.emulators.base import HttpHarness, Reply
 
-KINDS = ("telegram", "facebook", "twitter", "email", "mastodon", "bluesky")
+# Every network but the dry run, each with its emulator module tests/emulators/<kind>.py.
+KINDS = tuple(kind for kind in kinds() if kind != OUTBOX)
 
 
-# --- the networks ---------------------------------------------------------------------------------
-
-# An answer that says "failed, nothing posted, try again" in each network's own words.
-TRANSIENT: dict[str, Callable[[], Reply]] = {
-    "telegram": lambda: Reply(503, json=telegram.error(503, "Service Unavailable")),
-    "facebook": lambda: Reply(500, json=graph.graph_error(2, "Service temporarily unavailable", type="")),
-    "twitter": lambda: Reply(
-        503, json=x.problem(503, "Service Unavailable", "Over capacity"), headers=x.PROBLEM
-    ),
-    # Mastodon has no 5xx that means "nothing posted": its adapter calls a 503 on posting uncertain,
-    # and settles it by re-sending under the same Idempotency-Key (so the wrapper fails a key once).
-    "mastodon": lambda: Reply(503, json={"error": "Service Unavailable"}),
-    # XRPC's 503 is "nothing was done" (syndicator/targets/bluesky/xrpc.py): a plain retry.
-    "bluesky": lambda: Reply(503, json=bluesky.xrpc_error("NotEnoughResources", "Service Unavailable")),
-}
-SMTP_DEFERRAL = "451 4.3.0 Mail server temporarily rejected message"
+def harness_module(kind: str) -> Any:
+    """A network's emulator module (it offers a ``Harness``: tests/emulators/base.py)."""
+    return importlib.import_module(f"tests.emulators.{kind}")
 
 
 @dataclass
@@ -49,33 +36,22 @@ class Received:
 
 
 class Networks:
-    """The six emulators with one target each; their answers can be slowed or made flaky."""
+    """Every network's emulator with one target each; their answers can be slowed or made flaky."""
 
     def __init__(self, tag: str, seed: int = 5) -> None:
         self.tag = tag
-        self.harnesses: dict[str, Any] = {
-            "telegram": telegram.Harness(),
-            "facebook": graph.Harness(),
-            "twitter": x.Harness(),
-            "email": smtp.Harness(),
-            "mastodon": mastodon.Harness(),
-            "bluesky": bluesky.Harness(),
-        }
+        self.harnesses: dict[str, Any] = {kind: harness_module(kind).Harness() for kind in KINDS}
         self.pace = 0.0  # seconds every answer waits after its request was handled
         self.flaky = 0.0  # probability that a publishing request fails, transiently
         self.injected: Counter[str] = Counter()
-        self._failed_keys: set[str] = set()  # Idempotency-Keys a flaky answer was given for
+        self._failed_keys: set[str] = set()  # idempotency keys a flaky answer was given for
         self._rng = random.Random(seed)
         self._marker = re.compile(rf"{re.escape(tag)} post (\d{{4}})")
 
     def __enter__(self) -> Networks:
         for harness in self.harnesses.values():
             harness.__enter__()
-        for kind in TRANSIENT:
-            self._wrap(kind, self.http(kind))
-        server = self.smtp
-        take = server._take_faults
-        server._take_faults = lambda: self._smtp_faults(take)
+            harness.install_faults(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -85,12 +61,15 @@ class Networks:
 
     def http(self, kind: str) -> Any:
         """The HTTP emulator of a network."""
-        harness = self.harnesses[kind]
-        return harness.api if kind == "telegram" else harness.emulator
+        return self.harnesses[kind].emulator
 
-    @property
-    def smtp(self) -> smtp.SmtpServer:
-        return self.harnesses["email"].server
+    def http_kinds(self) -> list[str]:
+        """The networks reached over HTTP (those whose emulator can script HTTP faults)."""
+        return [kind for kind, harness in self.harnesses.items() if isinstance(harness, HttpHarness)]
+
+    def transient_reply(self, kind: str) -> Reply:
+        """The network's "failed, nothing posted, try again" answer."""
+        return self.harnesses[kind].transient_reply()
 
     def make_targets(self, *, timeout: float) -> dict[str, Any]:
         """One target per network, its API calls timing out after `timeout` seconds."""
@@ -107,53 +86,23 @@ class Networks:
                 text = sent.get("subject", "") + "\n" + sent["text"]
                 match = self._marker.search(text)
                 assert match, f"{kind} received a message of no post of this test: {text[:200]!r}"
-                items.append(Received(int(match[1]), self._external_id(kind, sent)))
+                items.append(Received(int(match[1]), harness.external_id(sent)))
             found[kind] = items
         return found
 
-    @staticmethod
-    def _external_id(kind: str, sent: dict[str, Any]) -> str:
-        if kind == "telegram":
-            return f"{sent['chat_id']}:{sent['message_id']}"
-        if kind == "bluesky":
-            return str(sent["uri"])  # the adapter's external_id is the record's at:// URI
-        return str(sent.get("post_id") or sent.get("id") or "")  # email has no id of its own
-
-    def _wrap(self, kind: str, emulator: Any) -> None:
-        original = emulator.dispatch
-
-        def dispatch(request: EmulatedRequest) -> Reply:
-            if self.flaky and request.method == "POST" and self._flaky_now(request):
-                self.injected[kind] += 1
-                return TRANSIENT[kind]()  # before the real handler: nothing is posted
-            reply = original(request)
-            # After the handler: the post exists, and its answer is still on the way.
-            return dataclasses.replace(reply, delay=max(reply.delay, self.pace)) if self.pace else reply
-
-        emulator.dispatch = dispatch
-
-    def _flaky_now(self, request: EmulatedRequest) -> bool:
-        """Whether this publishing request fails. A Mastodon status fails at most once per
-        Idempotency-Key: its 503 makes the delivery uncertain, and the one re-send that settles it
-        must get through (a second 503 would leave it to an admin, which is not this test's point)."""
-        key = request.headers.get("idempotency-key", "")
-        if key and key in self._failed_keys:
+    def flaky_now(self, kind: str, key: str = "") -> bool:
+        """Whether this publishing request fails. A request with an idempotency key fails at most
+        once per key: its failure may make the delivery uncertain (Mastodon's 503), and the one
+        re-send under the same key that settles it must get through (a second failure would leave
+        it to an admin, which is not this test's point)."""
+        if not self.flaky or (key and key in self._failed_keys):
             return False
         if self._rng.random() >= self.flaky:
             return False
         if key:
             self._failed_keys.add(key)
+        self.injected[kind] += 1
         return True
-
-    def _smtp_faults(self, take: Callable[[], smtp.Faults]) -> smtp.Faults:
-        faults = take()  # faults a test scripted come first
-        if faults == smtp.Faults():
-            if self.flaky and self._rng.random() < self.flaky:
-                self.injected["email"] += 1
-                return smtp.Faults(rcpt=SMTP_DEFERRAL)  # the recipient is deferred: retried later
-            if self.pace:
-                return smtp.Faults(stall=self.pace)
-        return faults
 
 
 @dataclass

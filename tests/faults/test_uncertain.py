@@ -18,7 +18,8 @@ from syndicator import delivery as deliveries
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.recovery import VERIFY_MARK
 from syndicator.targets.outbox import OutboxAdapter
-from tests.emulators import bluesky, graph, mastodon, telegram
+from tests.emulators import bluesky, mastodon, telegram
+from tests.emulators import facebook as graph
 from tests.emulators.base import EmulatedRequest, Reply
 
 pytestmark = pytest.mark.django_db

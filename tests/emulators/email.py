@@ -35,6 +35,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
+from tests.emulators.base import FaultPlan, NetworkHarness
 
 AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
 
@@ -251,8 +252,13 @@ class SmtpServer:
         return queue_id
 
 
-class Harness:
+DEFERRAL = "451 4.3.0 Mail server temporarily rejected message"
+
+
+class Harness(NetworkHarness):
     """The email adapter's conformance harness: an SMTP server with AUTH and one subscriber."""
+
+    writes_while_sending = True  # per-recipient results
 
     kind = "email"
     USERNAME = "syndicator"
@@ -325,6 +331,39 @@ class Harness:
         )
         Subscriber.objects.create(target=target, email=self.SUBSCRIBER, name="A Reader")
         return target
+
+    def external_id(self, sent: dict[str, Any]) -> str:
+        return ""  # a mailing list has no id of its own for a message
+
+    def install_faults(self, plan: FaultPlan) -> None:
+        """Flaky: a recipient deferred ("451", retried later); paced: the session stalls."""
+        take = self.server._take_faults
+
+        def faults() -> Faults:
+            scripted = take()  # faults a test scripted come first
+            if scripted == Faults():
+                if plan.flaky_now(self.kind):
+                    return Faults(rcpt=DEFERRAL)
+                if plan.pace:
+                    return Faults(stall=plan.pace)
+            return scripted
+
+        self.server._take_faults = faults  # type: ignore[method-assign]
+
+    def script_outage(self, hang: float) -> None:
+        busy = "421 4.3.2 Service not available, closing transmission channel"
+        self.server.fail_next_session(greeting=busy)
+        self.server.fail_next_session(greeting=busy)
+        self.server.fail_next_session(rcpt="451 4.4.5 Too many messages, slow down")
+        self.server.fail_next_session(data_stall=hang)  # silence after the message: it may have arrived
+
+    def outage_served(self) -> bool:
+        return not self.server._faults
+
+    public_urls = False
+
+    def secrets(self) -> list[str]:
+        return [self.PASSWORD]
 
     def sent(self) -> list[dict[str, Any]]:
         """What the server accepted: plain text body, recipient, subject and headers of each."""

@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from twitter_text import parse_tweet
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
-from tests.emulators.base import EmulatedRequest, Emulator, Reply
+from tests.emulators.base import EmulatedRequest, Emulator, HttpHarness, Reply
 
 CONSUMER_KEY = "x-emulator-consumer-key"
 ACCESS_TOKEN = "1234567890-x-emulator-access-token"
@@ -204,7 +204,7 @@ def _multipart(request: EmulatedRequest) -> dict[str, tuple[bytes, str]]:
     return parts
 
 
-class Harness:
+class Harness(HttpHarness):
     """The "twitter" side of the shared conformance test: an XEmulator and targets pointing at it."""
 
     kind = "twitter"
@@ -258,6 +258,22 @@ class Harness:
             **settings,
         }
         return Target.objects.create(name=name, kind="twitter", settings=values)
+
+    def transient_reply(self) -> Reply:
+        """503 "Over capacity": nothing was posted."""
+        return Reply(503, json=problem(503, "Service Unavailable", "Over capacity"), headers=PROBLEM)
+
+    def script_outage(self, hang: float) -> None:
+        api = self.emulator
+        api.fail_next(
+            2, status=503, json=problem(503, "Service Unavailable", "Over capacity"), headers=PROBLEM
+        )
+        reset = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(int(time.time()) + 2)}
+        api.fail_next(status=429, json=problem(429, "Too Many Requests", "Too Many Requests"), headers=reset)
+        api.hang_next(seconds=hang)
+
+    def secrets(self) -> list[str]:
+        return [value for _, value in self.ENV.values()]
 
     def sent(self) -> list[dict[str, Any]]:
         """The tweets the emulator accepted, each with "text", "id" and "media_ids"."""

@@ -22,7 +22,7 @@ import os
 from typing import Any
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
-from tests.emulators.base import EmulatedRequest, Emulator, Reply
+from tests.emulators.base import EmulatedRequest, Emulator, HttpHarness, Reply
 
 PAGE_ID = "104729118273645"
 PAGE_NAME = "Nejat Society"
@@ -277,8 +277,10 @@ FAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class Harness:
+class Harness(HttpHarness):
     """The Facebook Page target against a GraphEmulator, for the shared conformance test."""
+
+    not_found_note = "not among the Page's"
 
     kind = "facebook"
     env_name = "FACEBOOK_PAGE_TOKEN"
@@ -320,6 +322,35 @@ class Harness:
             secret_env=self.env_name,
             settings={"page_id": self.page_id, "base_url": self.emulator.base_url, "timeout": 1, **settings},
         )
+
+    def transient_reply(self) -> Reply:
+        """Graph's code 2, "Service temporarily unavailable": nothing was posted."""
+        return Reply(500, json=graph_error(2, "Service temporarily unavailable", type=""))
+
+    def script_outage(self, hang: float) -> None:
+        api = self.emulator
+        api.fail_next(status=500, body=b"Internal Server Error")
+        api.fail_next(status=500, json=graph_error(2, "Service temporarily unavailable", type=""))
+        limited = graph_error(32, "(#32) Page request limit reached", is_transient=True)
+        api.fail_next(status=400, json=limited, headers=buc_usage(self.page_id, 0.02))  # 1.2 s
+        api.hang_next(seconds=hang)
+        # The first post that goes through is made, but its answer is lost (a bare 502): the retry
+        # meets Graph's duplicate refusal (506), and the adapter finds the earlier post.
+        api.lose_answer_next()
+
+    def check_after_outage(self, received: list[Any]) -> None:
+        from syndicator.models import Delivery, DeliveryAttempt
+
+        # The post whose answer was lost: sent once, under the id Graph gave it.
+        found = DeliveryAttempt.objects.get(message__contains="found_after_duplicate")
+        assert found.delivery.status == "sent"
+        assert found.delivery.external_id in {item.external_id for item in received}
+        # The delivery that hung was looked up, not found, and waits for an admin with the reason.
+        hung = Delivery.objects.get(target__kind=self.kind, status="uncertain")
+        assert "not among the Page's" in hung.last_error
+
+    def secrets(self) -> list[str]:
+        return [TOKEN]
 
     def sent(self) -> list[dict[str, Any]]:
         """The posts the emulator accepted, oldest first; each has "text" (the message or caption)."""
