@@ -127,5 +127,5 @@ def test_harness_faults(mode):
 
 
 def test_the_transient_answer_is_a_429_with_its_wait():
-    reply = Harness.transient()
+    reply = Harness().transient_reply()
     assert reply.status == 429 and reply.headers["Retry-After"] == "1"

@@ -177,5 +177,5 @@ def test_harness_faults_are_graph_errors(mode):
 
 def test_the_transient_answer_publishes_nothing():
     with Harness() as harness:
-        reply = harness.transient()
+        reply = harness.transient_reply()
     assert reply.status == 500 and reply.json["error"]["code"] == 2

@@ -256,7 +256,7 @@ def test_a_flaky_and_slow_network_gets_each_pin_exactly_once(pinterest, settings
 
     def dispatch(request):
         if request.method == "POST" and rng.random() < 0.3:
-            return pinterest.transient()
+            return pinterest.transient_reply()
         reply = original(request)
         lost = request.method == "POST" and reply.status == 201 and rng.random() < 0.3
         return dataclasses.replace(reply, delay=2.0) if lost else reply

@@ -271,7 +271,7 @@ def test_a_flaky_and_slow_network_gets_each_post_exactly_once(threads, settings)
 
     def dispatch(request):
         if request.method == "POST" and rng.random() < 0.3:
-            return threads.transient()  # before the handler: nothing is done
+            return threads.transient_reply()  # before the handler: nothing is done
         reply = original(request)
         lost = request.method == "POST" and reply.status == 200 and rng.random() < 0.3
         return dataclasses.replace(reply, delay=2.0) if lost else reply

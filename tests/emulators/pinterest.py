@@ -18,6 +18,7 @@ documents none), the adapter reads the HTTP status.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
@@ -28,8 +29,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken
-from tests.emulators.base import EmulatedRequest, Emulator, Reply
-from tests.emulators.x import PNG
+from tests.emulators.base import EmulatedRequest, Emulator, HttpHarness, Reply
+from tests.emulators.twitter import PNG
 
 TOKEN = "pina_emuPinterestToken5Kq7vXr2"
 USERNAME = "nejatsociety"
@@ -71,14 +72,6 @@ class PinterestEmulator(Emulator):
         self.route("GET", r"/v5/boards/(?P<id>\d+)", self._board)
         self.route("GET", r"/v5/boards/(?P<id>\d+)/pins", self._board_pins)
         self.route("GET", r"/images/(?P<name>[^/]+)", self._image)
-
-    def start(self) -> PinterestEmulator:
-        """As Emulator.start, and answer PATCH too (the shared handler serves GET, POST, PUT, DELETE)."""
-        super().start()
-        handler = self._httpd.RequestHandlerClass if self._httpd else None
-        if handler is not None and not hasattr(handler, "do_PATCH"):
-            handler.do_PATCH = handler.do_GET  # type: ignore[attr-defined]
-        return self
 
     # --- test controls --------------------------------------------------------------------------
 
@@ -270,7 +263,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class Harness:
+class Harness(HttpHarness):
     """The "pinterest" side of the shared conformance test: an emulator and targets pointing at it."""
 
     kind = "pinterest"
@@ -323,11 +316,39 @@ class Harness:
         """The Pins made, each with "text" (title, newline, description), "id" and "link"."""
         return [dict(pin) for pin in self.emulator.pins()]
 
-    @staticmethod
-    def transient() -> Reply:
-        """An answer that means "nothing made, try again" (for the fault suite's flaky networks): a
-        429 with Retry-After, the only documented refusal that makes nothing; a 5xx is uncertain."""
+    # A 5xx or a hang on creating a Pin is uncertain, and ``verify`` settles it: found on the
+    # board, or pinned then (every delivery of the outage ends sent).
+    outage_settles_hangs = True
+
+    def secrets(self) -> list[str]:
+        return [self.emulator.token]
+
+    def transient_reply(self) -> Reply:
+        """ "Nothing made, try again": a 429 with Retry-After, the only documented refusal that
+        makes nothing (a 5xx is uncertain)."""
         return Reply(429, json=pinterest_error(8, "Rate limit exceeded."), headers=rate_limit_headers(1))
+
+    def script_outage(self, hang: float) -> None:
+        """Two 5xx, a 429 with Retry-After, a hang: on creating Pins only (the look-ups that settle
+        the uncertain ones must get through)."""
+        self._outage = [
+            Reply(500, json=pinterest_error(3, "Internal error")),
+            Reply(503, body=b"<html><h1>503 Service Unavailable</h1></html>"),
+            Reply(429, json=pinterest_error(8, "Rate limit exceeded."), headers=rate_limit_headers(1)),
+            Reply(504, body=b"", delay=hang),  # hangs; no Pin made
+        ]
+        original, emulator = self.emulator.dispatch, self.emulator
+
+        def dispatch(request: EmulatedRequest) -> Reply:
+            if request.method == "POST" and request.path == "/v5/pins" and self._outage:
+                emulator.requests.append(request)
+                return dataclasses.replace(self._outage.pop(0))
+            return original(request)
+
+        emulator.dispatch = dispatch  # type: ignore[method-assign]
+
+    def outage_served(self) -> bool:
+        return not getattr(self, "_outage", [])
 
     def inject(self, mode: str) -> None:
         """Make the next request fail the way ``mode`` names (see ``expected``)."""

@@ -29,7 +29,7 @@ import unicodedata
 from typing import Any
 
 from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
-from tests.emulators.base import EmulatedRequest, Emulator, Reply
+from tests.emulators.base import EmulatedRequest, Emulator, HttpHarness, Reply
 
 USER_ID = "17841401234567890"
 USERNAME = "nejat_society"
@@ -118,6 +118,11 @@ class ThreadsEmulator(Emulator):
                 Reply(status=status, json=body, headers=dict(headers or {}), delay=delay)
                 for _ in range(count)
             )
+
+    def pending_step_faults(self) -> int:
+        """How many step faults are queued and not yet served."""
+        with self._lock:
+            return sum(len(queued) for queued in self._step_faults.values())
 
     def lose_next_answers(self, count: int = 1, *, seconds: float = 5.0, step: str = "publish") -> None:
         """The next ``count`` requests of ``step`` are carried out, and their answer held ``seconds``."""
@@ -372,7 +377,7 @@ FAULTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-class Harness:
+class Harness(HttpHarness):
     """The Threads target against a ThreadsEmulator, for the shared conformance test."""
 
     kind = "threads"
@@ -420,11 +425,31 @@ class Harness:
         """The published posts, oldest first; each has "text", "id" (the media id) and "creation_id"."""
         return [dict(post) for post in self.emulator.posts()]
 
-    @staticmethod
-    def transient() -> Reply:
-        """An answer that means "failed, nothing published, try again" (for the fault suite's flaky
-        networks): code 2 on either step; a retry publishes the recorded container or makes one."""
+    # A 5xx or a hang on publishing is uncertain, and settled through the recorded container:
+    # published then if it never was, found if it was (every delivery of the outage ends sent).
+    outage_settles_hangs = True
+    not_found_note = "is PUBLISHED, but its post is not among"
+
+    def secrets(self) -> list[str]:
+        return [self.emulator.token]
+
+    def transient_reply(self) -> Reply:
+        """ "Failed, nothing published, try again": code 2 on either step; the retry publishes the
+        recorded container or makes one."""
         return Reply(500, json=threads_error(2, "Service temporarily unavailable", type=""))
+
+    def script_outage(self, hang: float) -> None:
+        """Two 5xx, a throttling error (code 4: Threads gives no wait, so the fallback applies), a
+        hang: all on publishing, the step that can leave a post uncertain."""
+        unknown = threads_error(1, "An unknown error occurred", type="")
+        self.emulator.fail_step_next("publish", 2, status=500, json=unknown)
+        self.emulator.fail_step_next(
+            "publish", json=threads_error(4, "(#4) Application request limit reached")
+        )
+        self.emulator.fail_step_next("publish", status=504, json={}, delay=hang)
+
+    def outage_served(self) -> bool:
+        return not self.emulator.pending_step_faults()
 
     def inject(self, mode: str) -> None:
         """Make the step of ``mode`` fail (see ``expected``); "timeout" hangs the publish call."""
