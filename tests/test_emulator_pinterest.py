@@ -129,3 +129,12 @@ def test_harness_faults(mode):
 def test_the_transient_answer_is_a_429_with_its_wait():
     reply = Harness().transient_reply()
     assert reply.status == 429 and reply.headers["Retry-After"] == "1"
+
+
+def test_the_outage_fails_only_the_first_try_of_each_pin():
+    with Harness() as harness, client(harness.emulator) as http:
+        harness.script_outage(0.1)
+        answers = [http.post("/pins", json=pin_body(harness.emulator)).status_code for _ in range(2)]
+        for n in range(3):
+            http.post("/pins", json=pin_body(harness.emulator, link=f"https://www.nejatngo.org/{n}"))
+    assert answers == [500, 201] and harness.outage_served()

@@ -179,3 +179,13 @@ def test_the_transient_answer_publishes_nothing():
     with Harness() as harness:
         reply = harness.transient_reply()
     assert reply.status == 500 and reply.json["error"]["code"] == 2
+
+
+def test_the_outage_fails_only_the_first_publish_of_each_container():
+    with Harness() as harness, client(harness.emulator) as http:
+        harness.script_outage(0.1)
+        first = container(http, "one").json()["id"]
+        answers = [publish(http, first).status_code for _ in range(2)]
+        for n in range(3):
+            publish(http, container(http, f"post {n}").json()["id"])
+    assert answers == [500, 200] and harness.outage_served()

@@ -329,20 +329,23 @@ class Harness(HttpHarness):
         return Reply(429, json=pinterest_error(8, "Rate limit exceeded."), headers=rate_limit_headers(1))
 
     def script_outage(self, hang: float) -> None:
-        """Two 5xx, a 429 with Retry-After, a hang: on creating Pins only (the look-ups that settle
-        the uncertain ones must get through)."""
+        """Two 5xx, a 429 with Retry-After, a hang: each on the first try of a Pin (by its link),
+        so the look-up and the one pin that settle an uncertain one get through."""
         self._outage = [
             Reply(500, json=pinterest_error(3, "Internal error")),
             Reply(503, body=b"<html><h1>503 Service Unavailable</h1></html>"),
             Reply(429, json=pinterest_error(8, "Rate limit exceeded."), headers=rate_limit_headers(1)),
             Reply(504, body=b"", delay=hang),  # hangs; no Pin made
         ]
-        original, emulator = self.emulator.dispatch, self.emulator
+        original, emulator, tried = self.emulator.dispatch, self.emulator, set()
 
         def dispatch(request: EmulatedRequest) -> Reply:
-            if request.method == "POST" and request.path == "/v5/pins" and self._outage:
-                emulator.requests.append(request)
-                return dataclasses.replace(self._outage.pop(0))
+            if request.method == "POST" and request.path == "/v5/pins":
+                link = str((request.json or {}).get("link") or "")
+                first, _ = link not in tried, tried.add(link)
+                if first and self._outage:
+                    emulator.requests.append(request)
+                    return dataclasses.replace(self._outage.pop(0))
             return original(request)
 
         emulator.dispatch = dispatch  # type: ignore[method-assign]

@@ -20,6 +20,7 @@ Errors have the Graph shape {"error": {message, type, code, error_subcode, fbtra
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import re
@@ -118,11 +119,6 @@ class ThreadsEmulator(Emulator):
                 Reply(status=status, json=body, headers=dict(headers or {}), delay=delay)
                 for _ in range(count)
             )
-
-    def pending_step_faults(self) -> int:
-        """How many step faults are queued and not yet served."""
-        with self._lock:
-            return sum(len(queued) for queued in self._step_faults.values())
 
     def lose_next_answers(self, count: int = 1, *, seconds: float = 5.0, step: str = "publish") -> None:
         """The next ``count`` requests of ``step`` are carried out, and their answer held ``seconds``."""
@@ -440,16 +436,30 @@ class Harness(HttpHarness):
 
     def script_outage(self, hang: float) -> None:
         """Two 5xx, a throttling error (code 4: Threads gives no wait, so the fallback applies), a
-        hang: all on publishing, the step that can leave a post uncertain."""
+        hang: each on the first publish of a container, the step that can leave a post uncertain
+        (the publish that settles one must get through)."""
         unknown = threads_error(1, "An unknown error occurred", type="")
-        self.emulator.fail_step_next("publish", 2, status=500, json=unknown)
-        self.emulator.fail_step_next(
-            "publish", json=threads_error(4, "(#4) Application request limit reached")
-        )
-        self.emulator.fail_step_next("publish", status=504, json={}, delay=hang)
+        self._outage = [
+            Reply(500, json=unknown),
+            Reply(500, json=unknown),
+            Reply(400, json=threads_error(4, "(#4) Application request limit reached")),
+            Reply(504, json={}, delay=hang),  # hangs; nothing published
+        ]
+        original, emulator, tried = self.emulator.dispatch, self.emulator, set()
+
+        def dispatch(request: EmulatedRequest) -> Reply:
+            if request.method == "POST" and request.path.endswith("/threads_publish"):
+                creation_id = str(request.params().get("creation_id") or "")
+                first, _ = creation_id not in tried, tried.add(creation_id)
+                if first and self._outage:
+                    emulator.requests.append(request)
+                    return dataclasses.replace(self._outage.pop(0))
+            return original(request)
+
+        emulator.dispatch = dispatch  # type: ignore[method-assign]
 
     def outage_served(self) -> bool:
-        return not self.emulator.pending_step_faults()
+        return not getattr(self, "_outage", [])
 
     def inject(self, mode: str) -> None:
         """Make the step of ``mode`` fail (see ``expected``); "timeout" hangs the publish call."""
