@@ -20,7 +20,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 
-from syndicator.targets.registry import delivery_queues  # noqa: E402
+from syndicator.targets.registry import all_queues, delivery_queues  # noqa: E402
 
 app = Celery("syndicator")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -28,7 +28,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # One queue per network (every package in syndicator/targets/), so a slow network cannot stall
 # the others; feeds poll on their own. A worker started without -Q consumes all of them.
 DELIVERY_QUEUES = delivery_queues()
-app.conf.task_queues = [Queue("feeds"), Queue("maintenance"), *(Queue(q) for q in DELIVERY_QUEUES)]
+ALL_QUEUES = all_queues()
+app.conf.task_queues = [Queue(name) for name in ALL_QUEUES]
 app.conf.task_default_queue = "maintenance"
 app.conf.task_routes = {
     "tasks.watch.*": {"queue": "feeds"},

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-FORMATS = ("telegram", "facebook", "twitter", "email")
 POSTS_PER_TRANSACTION = 50  # what one busy poll stores at once
 READY_TIMEOUT = 60.0  # worker start-up, measured by its first delivery
 DRAIN_TIMEOUT = 300.0  # every measured delivery sent
@@ -35,12 +34,12 @@ def percentile(values: list[float], pct: float) -> float:
 
 def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
     """A real Celery worker consuming every queue, in its own session so we can stop its group."""
-    from celeryproject import DELIVERY_QUEUES
+    from celeryproject import ALL_QUEUES
     from syndicator.broker import die_with_parent
 
     argv = [
         sys.executable, "-m", "celery", "-A", "celeryproject", "worker",
-        "-Q", ",".join(["feeds", "maintenance", *DELIVERY_QUEUES]),
+        "-Q", ",".join(ALL_QUEUES),
         "--concurrency", str(concurrency), "--loglevel", "WARNING",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", f"bench-{os.getpid()}@%h",
@@ -148,9 +147,10 @@ def bench_delivery(n_targets: int, n_posts: int, concurrency: int, data_dir: Pat
     from django.db.models import Max, Min
 
     from syndicator.models import Delivery, DeliveryAttempt, Feed, Target
+    from syndicator.targets.registry import formats
 
     for i in range(n_targets):
-        fmt = FORMATS[i % len(FORMATS)]
+        fmt = formats()[i % len(formats())]
         Target.objects.create(name=f"outbox-{i}-{fmt}", kind="outbox", settings={"format": fmt})
     # Never polled (disabled, discard port): they only own the posts of each phase.
     warmup, burst, idle = (

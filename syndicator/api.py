@@ -22,6 +22,7 @@ from ninja.errors import HttpError, ValidationError
 from ninja.responses import Status
 from ninja.security import APIKeyCookie, HttpBearer
 
+from syndicator import decisions
 from syndicator import delivery as deliveries
 from syndicator.api_schemas import (
     DeliveryDetail,
@@ -35,13 +36,12 @@ from syndicator.api_schemas import (
     RepostIn,
     RepostRejected,
 )
+from syndicator.delivery_states import RETRYABLE
 from syndicator.health import feed_health, target_health
 from syndicator.management.commands.log import delivery_row
 from syndicator.models import Delivery, Feed, Post, Target
 from syndicator.reposting import choose_targets, text_problems
 from syndicator.tokens import bearer_token, request_user, user_for_token
-
-RETRYABLE = (Delivery.Status.FAILED, Delivery.Status.UNCERTAIN, Delivery.Status.CANCELLED)
 
 
 class TokenAuth(HttpBearer):
@@ -214,6 +214,8 @@ def detail_row(delivery: Delivery) -> dict[str, Any]:
             "error_class": a.error_class,
             "message": a.message,
             "retry_after": a.retry_after,
+            "kind": a.kind,
+            "actor": a.actor_name,
         }
         for a in delivery.attempt_log.order_by("number")
     ]
@@ -244,9 +246,9 @@ def show_delivery(request: HttpRequest, delivery_id: Path[Id]) -> dict[str, Any]
 )
 def retry_delivery(request: HttpRequest, delivery_id: Path[Id]) -> Status:
     """Queue a failed, uncertain or cancelled delivery again with a fresh retry budget (admins)."""
-    require(request, "syndicator.view_delivery", "syndicator.change_delivery")
+    caller = require(request, "syndicator.view_delivery", "syndicator.change_delivery")
     found = get_delivery(delivery_id)
-    if found.status not in RETRYABLE or not deliveries.retry([found]):
+    if found.status not in RETRYABLE or not decisions.retry([found], by=caller):
         found.refresh_from_db(fields=["status"])
         allowed = ", ".join(RETRYABLE)
         detail = f"delivery {delivery_id} is {found.status}; only {allowed} ones can be retried"

@@ -8,7 +8,7 @@ from typing import Annotated
 from ninja import Field, Schema
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from syndicator.models import Delivery
+from syndicator.models import Delivery, DeliveryAttempt
 
 # The largest id SQLite and PostgreSQL's bigint hold: a bigger one would be a driver error (a 500).
 MAX_ID = 2**63 - 1
@@ -16,8 +16,8 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 # Deeper than any real log; bounds the OFFSET the database is asked for.
 MAX_OFFSET = 10**9
-# Above every network's limit (Facebook's 63,206 is the largest), so the limit check names the
-# network; the cap bounds the work of measuring (twitter-text costs ~6 ms per 1,000 characters).
+# Above every network's limit (the largest is a Page post's 63,206), so the limit check names the
+# network; the cap bounds the work of measuring (a weighted count costs ~6 ms per 1,000 characters).
 MAX_TEXT = 100_000
 
 
@@ -132,6 +132,11 @@ class AttemptOut(Schema):
     error_class: str
     message: str
     retry_after: float | None
+    kind: DeliveryAttempt.Kind = Field(
+        description="send, lookup (asking the network whether an uncertain one went out) or verdict "
+        "(a person's decision: marked sent or not sent, retried, cancelled)."
+    )
+    actor: str = Field(description="Who made a verdict (their user name); empty for the system.")
 
 
 class DeliveryDetail(DeliveryOut):

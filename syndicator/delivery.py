@@ -1,11 +1,14 @@
-"""Deliveries: create (the outbox), enqueue, claim, send, record, retry, sweep.
+"""Deliveries: claim, send, record, the retry policy, look-ups of uncertain ones, the sweeper.
 
-This is the one place that changes a delivery's status and writes the delivery log
-(``DeliveryAttempt``). Every status change is a conditional UPDATE, so two workers holding the
-same task message, or a worker and the sweeper, can never both act on one delivery.
+Every status change is an event of syndicator.delivery_states (the one writer of statuses): a
+conditional UPDATE, so two workers holding the same task message, or a worker and the sweeper,
+can never both act on one delivery. Every try is a ``DeliveryAttempt`` row, of kind ``send`` or
+``lookup``. A person's decisions (retry, cancel, verdicts) are in syndicator/decisions.py;
+creating deliveries (the outbox) and sending their task messages by name in
+syndicator/dispatch.py; both are re-exported here, as the delivery API callers use.
 
 What the retry policy does not cover (lost workers, uncertain outcomes, targets that keep failing,
-a database that is briefly away) is decided in syndicator/recovery.py and applied here.
+a database that is briefly away) is decided in syndicator/recovery.py.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -22,6 +24,23 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API callers use)
+    cancel,
+    mark_uncertain,
+    pause_if_failing,
+    pause_target,
+    resume_target,
+    retry,
+)
+from syndicator.delivery_states import TRANSITIONS, Event, move
+from syndicator.dispatch import (  # noqa: F401  (re-exported)
+    create_auto_deliveries,
+    enqueue,
+    enqueue_on_commit,
+    queue_name,
+    repost,
+    target_matches,
+)
 from syndicator.errors import (
     DeliveryError,
     OutcomeUnknown,
@@ -29,17 +48,15 @@ from syndicator.errors import (
     RateLimited,
     TargetBroken,
     TransientError,
-    UserError,
 )
-from syndicator.models import Delivery, DeliveryAttempt, Post, Target
+from syndicator.models import Delivery, DeliveryAttempt
 from syndicator.recovery import (
     FAILED_OUTCOMES,
-    RESUMED_AT,
     claim_verification,
     due_verifications,
     durably,
-    pause_reason,
     settle_lost_sends,
+    uncertain_cause,
     uncertain_policy,
 )
 from syndicator.redact import redact
@@ -49,97 +66,9 @@ log = logging.getLogger(__name__)
 
 Status = Delivery.Status
 Outcome = DeliveryAttempt.Outcome
-CLAIMABLE = (Status.QUEUED, Status.RETRYING)
+CLAIMABLE = TRANSITIONS[Event.CLAIM].sources
 ACTIVE_TARGET = Q(target__enabled=True, target__paused_at__isnull=True)
 SWEEP_BATCH = 500
-
-
-# --- creating deliveries -----------------------------------------------------------------------
-
-
-def target_matches(target: Target, post: Post) -> bool:
-    """Whether a target's feed, language and category filters accept a post."""
-    feed_ids = {f.pk for f in target.feeds.all()}
-    if feed_ids and post.feed_id not in feed_ids:
-        return False
-    languages = {lang.lower() for lang in target.languages}
-    if languages and (post.language or "").lower() not in languages:
-        return False
-    categories = {c.casefold() for c in target.categories}
-    return not categories or bool(categories & {c.casefold() for c in post.categories})
-
-
-def create_auto_deliveries(posts: Iterable[Post]) -> list[Delivery]:
-    """Create one delivery per matching enabled target for each post; enqueue them on commit.
-
-    Call inside the transaction that stores the posts: the rows are the outbox, and the task
-    messages go out only once they are committed.
-    """
-    targets = list(Target.objects.filter(enabled=True).prefetch_related("feeds"))
-    created = [
-        Delivery.objects.create(post=post, target=target, origin=Delivery.Origin.AUTO)
-        for post in posts
-        for target in targets
-        if target_matches(target, post)
-    ]
-    enqueue_on_commit(created)
-    return created
-
-
-def repost(
-    post: Post, targets: Iterable[Target], *, text: str = "", requested_by: str = ""
-) -> list[Delivery]:
-    """Create manual deliveries of a post to the given targets (an editor's repost)."""
-    targets = list(targets)
-    if not targets:
-        raise UserError("no target to repost to")
-    with transaction.atomic():
-        created = [
-            Delivery.objects.create(
-                post=post,
-                target=target,
-                origin=Delivery.Origin.MANUAL,
-                requested_by=requested_by,
-                text_override=text,
-            )
-            for target in targets
-        ]
-        enqueue_on_commit(created)
-    return created
-
-
-# --- enqueueing ---------------------------------------------------------------------------------
-
-
-def queue_name(kind: str) -> str:
-    """The Celery queue that carries deliveries for one target kind."""
-    return f"deliver.{kind}"
-
-
-def enqueue_on_commit(deliveries: list[Delivery]) -> None:
-    """Send the deliveries' task messages once the current transaction commits."""
-    pairs = [(d.pk, d.target.kind) for d in deliveries]
-    if pairs:
-        transaction.on_commit(lambda: enqueue(pairs))
-
-
-def enqueue(pairs: Iterable[tuple[int, str]]) -> int:
-    """Send one deliver task per (delivery id, target kind); return how many went out.
-
-    A broker that is down loses nothing: the rows stay queued and the sweeper sends them later.
-    """
-    from tasks.deliver import deliver
-
-    sent: list[int] = []
-    try:
-        for delivery_id, kind in pairs:
-            deliver.apply_async(args=[delivery_id], queue=queue_name(kind))
-            sent.append(delivery_id)
-    except Exception as exc:  # kombu raises many classes for a broker that is away
-        log.warning("broker unavailable, %d deliveries wait for the sweeper: %s", len(sent), redact(str(exc)))
-    if sent:
-        Delivery.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
-    return len(sent)
 
 
 # --- the retry policy ---------------------------------------------------------------------------
@@ -170,11 +99,17 @@ def claim(delivery_id: int, *, now: datetime | None = None) -> bool:
     """Atomically move a due delivery of an active target to `sending`; False if there is none."""
     now = now or timezone.now()
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    active = Q(pk__in=Delivery.objects.filter(ACTIVE_TARGET, pk=delivery_id).values("pk"))
     return bool(
-        Delivery.objects.filter(pk=delivery_id, status__in=CLAIMABLE)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .filter(pk__in=Delivery.objects.filter(ACTIVE_TARGET, pk=delivery_id).values("pk"))
-        .update(status=Status.SENDING, attempts=F("attempts") + 1, lease_until=now + lease, updated_at=now)
+        move(
+            delivery_id,
+            Event.CLAIM,
+            where=due & active,
+            now=now,
+            attempts=F("attempts") + 1,
+            lease_until=now + lease,
+        )
     )
 
 
@@ -243,18 +178,29 @@ def _record_success(
     # What the network said beyond the id (photo id, per-recipient counts); how a look-up found it.
     attempt.message = redact(" ".join(part for part in (note, details) if part))[:5000]
     _finish_attempt(attempt, Outcome.SENT, started, now)
-    # `uncertain` too: a lease that expired while the network was slow is overtaken by its answer.
-    Delivery.objects.filter(pk=delivery.pk, status__in=(Status.SENDING, Status.UNCERTAIN)).update(
-        status=Status.SENT,
+    # Only while the attempt that asked is the delivery's latest (`uncertain` too: a lease that
+    # expired while the network was slow is overtaken by its answer). A late answer from an older
+    # attempt stays on its own row: a newer attempt (a send after an admin's retry, a look-up)
+    # owns the delivery and records its own outcome.
+    moved = move(
+        delivery.pk,
+        Event.SENT,
+        where=Q(attempts=attempt.number),
+        now=now,
         sent_at=now,
         external_id=result.external_id[:200],
         external_url=result.external_url[:2000],
         last_error="",
         lease_until=None,
         next_attempt_at=None,
-        updated_at=now,
     )
-    log.info("delivery %s sent to %s %s", delivery.pk, delivery.target.name, redact(result.external_url))
+    if moved:
+        log.info("delivery %s sent to %s %s", delivery.pk, delivery.target.name, redact(result.external_url))
+    else:
+        late = redact(result.external_url or result.external_id)
+        log.warning(
+            "delivery %s: attempt %s sent %s after a newer attempt began", delivery.pk, attempt.number, late
+        )
     return attempt
 
 
@@ -286,7 +232,7 @@ def _record_failure(
     """Log the failed attempt and move the delivery on by the one retry policy."""
     now = timezone.now()
     message = redact(f"{type(exc).__name__}: {exc}")
-    changes: dict = {"last_error": message[:5000], "lease_until": None, "updated_at": now}
+    changes: dict = {"last_error": message[:5000], "lease_until": None, "next_attempt_at": None}
     outcome = _outcome(exc)
     _finish_attempt(attempt, outcome, started, now, exc)
 
@@ -294,28 +240,27 @@ def _record_failure(
     if isinstance(exc, TargetBroken):
         # The target is broken, not the post: hold this delivery until an admin resumes it.
         pause_target(delivery.target, message)
-        changes.update(status=Status.QUEUED, next_attempt_at=None)
+        event = Event.HOLD
     elif isinstance(exc, PermanentError):
-        changes.update(status=Status.FAILED, next_attempt_at=None)
+        event = Event.FAILED
     elif isinstance(exc, OutcomeUnknown) and not adapter_is_idempotent:
         # Never re-send blindly: it may already be public. The target's policy settles it.
-        changes.update(status=Status.UNCERTAIN, next_attempt_at=None, enqueued_at=None)
-        changes["last_error"] = f"{message}; {uncertain_policy(delivery.target.kind)}"[:5000]
+        event = Event.UNCERTAIN
+        changes.update(
+            enqueued_at=None, last_error=f"{message}; {uncertain_policy(delivery.target.kind)}"[:5000]
+        )
     else:
         failures = _failures_in_budget(delivery)
         delay = retry_delay(failures, getattr(exc, "retry_after", None))
         if delay is None:
-            changes.update(status=Status.FAILED, next_attempt_at=None)
+            event = Event.FAILED
             changes["last_error"] = f"gave up after {failures} attempts; last: {message}"[:5000]
         else:
-            changes.update(
-                status=Status.RETRYING, next_attempt_at=now + timedelta(seconds=delay), enqueued_at=None
-            )
+            event = Event.RETRY_LATER
+            changes.update(next_attempt_at=now + timedelta(seconds=delay), enqueued_at=None)
     # `uncertain` too, when this is still its latest attempt: the sweeper marked a slow send lost,
     # and the network's verdict that came after all is better knowledge than "maybe".
-    Delivery.objects.filter(
-        pk=delivery.pk, attempts=attempt.number, status__in=(Status.SENDING, Status.UNCERTAIN)
-    ).update(**changes)
+    move(delivery.pk, event, where=Q(attempts=attempt.number), now=now, **changes)
     if outcome in FAILED_OUTCOMES and delivery.target.paused_at is None and not isinstance(exc, TargetBroken):
         pause_if_failing(delivery.target, message, now=now)
     log.warning(
@@ -334,6 +279,7 @@ def _failures_in_budget(delivery: Delivery) -> int:
     return (
         DeliveryAttempt.objects.filter(delivery=delivery, number__gt=delivery.budget_start)
         .exclude(outcome__in=(Outcome.RATE_LIMITED, Outcome.SENT))
+        .exclude(kind=DeliveryAttempt.Kind.VERDICT)
         .count()
     )
 
@@ -345,8 +291,9 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
     """Ask the target whether an uncertain delivery's post went out: sent if found, else uncertain."""
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=attempt.delivery_id)
     started = time.monotonic()
-    # Why it became uncertain, without the policy note ("it will be looked up shortly") now acted on.
-    earlier = delivery.last_error.replace(f"; {uncertain_policy(delivery.target.kind)}", "")
+    # Why it became uncertain: what the attempt before this look-up said (not the policy note,
+    # "it will be looked up shortly", now acted on).
+    earlier = uncertain_cause(delivery.pk, before=attempt.number)
     try:
         result = get_adapter(delivery.target).verify(delivery)
     except DeliveryError as exc:
@@ -366,74 +313,18 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
         why = redact(f"looked up: {error}; before: {earlier}")[:5000]
         # `uncertain` too, while this is still its latest attempt: the sweeper took a slow look-up
         # for lost, and what the look-up found after all is better knowledge than "lost".
-        Delivery.objects.filter(
-            pk=delivery.pk, attempts=attempt.number, status__in=(Status.SENDING, Status.UNCERTAIN)
-        ).update(status=Status.UNCERTAIN, lease_until=None, last_error=why, updated_at=now)
+        move(
+            delivery.pk,
+            Event.UNCERTAIN,
+            where=Q(attempts=attempt.number),
+            now=now,
+            lease_until=None,
+            last_error=why,
+        )
         log.warning("delivery %s stays uncertain: %s", delivery.pk, why)
         return attempt
 
     return durably(still_uncertain)
-
-
-# --- admin actions ------------------------------------------------------------------------------
-
-
-def retry(deliveries: Iterable[Delivery]) -> int:
-    """Requeue failed, uncertain or cancelled deliveries with a fresh retry budget."""
-    ids = [d.pk for d in deliveries]
-    with transaction.atomic():
-        rows = list(
-            Delivery.objects.select_related("target").filter(
-                pk__in=ids, status__in=(Status.FAILED, Status.UNCERTAIN, Status.CANCELLED)
-            )
-        )
-        for d in rows:
-            Delivery.objects.filter(pk=d.pk, status=d.status).update(
-                status=Status.QUEUED, next_attempt_at=None, budget_start=F("attempts"), enqueued_at=None
-            )
-        enqueue_on_commit(rows)
-    return len(rows)
-
-
-def cancel(deliveries: Iterable[Delivery]) -> int:
-    """Cancel deliveries that have not been sent yet (queued or waiting to retry)."""
-    ids = [d.pk for d in deliveries]
-    return Delivery.objects.filter(pk__in=ids, status__in=CLAIMABLE).update(
-        status=Status.CANCELLED, next_attempt_at=None, updated_at=timezone.now()
-    )
-
-
-def pause_target(target: Target, reason: str) -> bool:
-    """Stop delivering to a target until it is resumed; deliveries wait. False if already paused."""
-    return bool(
-        Target.objects.filter(pk=target.pk, paused_at__isnull=True).update(
-            paused_at=timezone.now(), paused_reason=reason[:2000]
-        )
-    )
-
-
-def pause_if_failing(target: Target, last_error: str, *, now: datetime | None = None) -> bool:
-    """Pause a target whose attempts have all failed for long enough (recovery.pause_reason)."""
-    reason = pause_reason(target, last_error, now=now)
-    if reason:
-        log.error("target %s: %s", target.name, reason)
-    return bool(reason) and pause_target(target, reason)
-
-
-def resume_target(target: Target) -> int:
-    """Resume a paused target and send what waited for it; return how many were enqueued.
-
-    A resume of a paused target starts its failing streak afresh (recovery.failing_streak).
-    """
-    with transaction.atomic():
-        row = Target.objects.select_for_update().get(pk=target.pk)
-        if row.paused_at is not None:
-            row.settings = {**row.settings, RESUMED_AT: timezone.now().isoformat()}
-        row.paused_at, row.paused_reason = None, ""
-        row.save(update_fields=["settings", "paused_at", "paused_reason"])
-    target.settings, target.paused_at, target.paused_reason = row.settings, None, ""
-    waiting = Delivery.objects.filter(target=target, status=Status.QUEUED)
-    return enqueue((pk, target.kind) for pk in waiting.values_list("pk", flat=True))
 
 
 # --- the sweeper --------------------------------------------------------------------------------
@@ -464,47 +355,3 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
-
-
-# --- an admin's verdict on an uncertain delivery ------------------------------------------------
-
-
-def mark_uncertain(delivery: Delivery, *, sent: bool, by: str, url: str = "") -> DeliveryAttempt | None:
-    """Settle an uncertain delivery by an admin's word: sent (with the post's URL if known) or not.
-
-    "Not sent" makes it failed: it records what happened, and whether to send it again stays the
-    admin's separate decision (retry), so each step is one row in the timeline. The verdict is an
-    attempt row naming the admin; None when the delivery is no longer uncertain.
-    """
-    now = timezone.now()
-    with transaction.atomic():
-        current = Delivery.objects.select_for_update().get(pk=delivery.pk)
-        if current.status != Status.UNCERTAIN:
-            return None
-        if sent:
-            verdict = f"marked as sent by {by}" + (f": {url}" if url else "")
-            changes: dict = {"status": Status.SENT, "sent_at": now, "last_error": ""}
-            if url:
-                changes["external_url"] = url[:2000]
-        else:
-            verdict = f"marked as not sent by {by}"
-            changes = {
-                "status": Status.FAILED,
-                "last_error": f"{verdict}; before: {current.last_error}"[:5000],
-            }
-        # The number continues the log, so the next claim's attempt row cannot collide with it.
-        Delivery.objects.filter(pk=current.pk).update(
-            attempts=F("attempts") + 1, next_attempt_at=None, lease_until=None, updated_at=now, **changes
-        )
-        attempt = DeliveryAttempt.objects.create(
-            delivery=current,
-            number=current.attempts + 1,
-            started_at=now,
-            finished_at=now,
-            duration_ms=0,
-            outcome=Outcome.MARKED_SENT if sent else Outcome.MARKED_NOT_SENT,
-            message=redact(verdict)[:5000],
-            worker=f"admin:{by}"[:200],
-        )
-    log.info("delivery %s: %s", delivery.pk, redact(verdict))
-    return attempt

@@ -1,23 +1,28 @@
-"""Post → Message for each target format: templates, length limits, hashtags, UTM parameters, RTL.
+"""Post → Message for each network's format: templates, length limits, hashtags, UTM parameters, RTL.
+
+How a network writes its messages is declared in its package (``syndicator/targets/<kind>/text.py``:
+``TextRules`` — the templates, how it measures length, its limit, markup, link placement, hashtag
+default); this module applies those rules and knows no network by name.
 
 Templates are the Jinja2 files in ``settings.SYNDICATOR_MESSAGE_TEMPLATES``, rendered in a sandbox
 because admins edit them (and override them per target). They receive plain values, never the
 post itself: title, summary, content_text, content_html (sanitized upstream by nh3), link (with
 UTM parameters), url, hashtags, author, feed_name, language, direction, published_at, image_url
-and override (an editor's text; only email.html.j2 shows it, the other bodies are replaced whole).
+and override (an editor's text; only a composed HTML body shows it, the other bodies are replaced
+whole).
 
 To fit a network's limit the summary is shortened first, then the title, on a word boundary with
 "…"; only when even an empty title does not fit are hashtags dropped, last first. Shortening works
 on plain text before escaping, so an entity or a tag is never cut, and a URL is kept whole or left
 out whole. The link is never shortened.
 
-Right to left (ar, fa, he, ur… or a mostly RTL title): direction="rtl", and in the plain-text and
-Telegram formats a title or summary line whose first strong letter is Latin gets an RLM (U+200F)
-in front, so clients lay it out RTL; no character is removed or reordered.
+Right to left (ar, fa, he, ur… or a mostly RTL title): direction="rtl", and in plain-text and
+HTML-fragment bodies a title or summary line whose first strong letter is Latin gets an RLM
+(U+200F) in front, so clients lay it out RTL; no character is removed or reordered.
 
 Hashtags: a ZWNJ (U+200C, the Persian half-space) becomes "_". Removing it would join letters
-that Persian keeps apart and change how the word reads; twitter-text and TDLib accept ZWNJ inside
-hashtags but other clients end the tag there, while "_" is a hashtag character on every network.
+that Persian keeps apart and change how the word reads; some clients accept ZWNJ inside hashtags
+but others end the tag there, while "_" is a hashtag character on every network.
 """
 
 from __future__ import annotations

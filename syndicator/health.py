@@ -12,7 +12,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Target
-from syndicator.recovery import VERIFY_MARK
+
+Kind = DeliveryAttempt.Kind
+Outcome = DeliveryAttempt.Outcome
 
 # A feed that failed this many polls in a row is "failing"; fewer is a "warning".
 FEED_FAILING_AFTER = 3
@@ -54,16 +56,22 @@ def target_health(target: Target) -> Health:
     if target.paused_at:
         return Health("paused", target.paused_reason or "paused")
     # A look-up of an uncertain delivery that could not find its post says nothing about the
-    # target (a successful one does: it found the post published).
-    failed_look_up = Q(worker__startswith=VERIFY_MARK) & ~Q(outcome=DeliveryAttempt.Outcome.SENT)
+    # target (a successful one does: it found the post published); nor does a person's retry or
+    # cancel (a verdict on whether it went out does).
+    failed_look_up = Q(kind=Kind.LOOKUP) & ~Q(outcome=Outcome.SENT)
+    decision = Q(kind=Kind.VERDICT) & ~Q(outcome__in=(Outcome.MARKED_SENT, Outcome.MARKED_NOT_SENT))
+    attempts = DeliveryAttempt.objects.filter(delivery__target=target, finished_at__isnull=False)
+    if target.resumed_at is not None:
+        # An admin resumed it, saying the cause is fixed: as for the failing streak
+        # (recovery.failing_streak), only what happened since counts.
+        attempts = attempts.filter(started_at__gte=target.resumed_at)
     recent = list(
-        DeliveryAttempt.objects.filter(delivery__target=target, finished_at__isnull=False)
-        .exclude(failed_look_up)
+        attempts.exclude(failed_look_up | decision)
         .order_by("-finished_at")
         .values_list("outcome", "message")[:TARGET_RECENT_ATTEMPTS]
     )
-    # An admin's "marked as sent" is a send that happened (syndicator.delivery.mark_uncertain).
-    sent = (DeliveryAttempt.Outcome.SENT, DeliveryAttempt.Outcome.MARKED_SENT)
+    # An admin's "marked as sent" is a send that happened (syndicator.decisions.mark_uncertain).
+    sent = (Outcome.SENT, Outcome.MARKED_SENT)
     if len(recent) == TARGET_RECENT_ATTEMPTS and all(o not in sent for o, _ in recent):
         return Health("failing", f"the last {len(recent)} attempts failed: {recent[0][1]}")
     stuck = Delivery.objects.filter(

@@ -31,6 +31,9 @@ LATENCY_WINDOW = timedelta(hours=24)
 LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 
 
+NOT_ATTEMPTS = (DeliveryAttempt.Outcome.RETRIED, DeliveryAttempt.Outcome.CANCELLED)
+
+
 class DatabaseCollector(Collector):
     """Every syndicator metric, computed from the database when Prometheus scrapes."""
 
@@ -62,7 +65,9 @@ class DatabaseCollector(Collector):
             labels=["target", "outcome"],
         )
         rows = (
+            # A person's retry or cancel is a row of the log but no try at sending.
             DeliveryAttempt.objects.exclude(outcome="")
+            .exclude(kind=DeliveryAttempt.Kind.VERDICT, outcome__in=NOT_ATTEMPTS)
             .values_list("delivery__target__name", "outcome")
             .annotate(n=Count("id"))
             .order_by("delivery__target__name", "outcome")

@@ -60,6 +60,8 @@ class Target(models.Model):
     enabled = models.BooleanField(default=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     paused_reason = models.TextField(blank=True)
+    # When an admin last resumed the paused target: its failing streak counts attempts since.
+    resumed_at = models.DateTimeField(null=True, blank=True)
     # Per-kind settings (chat id, page id, the format an outbox imitates, ...); never a secret.
     settings = models.JSONField(default=dict, blank=True)
     # Name of the environment variable holding the secret; the secret never enters the database.
@@ -183,9 +185,20 @@ class DeliveryAttempt(models.Model):
         # An admin's verdict on an uncertain delivery (delivery.mark_uncertain), not a send.
         MARKED_SENT = "marked_sent", "marked as sent"
         MARKED_NOT_SENT = "marked_not_sent", "marked as not sent"
+        # A person's retry or cancel (syndicator.decisions), recorded so the timeline credits them.
+        RETRIED = "retried", "retried"
+        CANCELLED = "cancelled", "cancelled"
+
+    class Kind(models.TextChoices):
+        SEND = "send"
+        LOOKUP = "lookup", "look-up"  # asking the network whether an uncertain delivery went out
+        VERDICT = "verdict"  # a person's decision: marked sent / not sent, retried, cancelled
+        EDIT = "edit"
+        DELETE = "delete"
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
     number = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.SEND)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
@@ -194,8 +207,14 @@ class DeliveryAttempt(models.Model):
     error_class = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True, help_text="Redacted.")
     retry_after = models.FloatField(null=True, blank=True)
+    # The worker's host name (sends and look-ups); empty for a person's verdict.
     worker = models.CharField(max_length=200, blank=True)
     task_id = models.CharField(max_length=200, blank=True)
+    # Who decided a verdict; null for the system. The name stays when the user is deleted.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
 
     class Meta:
         ordering = ["delivery_id", "number"]

@@ -84,14 +84,23 @@ def is_public(address: IPAddress) -> bool:
     )
 
 
-def check(url: httpx.URL, allowance: Allowance, *, timeout: float | None = None) -> list[str]:
-    """The addresses to connect to for url's host, once every address the host resolves to passed."""
+def check(
+    url: httpx.URL,
+    allowance: Allowance,
+    *,
+    timeout: float | None = None,
+    allow_setting: str = "SYNDICATOR_FEED_ALLOW_PRIVATE",
+) -> list[str]:
+    """The addresses to connect to for url's host, once every address the host resolves to passed.
+
+    ``allow_setting`` names the setting that would allow a refused host, for the message.
+    """
     host = url.raw_host.decode("ascii")
     addresses = resolve(host, url.port or (443 if url.scheme == "https" else 80), timeout=timeout)
     refused = [address for address in addresses if not allowance.allows(host, address)]
     if refused:
         raise FeedFetchError(
-            f"refused: {host} resolves to a private address (set SYNDICATOR_FEED_ALLOW_PRIVATE to allow it)"
+            f"refused: {host} resolves to a private address (set {allow_setting} to allow it)"
         )
     return [str(address) for address in addresses]
 

@@ -4,12 +4,15 @@
   logged yet: the delivery goes back to the queue) or a request that may have been published:
   the delivery becomes ``uncertain``.
 - An uncertain delivery is settled by its target's policy: looked up on the network once when the
-  adapter can (``Adapter.verify``), else left to an admin with the reason in its last_error.
+  adapter can (``Adapter.verify``, an attempt of kind ``lookup``), else left to an admin with the
+  reason in its last_error.
 - A target whose attempts have all failed for long enough (SYNDICATOR_TARGET_PAUSE_AFTER) is
-  paused, with the reason shown; a success ends the streak, and a resume starts a new one.
+  paused, with the reason shown; a success ends the streak, and a resume (``Target.resumed_at``)
+  starts a new one.
 - An outcome the network gave is written even through a short database outage (``durably``).
 
-syndicator/delivery.py calls these; it stays the one place that moves a delivery on.
+syndicator/delivery.py calls these; every status change here is an event of
+syndicator.delivery_states, the one writer of statuses.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q, TextField, Value
-from django.db.models.functions import Concat, Replace
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
 
+from syndicator.delivery_states import Event, move
 from syndicator.models import Delivery, DeliveryAttempt, Target
 from syndicator.redact import redact
 from syndicator.targets import ADAPTERS
@@ -36,19 +39,15 @@ log = logging.getLogger(__name__)
 
 Status = Delivery.Status
 Outcome = DeliveryAttempt.Outcome
+Kind = DeliveryAttempt.Kind
 ACTIVE_TARGET = Q(target__enabled=True, target__paused_at__isnull=True)
 BATCH = 500
-# A look-up of an uncertain delivery is logged as an attempt whose worker starts with this.
-VERIFY_MARK = "verify:"
 LOST_WHILE_SENDING = "the worker was lost while sending: the post may or may not be published"
 # Why an uncertain delivery whose look-up died with its worker waits for an admin.
 LOOK_UP_LOST = (
     "looking it up was lost with its worker (lease expired), and a post is looked up once: "
     "an admin checks the account, then retries the delivery or leaves it"
 )
-# Where Target.settings keeps when an admin last resumed the target (ISO 8601; a private key, as
-# there is no column for it): the failing streak counts only attempts started since.
-RESUMED_AT = "_resumed_at"
 # Outcomes that count towards pausing a failing target (rate limits do not: the network said when).
 FAILED_OUTCOMES = (Outcome.TRANSIENT, Outcome.PERMANENT, Outcome.UNKNOWN, Outcome.LOST)
 
@@ -74,48 +73,68 @@ def verifiable_kinds() -> list[str]:
 def unverified() -> Q:
     """Uncertain deliveries of verifiable targets, not looked up since they became uncertain."""
     looked_up = DeliveryAttempt.objects.filter(
-        delivery=OuterRef("pk"), number=OuterRef("attempts"), worker__startswith=VERIFY_MARK
+        delivery=OuterRef("pk"), number=OuterRef("attempts"), kind=Kind.LOOKUP
     )
     return Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & ~Exists(looked_up)
 
 
+def uncertain_cause(delivery_id: int, *, before: int) -> str:
+    """Why a delivery became uncertain: what its last send before attempt ``before`` ended with.
+
+    Read from the attempt log, not parsed back out of ``last_error`` (which adds what happens next).
+    """
+    row = (
+        DeliveryAttempt.objects.filter(delivery_id=delivery_id, number__lt=before, kind=Kind.SEND)
+        .order_by("-number")
+        .values_list("outcome", "error_class", "message")
+        .first()
+    )
+    if row is None:
+        return "no send attempt recorded"
+    outcome, error_class, message = row
+    if outcome == Outcome.LOST:
+        return LOST_WHILE_SENDING
+    return f"{error_class}: {message}" if error_class else message or str(outcome or "in progress")
+
+
 def settle_lost_sends(now: datetime) -> tuple[int, int]:
     """Sends whose lease expired: requeued if no request left, else `uncertain`; both counts."""
-    expired = Q(status=Status.SENDING, lease_until__lt=now)
-    lost = list(Delivery.objects.filter(expired).order_by("pk").values_list("pk", "target__kind")[:BATCH])
+    expired = Q(lease_until__lt=now)
+    lost = list(
+        Delivery.objects.filter(expired, status=Status.SENDING)
+        .order_by("pk")
+        .values_list("pk", "target__kind", "attempts")[:BATCH]
+    )
     requeued = uncertain = 0
-    for pk, kind in lost:
+    for pk, kind, number in lost:
         # The worker logs an attempt before its request leaves (delivery._log_attempt, which also
         # renews the lease under the row lock): without that row it died between claim and send,
         # so sending now cannot post twice.
         started = DeliveryAttempt.objects.filter(delivery_id=pk, number=OuterRef("attempts"))
-        requeued += (
-            Delivery.objects.filter(expired, pk=pk)
-            .filter(~Exists(started))
-            .update(
-                status=Status.QUEUED,
-                lease_until=None,
-                next_attempt_at=None,
-                enqueued_at=None,
-                last_error="the worker was lost before sending: queued again",
-                updated_at=now,
-            )
+        requeued += move(
+            pk,
+            Event.LOST_BEFORE_SEND,
+            where=expired & ~Exists(started),
+            now=now,
+            lease_until=None,
+            next_attempt_at=None,
+            enqueued_at=None,
+            last_error="the worker was lost before sending: queued again",
         )
         # A look-up sent nothing: the delivery was uncertain before it and stays so, with the reason
         # it had. It is not looked up again (once per uncertain episode), so an admin decides.
-        looking_up = started.filter(worker__startswith=VERIFY_MARK)
-        settle = {"status": Status.UNCERTAIN, "lease_until": None, "enqueued_at": None, "updated_at": now}
-        # Its reason said "it will be looked up shortly": no longer so.
-        earlier = Replace(
-            "last_error", Value(f"; {uncertain_policy(kind)}"), Value(""), output_field=TextField()
-        )
-        lost_look_up = Concat(Value(f"{LOOK_UP_LOST}; before: "), earlier, output_field=TextField())
-        if Delivery.objects.filter(expired, Exists(looking_up), pk=pk).update(
-            **settle, last_error=lost_look_up
-        ):
+        looking_up = started.filter(kind=Kind.LOOKUP)
+        settle = {"lease_until": None, "enqueued_at": None, "now": now}
+        lost_look_up = f"{LOOK_UP_LOST}; before: {uncertain_cause(pk, before=number)}"[:5000]
+        mine = expired & Q(attempts=number)
+        if move(pk, Event.LOST_MID_SEND, where=mine & Exists(looking_up), last_error=lost_look_up, **settle):
             lost_what = "look-up"
-        elif Delivery.objects.filter(expired, pk=pk).update(
-            **settle, last_error=f"{LOST_WHILE_SENDING}; {uncertain_policy(kind)}"
+        elif move(
+            pk,
+            Event.LOST_MID_SEND,
+            where=mine,
+            last_error=f"{LOST_WHILE_SENDING}; {uncertain_policy(kind)}",
+            **settle,
         ):
             lost_what = "send"
         else:
@@ -147,14 +166,13 @@ def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "")
         mine = Delivery.objects.select_for_update().filter(pk=delivery_id, status=Status.UNCERTAIN)
         if not list(mine.values_list("pk", flat=True)) or not eligible.exists():
             return None
-        mine.update(
-            status=Status.SENDING, attempts=F("attempts") + 1, lease_until=now + lease, updated_at=now
-        )
+        move(delivery_id, Event.LOOK_UP, now=now, attempts=F("attempts") + 1, lease_until=now + lease)
         number = Delivery.objects.values_list("attempts", flat=True).get(pk=delivery_id)
         return DeliveryAttempt.objects.create(
             delivery_id=delivery_id,
             number=number,
-            worker=f"{VERIFY_MARK}{worker}"[:200],
+            kind=Kind.LOOKUP,
+            worker=worker[:200],
             task_id=task_id[:200],
         )
 
@@ -206,12 +224,11 @@ class FailingStreak:
 
 
 def resumed_at(target: Target) -> datetime | None:
-    """When an admin last resumed the paused target (stored by delivery.resume_target), or None."""
-    stored = Target.objects.filter(pk=target.pk).values_list("settings", flat=True).first() or {}
-    try:
-        return datetime.fromisoformat(stored[RESUMED_AT])
-    except (KeyError, TypeError, ValueError):  # never resumed, or the value was edited by hand
-        return None
+    """When an admin last resumed the paused target (decisions.resume_target), or None.
+
+    Read from the database: a worker's Target row may be older than the resume.
+    """
+    return Target.objects.filter(pk=target.pk).values_list("resumed_at", flat=True).first()
 
 
 def failing_streak(target: Target) -> FailingStreak | None:
@@ -226,7 +243,7 @@ def failing_streak(target: Target) -> FailingStreak | None:
     if (resumed := resumed_at(target)) is not None:
         attempts = attempts.filter(started_at__gte=resumed)
     last_success = attempts.filter(outcome=Outcome.SENT).aggregate(at=Max("finished_at"))["at"]
-    failed = attempts.filter(outcome__in=FAILED_OUTCOMES).exclude(worker__startswith=VERIFY_MARK)
+    failed = attempts.filter(outcome__in=FAILED_OUTCOMES, kind=Kind.SEND)
     if last_success is not None:
         failed = failed.filter(finished_at__gt=last_success)
     found = failed.aggregate(count=Count("pk"), since=Min("finished_at"))

@@ -1,4 +1,4 @@
-"""Redaction of secrets in text that is logged or stored (URLs carry Telegram bot tokens)."""
+"""Redaction of secrets in text that is logged or stored (some APIs carry the token in the URL)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import re
 import traceback
 
-# /bot<id>:<secret>/ in Telegram Bot API URLs; access_token= and similar query parameters;
+# A bot token in a URL path (/bot<id>:<secret>/); access_token= and similar query parameters;
 # user:password@ in URLs; Authorization headers echoed in errors.
 _PATTERNS = [
     (re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), "/bot<redacted>"),
@@ -14,7 +14,7 @@ _PATTERNS = [
         re.compile(r"(?i)\b(access_token|token|api_key|apikey|password|secret|key)=([^&\s\"']+)"),
         r"\1=<redacted>",
     ),
-    # oauthlib's Client repr, which requests_oauthlib logs at DEBUG: the X consumer key and token.
+    # oauthlib's Client repr, which requests_oauthlib logs at DEBUG: an OAuth consumer key and token.
     (re.compile(r"(?i)\b(client_key|resource_owner_key)=([^,\s>]+)"), r"\1=<redacted>"),
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^/\s@]+)@"), r"\1\2:<redacted>@"),
     (re.compile(r"(?i)\b(authorization:\s*)(bearer|basic)\s+[^\s,]+"), r"\1\2 <redacted>"),
@@ -24,8 +24,8 @@ _PATTERNS = [
     (re.compile(r"(?i)\('(oauth_[a-z_]+)',\s*'[^']*'\)"), r"('\1', '<redacted>')"),
     (re.compile(r"(?i)\b(oauth_[a-z_]+)=([^&\s\"',)]+)"), r"\1=<redacted>"),
     (re.compile(r"(?i)(oauth_[a-z_]+)%3D([^%&\s]+)"), r"\1%3D<redacted>"),  # after "%26": no \b
-    # Bluesky (AT Protocol): session tokens and the app password as JSON fields (a body echoed in an
-    # error), and any JWT (header.payload.signature, base64url), as a Bearer header would carry it.
+    # AT Protocol sessions: tokens and the app password as JSON fields (a body echoed in an error),
+    # and any JWT (header.payload.signature, base64url), as a Bearer header would carry it.
     (
         re.compile(r"(?i)([\"']?(?:accessJwt|refreshJwt|password)[\"']?\s*:\s*)[\"'][^\"']*[\"']"),
         r"\1'<redacted>'",
@@ -58,7 +58,7 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
 
 def install_log_redaction() -> None:
     """Redact every log record as it is made, whatever logger makes it and whichever handler gets
-    it (httpx logs each request URL, and a Telegram token is part of it). Idempotent."""
+    it (httpx logs each request URL, and a token may be part of it). Idempotent."""
     make = logging.getLogRecordFactory()
     if getattr(make, "redacting", False):
         return

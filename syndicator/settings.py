@@ -208,6 +208,19 @@ SYNDICATOR_USER_AGENT = os.environ.get(
     "SYNDICATOR_USER_AGENT", "syndicator/0.1 (+https://github.com/syndicator/syndicator)"
 )
 
+# Where a target's secret may come from and which servers it may reach (syndicator/targets/guard.py):
+# variables named SYNDICATOR_SECRET_* or a network's documented names, plus these (names, or
+# prefixes ending in "*"); public hosts only, plus these networks and host names.
+SYNDICATOR_SECRET_PREFIX = os.environ.get("SYNDICATOR_SECRET_PREFIX", "SYNDICATOR_SECRET_")
+SYNDICATOR_SECRET_ENV_ALLOW = [
+    entry.strip() for entry in os.environ.get("SYNDICATOR_SECRET_ENV_ALLOW", "").split(",") if entry.strip()
+]
+SYNDICATOR_TARGET_ALLOW_PRIVATE = [
+    entry.strip()
+    for entry in os.environ.get("SYNDICATOR_TARGET_ALLOW_PRIVATE", "").split(",")
+    if entry.strip()
+]
+
 # Timeout of one call to a network's API (connect is capped at 10 s).
 SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15))
 # Graph API version for Facebook Pages, pinned (TARGETS.md: v25.0 is available until 2028-07).
@@ -233,7 +246,7 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
-        # httpx logs every request URL at INFO; a Telegram token is part of that URL.
+        # httpx logs every request URL at INFO; a network's token may be part of that URL.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
         # requests_oauthlib and oauthlib log the OAuth parameters (consumer key, access token) at

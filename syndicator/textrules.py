@@ -38,8 +38,8 @@ _BLOCK_TAGS = frozenset(
 def length_with_links(text: str, url_length: int) -> int:
     """Length in code points with every http(s) URL counted as ``url_length``.
 
-    URLs are found by twitter-text's extractor, scheme required (as Mastodon's
-    StatusLengthValidator does).
+    URLs are found by the twitter-text library's extractor, scheme required (as some servers'
+    length validators do).
     """
     spans = [url["indices"] for url in extract_urls_with_indices(text, extract_urls_without_protocol=False)]
     return len(text) - sum(end - start for start, end in spans) + url_length * len(spans)
@@ -161,7 +161,7 @@ def _hashtag_body(name: str) -> str:
             kept.append(ch)
         # Spaces, punctuation, symbols and emoji would end the hashtag early: they are dropped.
     body = re.sub("_+", "_", "".join(kept)).strip("_")
-    # X and Telegram do not link a tag without a letter ("#2025").
+    # Networks do not link a tag without a letter ("#2025").
     return body if any(unicodedata.category(ch)[0] == "L" for ch in body) else ""
 
 

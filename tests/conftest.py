@@ -44,6 +44,33 @@ def celery_app():
     return app
 
 
+# The emulators listen on loopback, and harnesses keep their secrets in variables of their own.
+TARGET_ALLOWANCES = {
+    "SYNDICATOR_TARGET_ALLOW_PRIVATE": ["127.0.0.0/8", "::1"],
+    "SYNDICATOR_SECRET_ENV_ALLOW": ["SYNDICATOR_TEST_*"],
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allow_loopback_targets() -> Iterator[None]:
+    """Targets may reach the loopback emulators and read the harnesses' secret variables, in this
+    process and in every process a test starts (syndicator/targets/guard.py refuses both by
+    default)."""
+    from django.conf import settings
+
+    saved = {name: (getattr(settings, name), os.environ.get(name)) for name in TARGET_ALLOWANCES}
+    for name, value in TARGET_ALLOWANCES.items():
+        setattr(settings, name, value)
+        os.environ[name] = ",".join(value)
+    yield
+    for name, (setting, env) in saved.items():
+        setattr(settings, name, setting)
+        if env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = env
+
+
 @pytest.fixture(scope="session", autouse=True)
 def allow_loopback_feeds() -> Iterator[None]:
     """Feeds here are served from 127.0.0.1, which syndicator refuses by default (no feed may
@@ -67,9 +94,9 @@ def celery_worker(celery_app, transactional_db) -> Iterator[object]:
     """A real Celery worker (threads pool) consuming every queue, for the duration of a test."""
     from celery.contrib.testing.worker import start_worker
 
-    from celeryproject import DELIVERY_QUEUES
+    from celeryproject import ALL_QUEUES
 
-    queues = ",".join(["feeds", "maintenance", *DELIVERY_QUEUES])
+    queues = ",".join(ALL_QUEUES)
     with start_worker(
         celery_app,
         pool="threads",

@@ -40,7 +40,8 @@ def test_the_retry_action_requeues_a_failed_delivery(admin_client, failed_delive
     )
     assert response.status_code == 200
     failed_delivery.refresh_from_db()
-    assert failed_delivery.status == "queued" and failed_delivery.budget_start == 1
+    assert failed_delivery.status == "queued" and failed_delivery.budget_start == 2
+    assert failed_delivery.attempt_log.get(number=2).actor_name == "admin"
 
 
 def test_anonymous_visitors_are_sent_to_the_login_page(client):

@@ -133,7 +133,11 @@ def test_the_retry_button_requeues_a_failed_delivery(admin_role_client, target):
     response = admin_role_client.post(reverse("admin:syndicator_delivery_retry", args=[delivery.pk]))
     assert response.status_code == 302 and response["Location"] == detail(delivery)
     delivery.refresh_from_db()
-    assert delivery.status == "queued" and delivery.budget_start == 2
+    # The retry is attempt 3, naming the admin; the fresh budget counts from it.
+    assert delivery.status == "queued" and delivery.budget_start == 3
+    verdict = delivery.attempt_log.get(number=3)
+    assert (verdict.kind, verdict.outcome, verdict.actor_name) == ("verdict", "retried", "ada")
+    assert verdict.actor.get_username() == "ada" and "retried (was failed) by ada" in verdict.message
 
 
 def test_the_cancel_button_cancels_a_queued_delivery(admin_role_client, target):
@@ -143,6 +147,22 @@ def test_the_cancel_button_cancels_a_queued_delivery(admin_role_client, target):
     admin_role_client.post(reverse("admin:syndicator_delivery_cancel", args=[delivery.pk]))
     delivery.refresh_from_db()
     assert delivery.status == "cancelled"
+    # Credited in the timeline: an attempt row of kind verdict naming the admin.
+    verdict = delivery.attempt_log.get()
+    assert (verdict.number, verdict.kind, verdict.outcome) == (1, "verdict", "cancelled")
+    assert verdict.actor.get_username() == "ada" and verdict.actor_name == "ada"
+    page = admin_role_client.get(detail(delivery)).content.decode()
+    assert 'data-kind="verdict"' in page and '<td class="actor">ada</td>' in page
+
+
+def test_a_verdict_keeps_the_name_of_a_user_deleted_since(admin_role_client, target):
+    from django.contrib.auth import get_user_model
+
+    delivery = make_delivery(target, "story", status="failed", attempts=1)
+    admin_role_client.post(reverse("admin:syndicator_delivery_retry", args=[delivery.pk]))
+    get_user_model().objects.filter(username="ada").delete()
+    verdict = delivery.attempt_log.get(number=2)
+    assert verdict.actor is None and verdict.actor_name == "ada"
 
 
 def test_buttons_are_hidden_from_editors_and_refused_to_them(editor_client, target):
@@ -213,7 +233,12 @@ def test_mark_as_not_sent_fails_the_delivery_and_retry_can_send_it_again(admin_r
 
     admin_role_client.post(reverse("admin:syndicator_delivery_retry", args=[delivery.pk]))
     delivery.refresh_from_db()
-    assert delivery.status == "queued" and delivery.budget_start == 2
+    assert delivery.status == "queued" and delivery.budget_start == 3
+    assert [(a.kind, a.outcome, a.actor_name) for a in delivery.attempt_log.all()] == [
+        ("send", "unknown", ""),
+        ("verdict", "marked_not_sent", "ada"),
+        ("verdict", "retried", "ada"),
+    ]
 
 
 def test_marking_a_delivery_that_is_no_longer_uncertain_changes_nothing(admin_role_client, target):

@@ -85,14 +85,20 @@ def test_setting_values_are_typed_and_a_bad_number_is_refused(admin_role_client,
 
 
 def test_secrets_are_shown_and_edited_only_as_the_name_of_an_env_variable(admin_role_client, monkeypatch):
-    monkeypatch.setenv("X_KEY_SET_HERE", "s3cr3t-value-never-shown")
+    monkeypatch.setenv("SYNDICATOR_SECRET_X_KEY", "s3cr3t-value-never-shown")
     x = Target.objects.create(
-        name="x", kind="twitter", secret_env="X_MISSING_TOKEN", settings={"api_key_env": "X_KEY_SET_HERE"}
+        name="x",
+        kind="twitter",
+        secret_env="SYNDICATOR_SECRET_X_MISSING",
+        settings={"api_key_env": "SYNDICATOR_SECRET_X_KEY"},
     )
     page = admin_role_client.get(change_url(x)).content.decode()
     assert "s3cr3t-value-never-shown" not in page
-    assert 'value="X_KEY_SET_HERE"' in page and "X_KEY_SET_HERE is set in the web process" in page
-    assert "X_MISSING_TOKEN is NOT set in the web process" in page
+    assert (
+        'value="SYNDICATOR_SECRET_X_KEY"' in page
+        and "SYNDICATOR_SECRET_X_KEY is set in the web process" in page
+    )
+    assert "SYNDICATOR_SECRET_X_MISSING is NOT set in the web process" in page
 
     response = admin_role_client.post(change_url(x), form_data(x, setting__api_key_env="abc def=="))
     errors = response.context["adminform"].form.errors
@@ -100,7 +106,10 @@ def test_secrets_are_shown_and_edited_only_as_the_name_of_an_env_variable(admin_
     response = admin_role_client.post(change_url(x), form_data(x, secret_env="hunter2!"))
     assert "not an environment variable name" in str(response.context["adminform"].form.errors["secret_env"])
     x.refresh_from_db()
-    assert x.secret_env == "X_MISSING_TOKEN" and x.settings["api_key_env"] == "X_KEY_SET_HERE"
+    assert (
+        x.secret_env == "SYNDICATOR_SECRET_X_MISSING"
+        and x.settings["api_key_env"] == "SYNDICATOR_SECRET_X_KEY"
+    )
 
 
 def test_filters_are_edited_as_lists(admin_role_client, telegram):
@@ -256,7 +265,7 @@ def test_a_new_target_gets_the_settings_of_its_kind(admin_role_client):
             "kind": "facebook",
             "enabled": "on",
             "setting__page_id": "12345",
-            "secret_env": "FB_TOKEN",
+            "secret_env": "SYNDICATOR_SECRET_FB",
         },
     )
     assert response.status_code == 302

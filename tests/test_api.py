@@ -128,8 +128,12 @@ def test_an_editor_may_not_retry_and_an_admin_may(client: Client, world, editor_
     retried = client.post(url, **bearer(admin_token))
     assert retried.status_code == 200
     body = retried.json()
-    assert body["status"] == "queued" and [a["number"] for a in body["attempt_log"]] == [1, 2]
-    assert Delivery.objects.get(pk=world["failed"].pk).budget_start == 2
+    assert body["status"] == "queued" and [a["number"] for a in body["attempt_log"]] == [1, 2, 3]
+    # The retry is in the timeline, credited to the token's user.
+    retry = body["attempt_log"][-1]
+    assert (retry["kind"], retry["outcome"], retry["actor"]) == ("verdict", "retried", "ad")
+    assert {a["kind"] for a in body["attempt_log"][:2]} == {"send"}
+    assert Delivery.objects.get(pk=world["failed"].pk).budget_start == 3
 
 
 def test_retrying_a_sent_delivery_is_a_conflict(client: Client, world, admin_token) -> None:

@@ -21,6 +21,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from syndicator import delivery as deliveries
+from syndicator import dispatch
 from syndicator.models import Delivery, Feed, Post, Target
 from tests.conftest import wait_for
 
@@ -182,7 +183,7 @@ def test_targets_list_json_shows_filters_state_and_deliveries_by_status(feed, bo
 def test_targets_pause_holds_deliveries_and_resume_sends_what_waited(feed, box, monkeypatch):
     waiting = Delivery.objects.create(post=make_post(feed, 1), target=box)
     sent: list[tuple[int, str]] = []
-    monkeypatch.setattr(deliveries, "enqueue", lambda pairs: len(sent.extend(pairs) or sent))
+    monkeypatch.setattr(dispatch, "enqueue", lambda pairs: len(sent.extend(pairs) or sent))
 
     run("targets pause box --reason maintenance")
     box.refresh_from_db()
@@ -323,7 +324,10 @@ def test_retry_requeues_failed_deliveries_and_reports_the_rest(feed, box):
     out = run(f"retry {failed.pk} {sent.pk}")
 
     failed.refresh_from_db()
-    assert (failed.status, failed.budget_start) == ("queued", 8)
+    assert (failed.status, failed.budget_start) == ("queued", 9)
+    verdict = failed.attempt_log.get()
+    assert (verdict.number, verdict.kind, verdict.outcome) == (9, "verdict", "retried")
+    assert verdict.actor is None and verdict.actor_name.endswith("(command line)")
     assert f"delivery {sent.pk} not retried: it is sent" in out and "1 of 2 deliveries requeued" in out
 
 

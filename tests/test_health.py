@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.utils import timezone
 
 from syndicator.health import feed_health, target_health
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
-from syndicator.recovery import VERIFY_MARK
 
 pytestmark = pytest.mark.django_db
 
@@ -62,7 +63,7 @@ def test_look_ups_that_found_nothing_do_not_make_a_target_failing():
         )
     # The fifth is a look-up of an uncertain delivery: the network could not tell.
     DeliveryAttempt.objects.create(
-        delivery=delivery, number=5, outcome="unknown", worker=f"{VERIFY_MARK}w1", finished_at=finished
+        delivery=delivery, number=5, outcome="unknown", kind="lookup", worker="w1", finished_at=finished
     )
     assert target_health(target).state == "ok"
 
@@ -71,3 +72,38 @@ def test_look_ups_that_found_nothing_do_not_make_a_target_failing():
     )
     verdict = target_health(target)
     assert verdict.state == "failing" and "HTTP 503" in verdict.reason
+
+
+def test_a_resumed_target_is_judged_by_what_happened_since():
+    feed = Feed.objects.create(url="https://a.example/feed")
+    post = Post.objects.create(feed=feed, guid="1", title="t")
+    target = Target.objects.create(name="t", kind="outbox")
+    delivery = Delivery.objects.create(post=post, target=target, status="retrying")
+    earlier = timezone.now() - timedelta(hours=1)
+    for n in range(1, 6):
+        DeliveryAttempt.objects.create(
+            delivery=delivery,
+            number=n,
+            outcome="transient",
+            message="HTTP 502",
+            started_at=earlier,
+            finished_at=earlier,
+        )
+    assert target_health(target).state == "failing"
+    target.resumed_at = timezone.now() - timedelta(minutes=1)
+    assert target_health(target).state == "ok", "the admin resumed it: the old failures are behind"
+
+
+def test_a_persons_retry_or_cancel_says_nothing_about_the_target():
+    feed = Feed.objects.create(url="https://a.example/feed")
+    post = Post.objects.create(feed=feed, guid="1", title="t")
+    target = Target.objects.create(name="t", kind="outbox")
+    delivery = Delivery.objects.create(post=post, target=target, status="queued")
+    now = timezone.now()
+    DeliveryAttempt.objects.create(delivery=delivery, number=1, outcome="sent", finished_at=now)
+    for n in range(2, 8):
+        outcome = "retried" if n % 2 else "cancelled"
+        DeliveryAttempt.objects.create(
+            delivery=delivery, number=n, kind="verdict", outcome=outcome, actor_name="ada", finished_at=now
+        )
+    assert target_health(target).state == "ok"

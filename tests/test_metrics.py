@@ -106,6 +106,17 @@ def test_attempts_by_outcome(staff: Client, log) -> None:
     }
 
 
+def test_a_persons_retry_or_cancel_is_not_counted_as_an_attempt(staff: Client, log) -> None:
+    from syndicator import decisions
+
+    failed = Delivery.objects.get(status="failed")
+    assert decisions.retry([failed], by="ada") == 1
+    assert decisions.cancel([failed], by="ada") == 1
+    assert failed.attempt_log.filter(kind="verdict").count() == 2
+    outcomes = {dict(labels)["outcome"] for (name, labels), _ in scrape(staff).items() if "attempts" in name}
+    assert not outcomes & {"retried", "cancelled"}
+
+
 def test_the_oldest_queued_delivery_and_feed_errors(staff: Client, log) -> None:
     metrics = scrape(staff)
     assert 119 <= metrics[("syndicator_oldest_queued_delivery_age_seconds", ())] < 180

@@ -196,3 +196,16 @@ def test_a_rate_limit_always_carries_a_wait():
 )
 def test_retry_after_reads_seconds_epochs_http_dates_and_iso_times(headers, names, body, seconds):
     assert retry_after(headers, names, body_value=body, now=NOW) == seconds
+
+
+def test_workers_consume_every_networks_queue_and_the_cli_prints_them():
+    from celeryproject import app
+    from syndicator.targets.registry import all_queues
+
+    assert {queue.name for queue in app.conf.task_queues} == set(all_queues())
+    out = io.StringIO()
+    call_command("queues", stdout=out)
+    assert out.getvalue().strip().split(",") == all_queues()
+    out = io.StringIO()
+    call_command("queues", "--deliveries", "--lines", stdout=out)
+    assert out.getvalue().split() == delivery_queues()

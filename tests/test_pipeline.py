@@ -186,7 +186,9 @@ def test_permanent_failure_fails_at_once_and_admin_retry_sends_it(feed_server, c
     assert failed.attempts == 1 and "PermanentError" in failed.last_error
     assert deliveries.retry([failed]) == 1
     sent = wait_for(lambda: Delivery.objects.filter(pk=failed.pk, status="sent").first())
-    assert sent.attempts == 2
+    # 1 failed, 2 the admin's retry (a verdict row), 3 the send that went out.
+    assert sent.attempts == 3
+    assert [a.kind for a in sent.attempt_log.all()] == ["send", "verdict", "send"]
 
 
 def test_a_feed_is_never_polled_twice_at_once_nor_scheduled_twice(feed_server, db):

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from syndicator import delivery as deliveries
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post
-from syndicator.recovery import VERIFY_MARK, claim_verification, settle_lost_sends, unverified
+from syndicator.recovery import claim_verification, settle_lost_sends, unverified
 from syndicator.targets.facebook import FacebookAdapter
 from tests.conftest import wait_for
 from tests.emulators import facebook as graph
@@ -55,11 +55,7 @@ def lost_mid_send(fb: graph.Harness, post: Post) -> Delivery:
 
 
 def look_ups(d: Delivery) -> list[str]:
-    return list(
-        DeliveryAttempt.objects.filter(delivery=d, worker__startswith=VERIFY_MARK).values_list(
-            "outcome", flat=True
-        )
-    )
+    return list(DeliveryAttempt.objects.filter(delivery=d, kind="lookup").values_list("outcome", flat=True))
 
 
 def test_a_look_up_claimed_while_the_state_is_read_is_never_read_as_settled(fb, post):

@@ -120,7 +120,7 @@ def test_an_editor_sees_a_target_but_cannot_change_it(target: Target) -> None:
     url = reverse("admin:syndicator_target_change", args=[target.pk])
     page = editor.get(url)
     assert page.status_code == 200 and b'name="_save"' not in page.content  # read-only view
-    response = editor.post(url, target_form(target, secret_env="STOLEN"))
+    response = editor.post(url, target_form(target, secret_env="SYNDICATOR_SECRET_STOLEN"))
     assert response.status_code == 403
     assert Target.objects.get(pk=target.pk).secret_env == ""
 
@@ -150,10 +150,11 @@ def test_an_admin_changes_targets_adds_feeds_manages_users_and_retries(
     ):
         assert admin.get(reverse(url)).status_code == 200
     response = admin.post(
-        reverse("admin:syndicator_target_change", args=[target.pk]), target_form(target, secret_env="X_TOKEN")
+        reverse("admin:syndicator_target_change", args=[target.pk]),
+        target_form(target, secret_env="SYNDICATOR_SECRET_X"),
     )
     assert response.status_code == 302, response.content[:2000]
-    assert Target.objects.get(pk=target.pk).secret_env == "X_TOKEN"
+    assert Target.objects.get(pk=target.pk).secret_env == "SYNDICATOR_SECRET_X"
     admin.post(
         reverse("admin:syndicator_delivery_changelist"),
         {"action": "retry_selected", "_selected_action": [failed.pk]},

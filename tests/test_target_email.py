@@ -381,6 +381,35 @@ def test_a_long_list_is_sent_in_batches_that_pause_within_the_time_limit(smtp):
     assert [m.rcpt for m in smtp.messages] == ["ann@example.org", "bob@example.org"]
 
 
+def test_a_slow_down_waits_the_typed_rate_limit_wait(smtp):
+    # A duration written as text ("5m", as the CLI and the admin form take it) is read typed.
+    target = email_target(smtp, "ann@example.org", rate_limit_wait="5m")
+    smtp.fail_next_session(rcpt="451 4.4.5 slow down")
+
+    with pytest.raises(DeliveryError) as raised:
+        send(target, fixture_post("nejat-en-recent.rss"))
+
+    assert type(raised.value) is RateLimited and raised.value.retry_after == 300.0
+    assert "4.4.5 slow down" in str(raised.value) and "slow down" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("timeout", "soon"), ("port", "submission"), ("allow_insecure", "maybe"), ("batch_seconds", "-1")],
+)
+def test_a_bad_setting_pauses_the_target_before_any_session(smtp, setting, value):
+    # They used to fall back (allow_insecure "maybe" read as false) or fail with words of their own.
+    target = email_target(smtp, "ann@example.org", **{setting: value})
+    delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
+
+    logged = attempt(delivery)
+
+    target.refresh_from_db()
+    assert logged.error_class == "TargetBroken" and f"setting {setting}=" in logged.message
+    assert target.paused_at is not None and f"setting {setting}=" in target.paused_reason
+    assert smtp.messages == [] and results(delivery) == {}
+
+
 def test_no_active_subscribers_is_a_success_with_zero_recipients(smtp):
     target = email_target(smtp, "gone@example.org")
     Subscriber.objects.update(unsubscribed_at=timezone.now())
@@ -445,11 +474,11 @@ CONNECTION_ROWS = [
 
 @pytest.mark.parametrize(("changes", "error", "says"), CONNECTION_ROWS)
 def test_each_connection_failure_maps_to_its_error_class(smtp, monkeypatch, changes, error, says):
-    monkeypatch.setenv("SMTP_PASSWORD_FOR_TEST", "irrelevant")
+    monkeypatch.setenv("SYNDICATOR_TEST_SMTP_PASSWORD_2", "irrelevant")
     if changes.get("port") == "closed":
         changes = {"port": free_port()}  # nothing listens there
     target = email_target(smtp, "ann@example.org", **changes)
-    target.secret_env = "SMTP_PASSWORD_FOR_TEST"
+    target.secret_env = "SYNDICATOR_TEST_SMTP_PASSWORD_2"
 
     with pytest.raises(error) as raised:
         send(target, fixture_post("nejat-en-recent.rss"))
@@ -507,9 +536,9 @@ def test_starttls_and_implicit_tls_deliver_to_a_verified_server(tmp_path, securi
     tls = {"starttls": security == "starttls", "implicit_tls": security == "tls"}
     with SmtpServer(auth=("user", "pw"), certificate=(cert, key), **tls) as server:
         target = email_target(server, "ann@example.org", security=security, username="user")
-        target.secret_env = "SMTP_TLS_TEST_PASSWORD"
+        target.secret_env = "SYNDICATOR_TEST_SMTP_TLS_PASSWORD"
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("SMTP_TLS_TEST_PASSWORD", "pw")
+            patch.setenv("SYNDICATOR_TEST_SMTP_TLS_PASSWORD", "pw")
             with pytest.raises(TransientError, match="certificate verify failed"):
                 send(target, fixture_post("nejat-en-recent.rss"))  # the system CAs do not know it
             target.settings["ca_file"] = str(cert)

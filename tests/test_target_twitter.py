@@ -340,6 +340,35 @@ def test_a_connection_dropped_after_sending_is_an_unknown_outcome(x: Harness, ha
         send(x.make_target(base_url=hang_up_server))
 
 
+@pytest.mark.parametrize("timeout", ["soon", "0", True])
+def test_a_bad_timeout_pauses_the_target_before_any_request(x: Harness, timeout: object) -> None:
+    # It used to fall back to SYNDICATOR_TARGET_TIMEOUT silently; now it is the one clear error.
+    target = x.make_target(timeout=timeout)
+    delivery = new_delivery(target)
+
+    attempt = attempt_delivery(delivery.pk)
+
+    target.refresh_from_db()
+    assert attempt is not None and attempt.outcome != "sent"
+    assert target.paused_at is not None and "setting timeout=" in target.paused_reason
+    assert x.emulator.requests == [] and x.sent() == []
+
+
+def test_a_tweet_answered_without_an_id_is_an_unknown_outcome_with_its_status(x: Harness) -> None:
+    x.emulator.fail_next(status=201, json={"data": {"text": "no id here"}})
+    with pytest.raises(OutcomeUnknown) as caught:
+        send(x.make_target())
+    assert caught.value.http_status == 201 and "may have been posted" in str(caught.value)
+
+
+def test_a_lost_answer_to_the_credentials_check_is_transient_not_unknown(
+    x: Harness, hang_up_server: str
+) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        get_adapter(x.make_target(base_url=hang_up_server)).check()
+    assert type(caught.value) is TransientError and "may have been posted" not in str(caught.value)
+
+
 def test_a_missing_secret_breaks_the_target_before_any_request(
     x: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

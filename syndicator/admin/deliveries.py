@@ -15,15 +15,14 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from syndicator import delivery as deliveries
+from syndicator import decisions
 from syndicator.admin.common import badge, require_change
 from syndicator.admin.export import csv_response
 from syndicator.admin.filters import DateRangeFilter
+from syndicator.delivery_states import CANCELLABLE, MARKABLE, RETRYABLE
 from syndicator.models import Delivery, EmailRecipientResult
 
 Status = Delivery.Status
-RETRYABLE = (Status.FAILED, Status.UNCERTAIN, Status.CANCELLED)  # what delivery.retry accepts
-CANCELLABLE = deliveries.CLAIMABLE
 EXPORT_COLUMNS = [
     "id",
     "created_at",
@@ -127,12 +126,12 @@ class DeliveryAdmin(admin.ModelAdmin):
     # Actions run from the list page, which editors may view: each needs the change right (admins).
     @admin.action(description="Retry selected failed or uncertain deliveries", permissions=["change"])
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        count = deliveries.retry(queryset)
+        count = decisions.retry(queryset, by=request.user)
         self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
 
     @admin.action(description="Cancel selected queued deliveries", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        count = deliveries.cancel(queryset)
+        count = decisions.cancel(queryset, by=request.user)
         self.message_user(request, f"{count} deliveries cancelled.", messages.SUCCESS)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -182,7 +181,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         context = dict(extra_context or {})
         if obj is not None:
             can_act = self.has_change_permission(request, obj)
-            attempts = list(obj.attempt_log.order_by("number"))
+            attempts = list(obj.attempt_log.select_related("actor").order_by("number"))
             for attempt in attempts:  # a different class: .status-badge is the delivery's own status
                 state = attempt.outcome or "sending"
                 attempt.badge = badge(
@@ -192,7 +191,7 @@ class DeliveryAdmin(admin.ModelAdmin):
                 attempts=attempts,
                 can_retry=can_act and obj.status in RETRYABLE,
                 can_cancel=can_act and obj.status in CANCELLABLE,
-                can_mark=can_act and obj.status == Status.UNCERTAIN,
+                can_mark=can_act and obj.status in MARKABLE,
             )
         return super().change_view(request, object_id, form_url, context)
 
@@ -210,7 +209,7 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def retry_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         delivery = self._act(request, object_id)
-        if deliveries.retry([delivery]):
+        if decisions.retry([delivery], by=request.user):
             messages.success(request, "Queued again with a fresh retry budget.")
         else:
             self._refused(request, "retry", delivery)
@@ -218,7 +217,7 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def cancel_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         delivery = self._act(request, object_id)
-        if deliveries.cancel([delivery]):
+        if decisions.cancel([delivery], by=request.user):
             messages.success(request, "Cancelled; it will not be sent.")
         else:
             self._refused(request, "cancel", delivery)
@@ -238,8 +237,7 @@ class DeliveryAdmin(admin.ModelAdmin):
             except ValidationError:
                 messages.error(request, f"Not marked: {url!r} is not an http(s) URL.")
                 return self._back(delivery)
-        user = request.user.get_username()
-        if deliveries.mark_uncertain(delivery, sent=verdict == "sent", by=user, url=url):
+        if decisions.mark_uncertain(delivery, sent=verdict == "sent", by=request.user, url=url):
             messages.success(
                 request, "Marked as sent." if verdict == "sent" else "Marked as not sent (failed)."
             )

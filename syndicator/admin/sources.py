@@ -13,7 +13,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from syndicator import delivery as deliveries
+from syndicator import decisions
 from syndicator.admin.common import badge, require_change
 from syndicator.admin.target_form import (
     changed_templates,
@@ -254,13 +254,13 @@ class TargetAdmin(admin.ModelAdmin):
 
     def pause_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         target = self._target(request, object_id)
-        deliveries.pause_target(target, f"paused by {request.user.get_username()}")
+        decisions.pause_target(target, f"paused by {request.user.get_username()}")
         messages.success(request, f"{target} paused: its deliveries wait until it is resumed.")
         return HttpResponseRedirect(reverse("admin:syndicator_target_change", args=[target.pk]))
 
     def resume_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         target = self._target(request, object_id)
-        sent = deliveries.resume_target(target)
+        sent = decisions.resume_target(target)
         messages.success(request, f"{target} resumed; {sent} waiting deliveries queued.")
         return HttpResponseRedirect(reverse("admin:syndicator_target_change", args=[target.pk]))
 

@@ -22,8 +22,9 @@ from syndicator.formatting import Message, message_templates, render_message
 from syndicator.models import Post, Target
 from syndicator.sandbox import Sandbox
 from syndicator.targets import ADAPTERS
-from syndicator.targets.base import Setting
+from syndicator.targets.base import Adapter, Setting
 from syndicator.targets.config import ENV_NAME_RE, SettingError
+from syndicator.targets.guard import check_target_settings, secret_env_problem
 
 SETTING_PREFIX = "setting__"
 TEMPLATE_PREFIX = "template__"
@@ -45,10 +46,13 @@ def settings_spec(kind: str) -> tuple[Setting, ...]:
     return cls.settings_spec if cls else ()
 
 
-def env_note(name: str) -> str:
-    """Whether an environment variable is set in this process; never its value."""
+def env_note(name: str, cls: type | None = None) -> str:
+    """Whether an environment variable is set in this process; never its value. Said only of a
+    variable a target may read (syndicator.targets.guard): the form tells nothing of the others."""
     if not name:
         return "no variable named"
+    if problem := secret_env_problem(name, cls):
+        return problem
     return (
         f"{name} is set in the web process"
         if os.environ.get(name)
@@ -147,18 +151,26 @@ class TargetFormBase(forms.ModelForm):
             value = target.settings.get(spec.name, spec.default if spec.secret_env else None)
             self.initial[field_name] = _as_text(value)
             if spec.secret_env:
-                self.fields[field_name].help_text += f" — {env_note(_as_text(value))}"
+                self.fields[
+                    field_name
+                ].help_text += f" — {env_note(_as_text(value), ADAPTERS.get(target.kind))}"
         if "secret_env" in self.fields:
             self.fields["secret_env"].label = "Secret's environment variable"
             self.fields["secret_env"].help_text = (
                 "Name of the environment variable holding this target's secret (never the secret itself) — "
-                + env_note(target.secret_env)
+                + env_note(target.secret_env, ADAPTERS.get(target.kind))
             )
         for field_name, name in self.template_names.items():
             self.initial[field_name] = target.template_overrides.get(name) or default_template(name)
 
     def clean_secret_env(self) -> str:
-        return _env_name(self.cleaned_data.get("secret_env", ""))
+        name = _env_name(self.cleaned_data.get("secret_env", ""))
+        if problem := secret_env_problem(name, self._adapter_class()):
+            raise ValidationError(problem)
+        return name
+
+    def _adapter_class(self) -> type | None:
+        return ADAPTERS.get(self.cleaned_data.get("kind") or self.instance.kind)
 
     def clean_languages(self) -> list[str]:
         return _split(self.cleaned_data.get("languages", ""), lower=True)
@@ -184,6 +196,7 @@ class TargetFormBase(forms.ModelForm):
                 continue  # the adapter's default applies
             try:
                 values[spec.name] = _env_name(raw) if spec.secret_env else spec.parse(raw)
+                check_target_settings(self._adapter_class() or Adapter, {spec.name: values[spec.name]})
             except (SettingError, ValidationError) as exc:
                 self.add_error(field_name, exc.messages if isinstance(exc, ValidationError) else str(exc))
         return values

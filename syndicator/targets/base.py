@@ -112,6 +112,9 @@ class Adapter:
     )
     # What happens next to an uncertain delivery, for adapters that can settle one (see ``verify``).
     verify_plan: ClassVar[str] = "it will be looked up on the network shortly"
+    # Environment variable names this network's documentation suggests for its secrets (allowed
+    # besides SYNDICATOR_SECRET_*: syndicator.targets.guard).
+    documented_secrets: ClassVar[tuple[str, ...]] = ()
     # Settings every subclass inherits unless it declares its own of the same name.
     inherited_settings: ClassVar[tuple[Setting, ...]] = ()
 
@@ -150,9 +153,13 @@ class Adapter:
     def secret(self, setting_name: str | None = None) -> str:
         """The secret from the environment variable the target names (Target.secret_env, or a
         declared ``secret`` setting); TargetBroken when it is not set."""
+        from syndicator.targets.guard import secret_env_problem
+
         env_name = str(self.setting(setting_name) or "") if setting_name else self.target.secret_env
         if not env_name:
             raise TargetBroken(f"target {self.target.name!r} names no environment variable for its secret")
+        if problem := secret_env_problem(env_name, type(self)):
+            raise TargetBroken(f"{self.label}: target {self.target.name!r}: {problem}")
         value = os.environ.get(env_name, "")
         if not value:
             raise TargetBroken(f"environment variable {env_name} is not set (secret of {self.target.name!r})")
@@ -179,8 +186,8 @@ class Adapter:
         values = {"env": self._env_label(), **details}
         reason, advice = rule.reason.format(**values), rule.advice.format(**values)
         status = f" ({http_status})" if http_status is not None else ""
-        # "Telegram sendMessage: Bad Request: chat not found (400): chat not found; check chat_id"
-        # reads oddly, so the network's words stand first only when they differ from the reason.
+        # "X send: chat not found (400): chat not found; …" reads oddly, so the network's own
+        # words stand first only when they differ from the reason.
         if said and said.strip().lower() != reason.lower():
             text = f"{self.label} {action}: {said[:300]}{status}: {reason}"
         else:
@@ -255,8 +262,16 @@ class HttpAdapter(Adapter):
         super().__init_subclass__(**kwargs)
 
     def base_url(self) -> str:
-        """The API server this target talks to."""
-        return str(self.setting("base_url") or self.default_base_url)
+        """The API server this target talks to, once its host passed the network guard (private
+        addresses only where SYNDICATOR_TARGET_ALLOW_PRIVATE allows: syndicator.targets.guard)."""
+        url = str(self.setting("base_url") or self.default_base_url)
+        if url != getattr(self, "_guarded_base_url", None):
+            from syndicator.targets.guard import host_problem
+
+            if problem := host_problem(url, at_save=False):
+                raise TargetBroken(f"{self.label}: target {self.target.name!r}: base_url {url}: {problem}")
+            self._guarded_base_url = url
+        return url
 
     def timeout(self) -> float | None:
         """Seconds per API call from the target's settings; None: SYNDICATOR_TARGET_TIMEOUT."""

@@ -34,6 +34,10 @@ class URL(str):
     """An http(s) address: the type of a ``Setting`` such as ``base_url``."""
 
 
+class Host(str):
+    """A server's host name or address (an SMTP server): checked like a base URL's host."""
+
+
 class EnvName(str):
     """The name of an environment variable holding a secret (the secret itself is never stored)."""
 
@@ -42,7 +46,7 @@ class SwitchOrText(str):
     """true/false, or a text that configures what "true" does (``utm=utm_source=x``)."""
 
 
-SETTING_TYPES = (bool, int, float, str, list, Duration, URL, EnvName, SwitchOrText)
+SETTING_TYPES = (bool, int, float, str, list, Duration, URL, Host, EnvName, SwitchOrText)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class Setting:
             list: "comma-separated list",
             Duration: "duration (90, 90s, 15m, 2h, 1d)",
             URL: "https:// address",
+            Host: "host name",
             EnvName: "environment variable name",
             SwitchOrText: "true/false or a value",
         }[self.type]
@@ -141,6 +146,8 @@ class Setting:
         text = str(raw).strip()
         if self.type is URL and not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", text, re.IGNORECASE):
             raise SettingError(f"setting {self.name}={raw!r}: expected an http(s):// address")
+        if self.type is Host and not re.fullmatch(r"[A-Za-z0-9.:\[\]_-]+", text):
+            raise SettingError(f"setting {self.name}={raw!r}: expected a host name")
         if self.type is EnvName and not ENV_NAME_RE.fullmatch(text):
             raise SettingError(f"setting {self.name}={raw!r}: the name of an environment variable")
         return text

@@ -1,9 +1,11 @@
-"""Downloading a post's image for a network that wants the bytes (X, Mastodon, a Bluesky card).
+"""Downloading a post's image for a network that wants the bytes (an upload, a link card's thumbnail).
 
-The URL comes from a feed, so: only public addresses (syndicator.netguard,
-``SYNDICATOR_FEED_ALLOW_PRIVATE`` for more), the name lookup within the deadline, no redirects
-(each hop would need the check again; not pinned to the checked address, unlike feeds), an image
-content type, a size cap enforced while reading, and one deadline for the whole download.
+The URL comes from a feed, so the download takes the feed fetcher's guarded path: only public
+addresses (syndicator.netguard, ``SYNDICATOR_FEED_ALLOW_PRIVATE`` for more), the name lookup
+within the deadline, the connection pinned to the address that was checked (a second lookup could
+answer differently: DNS rebinding), with the original Host header and TLS server name; no
+redirects (each hop would need the check again), an image content type, a size cap enforced while
+reading, and one deadline for the whole download.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from django.conf import settings
 
 from syndicator import netguard
 from syndicator.errors import FeedError
+from syndicator.tls import ssl_context
 
 
 def download_image(url: str, *, timeout: float, max_bytes: int) -> tuple[bytes, str]:
@@ -23,15 +26,17 @@ def download_image(url: str, *, timeout: float, max_bytes: int) -> tuple[bytes, 
         raise ValueError("the image URL is not http(s)")
     try:
         allowance = netguard.Allowance.parse(settings.SYNDICATOR_FEED_ALLOW_PRIVATE)
-        netguard.check(httpx.URL(url), allowance, timeout=timeout)
+        addresses = netguard.check(httpx.URL(url), allowance, timeout=timeout)
     except FeedError as exc:
         raise ValueError(str(exc)) from None
     deadline = time.monotonic() + timeout
-    headers = {"User-Agent": settings.SYNDICATOR_USER_AGENT}
+    # The first checked address; a second lookup by httpx could answer with another one.
+    pinned, host_header, tls_name = netguard.pin(httpx.URL(url), addresses[0])
+    headers = {"User-Agent": settings.SYNDICATOR_USER_AGENT, **host_header}
     try:
         with (
-            httpx.Client(timeout=timeout, follow_redirects=False, headers=headers) as http,
-            http.stream("GET", url) as response,
+            httpx.Client(timeout=timeout, follow_redirects=False, verify=ssl_context()) as http,
+            http.stream("GET", pinned, headers=headers, extensions=tls_name) as response,
         ):
             if response.status_code != 200:
                 raise ValueError(f"the image answered HTTP {response.status_code}")

@@ -76,3 +76,12 @@ def queue_name(kind: str) -> str:
 def delivery_queues() -> list[str]:
     """Every network's delivery queue."""
     return [queue_name(kind) for kind in kinds()]
+
+
+# Queues that are not a network's: feed polls, and the sweeper and other upkeep.
+SERVICE_QUEUES = ("feeds", "maintenance")
+
+
+def all_queues() -> list[str]:
+    """Every queue a worker that does everything consumes."""
+    return [*SERVICE_QUEUES, *delivery_queues()]

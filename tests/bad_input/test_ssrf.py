@@ -239,3 +239,38 @@ def test_a_redirect_from_https_to_http_is_followed(tls_server: TlsFeedServer, fe
     result = fetch(tls_server.url("/feed"), allow_private=LOOPBACK)
 
     assert (result.status, result.final_url) == ("ok", feed_server.url("/feed"))
+
+
+# --- images a network downloads take the same guarded, pinned path -------------------------------
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000")
+
+
+def test_an_image_download_connects_to_the_address_that_was_checked(
+    resolver: Resolver, feed_server: FeedServer, settings
+):
+    from syndicator.targets.images import download_image
+
+    # DNS rebinding: the check sees 127.0.0.1 (allowed here); a second lookup would say 127.0.0.2,
+    # where nothing listens, and the download would fail.
+    settings.SYNDICATOR_FEED_ALLOW_PRIVATE = LOOPBACK
+    resolver.answers["images.rebind.example"] = [["127.0.0.1"], ["127.0.0.2"]]
+    feed_server.set("/a.png", PNG, content_type="image/png")
+    port = feed_server.base_url.rsplit(":", 1)[1]
+
+    body, content_type = download_image(
+        f"http://images.rebind.example:{port}/a.png", timeout=5, max_bytes=1_000_000
+    )
+
+    assert (body, content_type) == (PNG, "image/png")
+    assert resolver.asked == ["images.rebind.example"], "looked up once, connected to what was checked"
+    assert feed_server.requests[-1]["headers"]["host"] == f"images.rebind.example:{port}"
+
+
+def test_an_image_on_a_private_address_is_refused(resolver: Resolver, settings):
+    from syndicator.targets.images import download_image
+
+    settings.SYNDICATOR_FEED_ALLOW_PRIVATE = []
+    resolver.answers["images.internal.example"] = [["10.1.2.3"]]
+    with pytest.raises(ValueError, match="private address"):
+        download_image("http://images.internal.example/a.png", timeout=5, max_bytes=1_000)

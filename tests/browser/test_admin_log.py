@@ -67,15 +67,16 @@ def test_an_admin_filters_failed_deliveries_retries_one_and_sees_the_new_attempt
 
     browser.find("#retry-delivery").click()
 
-    def two_attempts_and_sent(driver) -> bool:
+    def retried_and_sent(driver) -> bool:
         driver.refresh()
         attempts = driver.find_elements(By.CSS_SELECTOR, "#attempt-timeline tr.attempt")
         status = driver.find_element(By.CSS_SELECTOR, ".status-badge").get_attribute("data-status")
-        return len(attempts) == 2 and status == "sent"
+        return len(attempts) == 3 and status == "sent"
 
-    browser.wait_for(two_attempts_and_sent, "the retry's attempt and the sent status", timeout=40)
-    first, second = (row.text.lower() for row in browser.find_all("#attempt-timeline tr.attempt"))
+    browser.wait_for(retried_and_sent, "the admin's retry, its attempt and the sent status", timeout=40)
+    first, retried, second = (row.text.lower() for row in browser.find_all("#attempt-timeline tr.attempt"))
     assert first.startswith("1 ") and "permanent" in first and "400" in first
-    assert second.startswith("2 ") and "sent" in second
+    assert retried.startswith("2 ") and "retried" in retried and "admin" in retried, "credited to the admin"
+    assert second.startswith("3 ") and "sent" in second
     browser.screenshot("delivery-retried", show="#attempt-timeline")
     assert len(channel.sent()) == 2  # the refused send never arrived; the retry and the other did

@@ -58,11 +58,11 @@ class Worker:
 
     def start(self) -> Worker:
         """Start it; tasks wait in the broker until it consumes them."""
-        from celeryproject import DELIVERY_QUEUES
+        from celeryproject import ALL_QUEUES
 
         argv = [
             sys.executable, "-m", "celery", "-A", "celeryproject", "worker",
-            "-Q", ",".join(["feeds", "maintenance", *DELIVERY_QUEUES]),
+            "-Q", ",".join(ALL_QUEUES),
             "--pool", "prefork", "--concurrency", str(self.concurrency), "--loglevel", "INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--hostname", f"{self.name}-{os.getpid()}@%h",

@@ -14,7 +14,6 @@ import pytest
 from django.db.models import Count
 
 from syndicator.models import Delivery, DeliveryAttempt
-from syndicator.recovery import VERIFY_MARK
 from tests.conftest import wait_for
 from tests.faults.conftest import TAG
 from tests.faults.networks import KINDS, reconcile
@@ -64,7 +63,7 @@ def test_every_sent_delivery_reached_its_network_exactly_once_under_load(
     assert sum(networks.injected.values()) > 0
     # One attempt per delivery, plus one per transient failure, plus one re-send per uncertain one.
     assert attempts == expected + outcomes.get("transient", 0) + outcomes.get("unknown", 0)
-    resent = DeliveryAttempt.objects.filter(worker__startswith=VERIFY_MARK, outcome="sent")
+    resent = DeliveryAttempt.objects.filter(kind="lookup", outcome="sent")
     by_key = {kind for kind, harness in networks.harnesses.items() if harness.outage_settles_hangs}
     assert set(resent.values_list("delivery__target__kind", flat=True)) <= by_key
     assert resent.count() == outcomes.get("unknown", 0) == sum(networks.injected[kind] for kind in by_key)

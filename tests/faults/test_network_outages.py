@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 
 from syndicator.models import DeliveryAttempt
-from syndicator.recovery import VERIFY_MARK
 from tests.conftest import wait_for
 from tests.faults.conftest import TAG
 from tests.faults.networks import KINDS, reconcile
@@ -48,9 +47,7 @@ def test_outages_of_every_network_end_in_sent_exactly_once_or_uncertain(networks
     for kind, harness in networks.harnesses.items():
         assert harness.outage_served(), f"every fault scripted for {kind} was served"
     for kind in settled_by_key:
-        resent = DeliveryAttempt.objects.filter(
-            delivery__target__kind=kind, worker__startswith=VERIFY_MARK, outcome="sent"
-        )
+        resent = DeliveryAttempt.objects.filter(delivery__target__kind=kind, kind="lookup", outcome="sent")
         assert resent.count() == 3 and all("resent_with_idempotency_key" in a.message for a in resent)
     outcomes = set(DeliveryAttempt.objects.values_list("outcome", flat=True))
     assert {"transient", "rate_limited", "unknown", "sent"} <= outcomes

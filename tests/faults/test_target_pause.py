@@ -163,3 +163,21 @@ def test_a_dead_token_pauses_the_target_at_once(tg):
     deliveries.resume_target(target)  # the token was fixed
     assert deliveries.attempt_delivery(held.pk).outcome == "sent"
     assert len(tg.sent()) == 1
+
+
+def test_the_streak_counts_from_the_resume_time_column(tg):
+    target = tg.make_target()
+    now = timezone.now()
+    history(target, 24, first=now - timedelta(days=2), last=now - timedelta(hours=1))
+    assert failing_streak(target).count == 24
+
+    Target.objects.filter(pk=target.pk).update(paused_at=now)
+    deliveries.resume_target(target)
+    stored = Target.objects.get(pk=target.pk)
+    assert stored.resumed_at is not None and abs(stored.resumed_at - timezone.now()) < timedelta(minutes=1)
+    assert "_resumed_at" not in stored.settings, "the resume time is a column, not a private setting"
+    assert failing_streak(target) is None, "every failure came before the resume"
+
+    # The column alone decides: an older resume time lets the older failures count again.
+    Target.objects.filter(pk=target.pk).update(resumed_at=now - timedelta(hours=3))
+    assert failing_streak(target).count == 1

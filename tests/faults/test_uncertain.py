@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from syndicator import delivery as deliveries
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
-from syndicator.recovery import VERIFY_MARK
 from syndicator.targets.outbox import OutboxAdapter
 from tests.emulators import bluesky, mastodon, telegram
 from tests.emulators import facebook as graph
@@ -72,7 +71,7 @@ def test_a_graph_post_made_but_unanswered_is_found_and_marked_sent(fb, post, set
     d.refresh_from_db()
     [made] = fb.sent()
     assert d.status == "sent" and d.external_id == made["post_id"] and d.external_url.startswith("https://")
-    assert looked_up.outcome == "sent" and looked_up.worker.startswith(VERIFY_MARK)
+    assert looked_up.outcome == "sent" and looked_up.kind == "lookup"
     assert looked_up.message.startswith("verified")
     assert len(fb.sent()) == 1, "found, not posted again"
 
@@ -87,7 +86,7 @@ def test_a_graph_post_never_made_is_looked_up_once_then_waits_for_an_admin(fb, p
     looked_up = deliveries.attempt_delivery(d.pk)
 
     d.refresh_from_db()
-    assert looked_up.outcome == "unknown" and looked_up.worker.startswith(VERIFY_MARK)
+    assert looked_up.outcome == "unknown" and looked_up.kind == "lookup"
     assert d.status == "uncertain" and "not among the Page's 25 newest posts" in d.last_error
     assert deliveries.attempt_delivery(d.pk) is None, "looked up at most once"
     assert deliveries.sweep()["verifying"] == 0
@@ -122,7 +121,7 @@ def test_an_uncertain_mastodon_status_is_re_sent_under_its_key_and_made_exactly_
         d.refresh_from_db()
         [made] = social.sent()
         assert d.status == "sent" and d.external_id == made["id"]
-        assert resent.outcome == "sent" and resent.worker.startswith(VERIFY_MARK)
+        assert resent.outcome == "sent" and resent.kind == "lookup"
         assert "resent_with_idempotency_key" in resent.message
         keys = {r.headers["idempotency-key"] for r in statuses_posted(social.emulator)}
         assert len(statuses_posted(social.emulator)) == 2 and len(keys) == 1, "the same key, twice"
@@ -143,7 +142,7 @@ def test_a_bluesky_post_made_but_unanswered_is_found_with_list_records(post, set
         d.refresh_from_db()
         [made] = pds.sent()
         assert d.status == "sent" and d.external_id == made["uri"]
-        assert looked_up.outcome == "sent" and looked_up.worker.startswith(VERIFY_MARK)
+        assert looked_up.outcome == "sent" and looked_up.kind == "lookup"
         assert any("listRecords" in r.path for r in pds.emulator.requests)
         assert len(pds.sent()) == 1, "found, not posted again"
 
@@ -158,7 +157,7 @@ def test_a_bluesky_post_never_made_is_looked_up_once_then_waits_for_an_admin(pos
         looked_up = deliveries.attempt_delivery(d.pk)
 
         d.refresh_from_db()
-        assert looked_up.outcome == "unknown" and looked_up.worker.startswith(VERIFY_MARK)
+        assert looked_up.outcome == "unknown" and looked_up.kind == "lookup"
         assert d.status == "uncertain" and "not among the account's" in d.last_error
         assert deliveries.attempt_delivery(d.pk) is None, "looked up at most once"
         assert pds.sent() == []
@@ -202,7 +201,7 @@ def test_an_outbox_delivery_lost_mid_send_is_sent_again_since_that_is_harmless(p
     d.refresh_from_db()
     assert d.status == "sent" and d.external_id.startswith(f"outbox-{d.pk}-")
     assert [a.outcome for a in d.attempt_log.all()] == ["lost", "sent"]
-    assert looked_up.worker.startswith(VERIFY_MARK)
+    assert looked_up.kind == "lookup"
 
 
 def test_a_claim_lost_before_its_request_left_is_queued_again_not_uncertain(post):

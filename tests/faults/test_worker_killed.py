@@ -9,7 +9,6 @@ import pytest
 from django.core.management import call_command
 
 from syndicator.models import Delivery, DeliveryAttempt
-from syndicator.recovery import VERIFY_MARK
 from syndicator.targets.registry import network
 from tests.conftest import wait_for
 from tests.faults.conftest import TAG
@@ -63,7 +62,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_posts_nothing_twice(networks
     assert DeliveryAttempt.objects.filter(outcome="lost").exists(), "the kill hit sends in flight"
     # A network that can list the account's posts finds each post it received and marks it sent;
     # one with idempotency keys re-sends under the same key and is answered with what it made.
-    looked_up = DeliveryAttempt.objects.filter(worker__startswith=VERIFY_MARK, outcome="sent")
+    looked_up = DeliveryAttempt.objects.filter(kind="lookup", outcome="sent")
     for kind in settling:
         assert books.counts[kind]["uncertain_arrived"] == 0, (kind, books.counts[kind])
         assert looked_up.filter(delivery__target__kind=kind).exists(), kind

@@ -6,12 +6,11 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from syndicator import delivery
-from syndicator.cli_util import SyndicatorCommand, parse_ids, plural
+from syndicator import decisions
+from syndicator.cli_util import SyndicatorCommand, os_user, parse_ids, plural
+from syndicator.delivery_states import RETRYABLE
 from syndicator.errors import UserError
 from syndicator.models import Delivery
-
-RETRYABLE = (Delivery.Status.FAILED, Delivery.Status.UNCERTAIN, Delivery.Status.CANCELLED)
 
 
 class Command(SyndicatorCommand):
@@ -30,7 +29,8 @@ class Command(SyndicatorCommand):
         if missing := [str(i) for i in ids if i not in found]:
             raise UserError(f"no delivery with id {', '.join(missing)}")
         # An uncertain delivery may already be public: retrying it is the admin's explicit decision.
-        requeued = delivery.retry(found[i] for i in ids)
+        # Credited in the timeline to the OS user, as a repost's requested_by is.
+        requeued = decisions.retry((found[i] for i in ids), by=f"{os_user()} (command line)")
         for pk in ids:
             if found[pk].status not in RETRYABLE:
                 self.stdout.write(f"delivery {pk} not retried: it is {found[pk].status}")

@@ -232,9 +232,9 @@ class Command(BaseCommand):
         return argv
 
     def _worker_argv(self, data_dir: Path) -> list[str]:
-        from celeryproject import DELIVERY_QUEUES
+        from celeryproject import ALL_QUEUES
 
-        queues = ",".join(["feeds", "maintenance", *DELIVERY_QUEUES])
+        queues = ",".join(ALL_QUEUES)
         return [
             sys.executable, "-m", "celery", "-A", "celeryproject", "worker", "--beat",
             "--loglevel", "INFO", "-Q", queues, "--concurrency", "2",

@@ -9,7 +9,7 @@ from django.core.management.base import CommandParser
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
-from syndicator import delivery
+from syndicator import decisions
 from syndicator.cli_util import (
     SyndicatorCommand,
     add_actions,
@@ -31,6 +31,7 @@ from syndicator.redact import redact
 from syndicator.targets import ADAPTERS, get_adapter
 from syndicator.targets.base import Adapter
 from syndicator.targets.config import ENV_NAME_RE, Setting, parse_pairs
+from syndicator.targets.guard import check_target_settings
 from syndicator.targets.registry import formats
 
 
@@ -163,6 +164,7 @@ class Command(SyndicatorCommand):
             raise UserError(f"{kind} targets need --set {'=… --set '.join(missing)}=…")
         if secret_env and not ENV_NAME_RE.fullmatch(secret_env):
             raise UserError(f"bad --secret-env {secret_env!r}: the name of an environment variable")
+        check_target_settings(cls, target_settings, secret_env)
         feed_list = get_feeds(parse_ids(split_list(feeds), "feed"))
         if Target.objects.filter(name=name).exists():
             raise UserError(f"a target named {name!r} exists already")
@@ -248,7 +250,7 @@ class Command(SyndicatorCommand):
         if found.paused_at:
             self.stdout.write(f"target {target!r} was already paused: {found.paused_reason}")
             return
-        delivery.pause_target(found, reason.strip() or f"paused by {os_user()} from the command line")
+        decisions.pause_target(found, reason.strip() or f"paused by {os_user()} from the command line")
         self.stdout.write(f"target {target!r} paused; its deliveries wait until `targets resume {target}`")
 
     def handle_resume(self, *, target: str, **_: Any) -> None:
@@ -257,6 +259,6 @@ class Command(SyndicatorCommand):
         if not found.paused_at:
             self.stdout.write(f"target {target!r} is not paused")
             return
-        sent = delivery.resume_target(found)
+        sent = decisions.resume_target(found)
         waiting = plural(sent, "waiting delivery", "waiting deliveries")
         self.stdout.write(f"target {target!r} resumed; {waiting} sent to a worker")

@@ -72,6 +72,7 @@ class BlueskyAdapter(Adapter):
 
     kind = "bluesky"
     label = "Bluesky"
+    documented_secrets = ("BLUESKY_APP_PASSWORD",)  # README: connecting the networks
     text = TEXT_RULES
     # com.atproto.repo.deleteRecord removes a post; Bluesky's apps show no edits of a post record.
     capabilities = Capabilities(delete=True, note="deletes its posts; posts cannot be edited")

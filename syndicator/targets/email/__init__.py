@@ -28,7 +28,7 @@ import smtplib
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -36,14 +36,7 @@ from django.core.validators import validate_email
 from django.utils import timezone
 from django.utils.text import slugify
 
-from syndicator.errors import (
-    DeliveryError,
-    OutcomeUnknown,
-    PermanentError,
-    RateLimited,
-    TargetBroken,
-    TransientError,
-)
+from syndicator.errors import DeliveryError, TargetBroken
 from syndicator.mailing import WIRE, Sender, ascii_address, build_message, make_message_id
 from syndicator.targets.base import Adapter, Capabilities, SendResult, register
 from syndicator.targets.config import Duration, Setting
@@ -87,7 +80,9 @@ class EmailAdapter(Adapter):
 
     kind = "email"
     label = "email"
+    documented_secrets = ("SMTP_PASSWORD",)  # README: connecting the networks
     text = TEXT_RULES
+    errors = _smtp.ERRORS
     capabilities = Capabilities(note="a sent email cannot be changed or taken back")
     settings_spec = (
         Setting("host", "SMTP server host name", required=True),
@@ -128,20 +123,17 @@ class EmailAdapter(Adapter):
     # --- configuration --------------------------------------------------------------------------
 
     def config(self) -> SmtpConfig:
-        """The settings, validated; TargetBroken naming the first bad one."""
+        """The settings, typed and validated; TargetBroken naming the first bad one."""
         name = self.target.name
-        host = str(self.setting("host") or "").strip()
-        if not host:
-            raise TargetBroken(f"email target {name!r}: set host")
-        security = str(self.setting("security") or "starttls")
-        if security not in SECURITY:
-            raise TargetBroken(f"email target {name!r}: security is starttls, tls or none, not {security!r}")
-        if security == "none" and not _smtp.is_loopback(host) and not _flag(self.setting("allow_insecure")):
+        host = str(self.setting("host")).strip()  # required: Adapter.setting pauses when unset
+        security = str(self.setting("security"))  # one of SECURITY, or Adapter.setting pauses
+        allow_insecure = self.setting("allow_insecure")  # read always: a bad value pauses alike
+        if security == "none" and not _smtp.is_loopback(host) and not allow_insecure:
             raise TargetBroken(
                 f"email target {name!r}: security=none would send mail and password in clear text to "
                 f"{host}; use starttls or tls (allow_insecure=true overrides this)"
             )
-        from_address = str(self.setting("from_address") or "").strip()
+        from_address = str(self.setting("from_address")).strip()
         for field in ("from_address", "reply_to", "unsubscribe_mailto"):
             value = str(self.setting(field) or "").strip()
             if value or field == "from_address":
@@ -154,14 +146,13 @@ class EmailAdapter(Adapter):
         ca_file = str(self.setting("ca_file") or "")
         if ca_file and not os.path.isfile(ca_file):
             raise TargetBroken(f"email target {name!r}: ca_file {ca_file} does not exist")
-        timeout = _number(self.setting("timeout"), "timeout", float) or settings.SYNDICATOR_TARGET_TIMEOUT
         return SmtpConfig(
             server=Server(
                 host=host,
-                port=_number(self.setting("port"), "port", int) or (465 if security == "tls" else 587),
+                port=self.setting("port") or (465 if security == "tls" else 587),
                 security=security,
                 username=str(self.setting("username") or ""),
-                timeout=timeout,
+                timeout=self.setting("timeout") or settings.SYNDICATOR_TARGET_TIMEOUT,
                 ca_file=ca_file,
                 secret_env=self.target.secret_env,
             ),
@@ -172,8 +163,8 @@ class EmailAdapter(Adapter):
                 list_id=str(self.setting("list_id") or f"{slugify(name) or 'list'}.syndicator"),
                 unsubscribe_mailto=str(self.setting("unsubscribe_mailto") or ""),
             ),
-            rate_limit_wait=_number(self.setting("rate_limit_wait"), "rate_limit_wait", float) or 300.0,
-            batch_seconds=_number(self.setting("batch_seconds"), "batch_seconds", float) or 45.0,
+            rate_limit_wait=self.setting("rate_limit_wait"),
+            batch_seconds=self.setting("batch_seconds"),
         )
 
     # --- check and send -------------------------------------------------------------------------
@@ -277,11 +268,8 @@ class EmailAdapter(Adapter):
         try:
             code, reply = smtp.mail(sender)
             if 500 <= code < 600:  # the sender, not this reader, is refused: configuration
-                raise TargetBroken(
-                    f"SMTP {where} refuses the sender {sender} ({code} {_smtp.clean(reply, password)}): "
-                    "check from_address and the login",
-                    http_status=code,
-                )
+                said = _smtp.clean(reply, password)
+                raise _smtp.fault("sender", f"SMTP {where}", said=said, code=code, sender=sender)
             if code == 250:
                 stage = "RCPT"
                 code, reply = smtp.rcpt(address)
@@ -351,45 +339,19 @@ class EmailAdapter(Adapter):
             (reply for status, reply in reversed(rows) if status == Result.Status.DEFERRED), "not tried yet"
         )
         if pending and (slow_down or paused):
-            why = (
-                f"the server asks to slow down ({last})"
-                if slow_down
-                else "paused to stay within the task time"
-            )
+            kind = "slow_down" if slow_down else "paused"
+            said = f"{waiting} wait ({last})" if slow_down else f"{waiting} wait"
             wait = config.rate_limit_wait if slow_down else 1.0
-            raise RateLimited(f"email: {waiting} wait: {why}; {summary}", retry_after=wait)
+            raise _smtp.fault(kind, "email", said=f"{said}; {summary}", retry_after=wait)
         if pending:
-            raise TransientError(
-                f"email: {waiting} deferred ({last}); {summary}; the retry sends only to them"
-            )
+            raise _smtp.fault("deferred", "email", said=f"{waiting} ({last}); {summary}")
         if counts[Result.Status.UNKNOWN]:
-            raise OutcomeUnknown(
-                f"email: {summary}; for {counts['unknown']} the connection was lost after the message was "
-                "sent, so it may have arrived; retrying the delivery re-sends to everyone not accepted"
-            )
+            raise _smtp.fault("unknown", "email", said=summary, publishing=True, unknown=counts["unknown"])
         if not counts[Result.Status.ACCEPTED] and counts[Result.Status.REFUSED]:
             first = next(reply for status, reply in rows if status == Result.Status.REFUSED)
-            raise PermanentError(f"email: all {counts['refused']} recipients refused ({first})")
+            raise _smtp.fault("all_refused", "email", said=first, refused=counts["refused"])
         details = {"recipients": len(rows), **{status: counts[status] for status in Result.Status.values}}
         if not rows:
             details["note"] = "no active subscribers: nothing to send"
             summary = "accepted 0 (no active subscribers)"
         return SendResult(external_id=summary, details=details)
-
-
-def _flag(value: object) -> bool:
-    """A yes/no setting, which the CLI may store as text."""
-    return value is True or str(value).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _number(value: object, name: str, kind: type) -> Any:
-    """A numeric setting (the CLI may store it as text); None when unset, TargetBroken when bad."""
-    if value in (None, ""):
-        return None
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise TargetBroken(f"setting {name} must be a number, not {value!r}") from None
-    if number <= 0:
-        raise TargetBroken(f"setting {name} must be positive, not {value!r}")
-    return number

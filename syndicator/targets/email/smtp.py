@@ -1,7 +1,9 @@
 """SMTP plumbing of the email adapter: opening a session, and what every reply and error means.
 
-The one table of TARGETS.md §4 ("retry vs give up"), as ``connection_error`` (before any message)
-and ``reply_outcome`` / ``condemns`` (for one subscriber's transaction):
+The one table of TARGETS.md §4 ("retry vs give up"): the errors it raises are the rules of
+``ERRORS`` (built by ``fault`` through faults.as_delivery_error), chosen by ``connection_error``
+(before any message), ``own_failure`` and the adapter's verdict; each subscriber's own status is
+``reply_outcome`` / ``condemns`` (for one subscriber's transaction):
 
     before the session (connect, EHLO, STARTTLS, AUTH)
       SMTPAuthenticationError 5xx (535), SMTPNotSupportedError   TargetBroken (configuration)
@@ -40,8 +42,16 @@ from dataclasses import dataclass
 
 from django.core.mail.utils import DNS_NAME
 
-from syndicator.errors import DeliveryError, OutcomeUnknown, TargetBroken, TransientError
+from syndicator.errors import (
+    DeliveryError,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    TargetBroken,
+    TransientError,
+)
 from syndicator.redact import redact
+from syndicator.targets.faults import ErrorTable, Rule, as_delivery_error
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 ENHANCED_CODE = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
@@ -54,6 +64,86 @@ RATE_LIMIT_CODES = {"4.4.5", "4.2.1", "4.7.28"}
 # Enhanced-code subjects of a 5xx after DATA that condemn the mailbox (X.1.x address, X.2.x
 # mailbox); the others (X.6 content, X.3.4 size, X.7 policy) refuse this message, not the reader.
 MAILBOX_SUBJECTS = {"1", "2"}
+
+
+# The delivery-level errors of the table above, in one place: a session's reply code decides by
+# its class (4xx: try later; 5xx: the server refuses this configuration), a failure that is not a
+# reply by its kind (the keys), and an attempt's verdict over all subscribers by its kind too.
+# (Each subscriber's own status is ``reply_outcome``/``condemns``: a result, not an error.)
+ERRORS = ErrorTable(
+    by_code={
+        # opening the session
+        "login": Rule(
+            TargetBroken, "login as {username!r} refused", "check the username and the password in {env}"
+        ),
+        "unsupported": Rule(
+            TargetBroken, "not offered by the server", "check security={security} and username"
+        ),
+        "greeting": Rule(TransientError, "did not greet us", "retry later"),
+        "disconnected": Rule(TransientError, "closed the connection", "retry later"),
+        "smtp": Rule(TargetBroken, "the session could not be set up", "check the server's settings"),
+        "tls": Rule(TransientError, "TLS failed", "check the host name, or set ca_file"),
+        "unreachable": Rule(TransientError, "unreachable", "retry later"),
+        # one subscriber's transaction: a refused sender refuses every reader alike
+        "sender": Rule(TargetBroken, "refuses the sender {sender}", "check from_address and the login"),
+        # the attempt's verdict from every subscriber's answer
+        "slow_down": Rule(RateLimited, "the server asks to slow down", "the retry sends only to them"),
+        "paused": Rule(RateLimited, "paused to stay within the task time", "the next attempt goes on"),
+        "deferred": Rule(TransientError, "deferred", "the retry sends only to them"),
+        "unknown": Rule(
+            OutcomeUnknown,
+            "the connection was lost after the message was sent to {unknown}, so it may have arrived",
+            "retrying the delivery re-sends to everyone not accepted",
+        ),
+        "all_refused": Rule(PermanentError, "all {refused} recipients refused"),
+        # a failure of our own mid-send (the database dropped while a result was written, a bug)
+        "interrupted": Rule(
+            TransientError,
+            "interrupted",
+            "every message that went out is recorded with its answer, so the retry sends only to those "
+            "still pending",
+        ),
+        "lost_others_waiting": Rule(
+            TransientError,
+            "a message went out and its answer could not be recorded, so it may have arrived",
+            "the retry sends only to those waiting",
+        ),
+        "lost": Rule(
+            OutcomeUnknown,
+            "a message went out and its answer could not be recorded, so it may have arrived",
+            "retrying the delivery re-sends to everyone not accepted",
+        ),
+    },
+    # A session refused with a reply (EHLO, STARTTLS, AUTH): 5xx is the configuration, the rest
+    # (4xx, or a reply smtplib could not parse) a passing state of the server.
+    unlisted_3xx=Rule(TransientError, "answered", "retry later"),
+    unlisted_4xx=Rule(TransientError, "answered", "retry later"),
+    unlisted_5xx=Rule(TargetBroken, "refused the session", "check the server's settings"),
+)
+
+
+def fault(
+    kind: str | int,
+    subject: str,
+    *,
+    said: str = "",
+    code: int | None = None,
+    publishing: bool = False,
+    retry_after: float | None = None,
+    **values: object,
+) -> DeliveryError:
+    """The error of one row of ``ERRORS`` (a kind, or a session's reply code), with its message:
+    "<subject>: <server's words> (<code>): <reason>; <advice>" (as Adapter.network_error words it).
+
+    ``publishing``: only a failure after a message went out can be OutcomeUnknown.
+    """
+    rule = ERRORS.by_code[kind] if isinstance(kind, str) else ERRORS.rule(kind)
+    reason, advice = rule.reason.format(**values), rule.advice.format(**values)
+    status = f" ({code})" if code is not None else ""
+    text = f"{subject}: {said}{status}: {reason}" if said else f"{subject}: {reason}{status}"
+    if advice:
+        text += f"; {advice}"
+    return as_delivery_error(rule, text, publishing=publishing, http_status=code, retry_after=retry_after)
 
 
 @dataclass(frozen=True)
@@ -129,52 +219,41 @@ def open_session(server: Server, password: str) -> smtplib.SMTP:
 
 
 def connection_error(exc: BaseException, server: Server, password: str = "") -> DeliveryError:
-    """The error class of a failure to open or authenticate a session (the table above)."""
+    """The error of a failure to open or authenticate a session (``ERRORS``, the table above)."""
     where = f"SMTP {server.where}"
     text = clean(str(exc), password)
     code = getattr(exc, "smtp_code", None)
     reply = clean(getattr(exc, "smtp_error", b""), password)
+    env = f"${server.secret_env}" if server.secret_env else "(no secret env set)"
     match exc:
         case smtplib.SMTPAuthenticationError() if code and code >= 500:
-            return TargetBroken(
-                f"{where}: login as {server.username!r} refused ({code} {reply}): check the username "
-                f"and the password in ${server.secret_env or '(no secret env set)'}",
-                http_status=code,
-            )
+            kind: str | int = "login"
         case smtplib.SMTPNotSupportedError():
-            return TargetBroken(f"{where}: {text} (security={server.security})")
+            return fault("unsupported", where, said=text, security=server.security)
         case smtplib.SMTPConnectError():
-            return TransientError(f"{where} did not greet us ({code} {reply}): retry later", http_status=code)
-        case smtplib.SMTPResponseException() if code and 500 <= code < 600:
-            return TargetBroken(f"{where} refused the session ({code} {reply})", http_status=code)
+            kind = "greeting"
         case smtplib.SMTPResponseException():
-            return TransientError(f"{where} answered {code} {reply}: retry later", http_status=code)
+            kind = code if isinstance(code, int) else -1
         case smtplib.SMTPServerDisconnected():
-            return TransientError(f"{where} closed the connection: {text}")
+            return fault("disconnected", where, said=text)
         case smtplib.SMTPException():  # e.g. no AUTH mechanism in common
-            return TargetBroken(f"{where}: {text}")
+            return fault("smtp", where, said=text)
         case ssl.SSLError():
-            return TransientError(f"{where}: TLS failed: {text} (check the host name, or set ca_file)")
+            return fault("tls", where, said=text)
         case _:  # OSError: refused, unreachable, DNS, timeout; nothing was sent
-            return TransientError(f"{where} unreachable: {type(exc).__name__}: {text or 'timed out'}")
+            return fault("unreachable", where, said=f"{type(exc).__name__}: {text or 'timed out'}")
+    return fault(kind, where, said=reply, code=code, username=server.username, env=env)
 
 
 def own_failure(exc: BaseException, server: Server, *, in_flight: bool, others_waiting: int) -> DeliveryError:
-    """The error class of a failure of ours mid-send (the table above). Nothing unrecorded went out
+    """The error of a failure of ours mid-send (the table above). Nothing unrecorded went out
     unless ``in_flight``: a message past its final "." whose answer could not be written; its row
     already says "unknown", so the retry never re-sends it."""
-    text = f"{type(exc).__name__}: {clean(str(exc))}"
+    said = f"{type(exc).__name__}: {clean(str(exc))}"
     if not in_flight:
-        return TransientError(
-            f"email: interrupted by {text}; every message that went out is recorded with its answer, "
-            "so the retry sends only to those still pending"
-        )
-    lost = f"SMTP {server.where}: a message went out and its answer could not be recorded ({text})"
-    if others_waiting:
-        return TransientError(f"email: {lost}, so it may have arrived; the retry sends only to those waiting")
-    return OutcomeUnknown(
-        f"email: {lost}, so it may have arrived; retrying the delivery re-sends to everyone not accepted"
-    )
+        return fault("interrupted", "email", said=said)
+    kind = "lost_others_waiting" if others_waiting else "lost"
+    return fault(kind, f"email: SMTP {server.where}", said=said, publishing=True)
 
 
 def reply_outcome(code: int, reply: str, stage: str) -> Outcome:

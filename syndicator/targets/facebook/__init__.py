@@ -94,6 +94,7 @@ class FacebookAdapter(Adapter):
 
     kind = "facebook"
     label = "Facebook Page"
+    documented_secrets = ("FACEBOOK_PAGE_TOKEN",)  # README: connecting the networks
     text = TEXT_RULES
     # Graph API: POST /{post-id} with a new message edits a Page post; DELETE /{post-id} removes it.
     capabilities = Capabilities(edit=True, delete=True, note="edits and deletes its Page posts")

@@ -90,6 +90,7 @@ class MastodonAdapter(Adapter):
 
     kind = "mastodon"
     label = "Mastodon"
+    documented_secrets = ("MASTODON_TOKEN",)  # README: connecting the networks
     text = TEXT_RULES
     # PUT /api/v1/statuses/:id edits a status (Mastodon 3.5+, with an edit history); DELETE removes it.
     capabilities = Capabilities(

@@ -12,23 +12,35 @@ from typing import TYPE_CHECKING
 
 from django.db import transaction
 
-from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
+from syndicator.errors import (
+    DeliveryError,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    TargetBroken,
+    TransientError,
+)
 from syndicator.targets.base import Adapter, SendResult, register
 from syndicator.targets.config import Duration, Setting
+from syndicator.targets.faults import Rule
 from syndicator.targets.registry import OUTBOX, formats
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
     from syndicator.models import Delivery
 
-FAILURES = {
-    "transient": lambda s: TransientError("injected transient failure", http_status=503),
-    "rate_limited": lambda s: RateLimited(
-        "injected rate limit", retry_after=float(s.get("fail_retry_after", 1)), http_status=429
+# The injected failures, each the rule and HTTP status a real network's error table would give,
+# built the same way (Adapter.network_error, so faults.as_delivery_error): they carry http_status
+# and retry_after like real ones, and "unknown" only from a publishing call.
+FAILURES: dict[str, tuple[Rule, int | None]] = {
+    "transient": (Rule(TransientError, "injected transient failure", "retrying later"), 503),
+    "rate_limited": (Rule(RateLimited, "injected rate limit"), 429),
+    "permanent": (Rule(PermanentError, "injected permanent failure"), 400),
+    "unknown": (
+        Rule(OutcomeUnknown, "injected timeout after the request left", "it may have been posted"),
+        None,
     ),
-    "permanent": lambda s: PermanentError("injected permanent failure", http_status=400),
-    "unknown": lambda s: OutcomeUnknown("injected timeout after the request left"),
-    "broken": lambda s: TargetBroken("injected dead token", http_status=401),
+    "broken": (Rule(TargetBroken, "injected dead token"), 401),
 }
 
 
@@ -65,10 +77,20 @@ class OutboxAdapter(Adapter):
 
     def check(self) -> str:
         """Nothing to log in to; an injected dead token fails the check as a real one would."""
-        settings = self.target.settings
-        if settings.get("fail") == "broken" and int(settings.get("fail_next", 0) or 0) > 0:
-            raise FAILURES["broken"](settings)
+        if self.setting("fail") == "broken" and self.setting("fail_next") > 0:
+            raise self.failure("broken", "check", publishing=False)
         return f"dry run: renders {self.target.message_format} messages and sends them nowhere"
+
+    def failure(self, kind: str, action: str, *, publishing: bool) -> DeliveryError:
+        """The injected failure ``kind``, as a real network's error answer would be built."""
+        rule, status = FAILURES[kind]
+        wait = self.setting("fail_retry_after") if rule.error is RateLimited else None
+        error = self.network_error(rule, action, publishing=publishing, http_status=status, retry_after=wait)
+        if wait is not None:
+            # The wait is the imitated network's, set on purpose: 0 means "at once" (a test of the
+            # retry policy), where a real answer without a wait gets the base's fallback.
+            error.retry_after = wait
+        return error
 
     def _maybe_fail(self) -> None:
         from syndicator.models import Target
@@ -77,10 +99,11 @@ class OutboxAdapter(Adapter):
             # no_key: a plain FOR UPDATE waits on every open transaction inserting deliveries for
             # this target (they hold FOR KEY SHARE on it), stalling sends behind a poll.
             target = Target.objects.select_for_update(no_key=True).get(pk=self.target.pk)
-            remaining = int(target.settings.get("fail_next", 0) or 0)
-            kind = target.settings.get("fail")
+            # The locked row's values, typed as every setting is (a bad one pauses the target).
+            locked = type(self)(target)
+            remaining, kind = locked.setting("fail_next"), locked.setting("fail")
             if remaining <= 0 or kind not in FAILURES:
                 return
             target.settings["fail_next"] = remaining - 1
             target.save(update_fields=["settings"])
-        raise FAILURES[kind](target.settings)
+        raise locked.failure(kind, "send", publishing=True)

@@ -170,6 +170,7 @@ class TelegramAdapter(HttpAdapter):
     label = "Telegram"
     default_base_url = DEFAULT_BASE_URL
     errors = ERRORS
+    documented_secrets = ("TELEGRAM_BOT_TOKEN",)  # README: connecting the networks
     text = TEXT_RULES
     # Bot API: editMessageText/editMessageCaption for the bot's own channel posts; deleteMessage
     # "only if it was sent less than 48 hours ago" (core.telegram.org/bots/api#deletemessage).

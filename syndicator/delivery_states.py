@@ -1,0 +1,134 @@
+"""The one writer of ``Delivery.status``: the allowed transitions as one table, and ``move``.
+
+Every status change anywhere (the worker's claim and its outcome, the sweeper's lost sends,
+the look-up of an uncertain delivery, an admin's retry, cancel or verdict) is an event applied
+with ``move``: one conditional UPDATE … WHERE status IN (the event's from-statuses), so two
+workers holding the same task message, or a worker and the sweeper, can never both act on one
+delivery — the second finds the row no longer in a status the event leaves from, and moves
+nothing. docs/delivery-states.md is this table in prose: who may trigger each event, and why.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from syndicator.models import Delivery
+
+log = logging.getLogger(__name__)
+
+Status = Delivery.Status
+
+
+class Event(enum.StrEnum):
+    """What happened to a delivery (the row of TRANSITIONS it moves by)."""
+
+    CLAIM = "claim"
+    LOOK_UP = "look_up"
+    SENT = "sent"
+    FAILED = "failed"
+    RETRY_LATER = "retry_later"
+    HOLD = "hold"
+    UNCERTAIN = "uncertain"
+    LOST_BEFORE_SEND = "lost_before_send"
+    LOST_MID_SEND = "lost_mid_send"
+    MARK_SENT = "mark_sent"
+    MARK_NOT_SENT = "mark_not_sent"
+    RETRY = "retry"
+    CANCEL = "cancel"
+
+
+class By(enum.StrEnum):
+    """Who may trigger an event."""
+
+    WORKER = "worker"  # a delivery task: its claim, and what the network answered
+    SWEEPER = "sweeper"  # the beat task that settles expired leases
+    PERSON = "person"  # an admin (admin pages, API, CLI)
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: tuple[str, ...]  # in the order people read them (the API's 409 lists them)
+    to: str
+    by: By
+
+
+def _t(sources: tuple[str, ...], to: str, by: By) -> Transition:
+    return Transition(tuple(sources), to, by)
+
+
+# from-statuses, event → to-status, and who triggers it. `uncertain` is a source of the worker's
+# outcomes because a lease can expire while the network is slow: the sweeper marks the send lost,
+# and the answer that comes after all is better knowledge than "maybe" (the caller also requires
+# the attempt number to be the delivery's latest, so only the attempt that asked is recorded).
+TRANSITIONS: dict[Event, Transition] = {
+    Event.CLAIM: _t((Status.QUEUED, Status.RETRYING), Status.SENDING, By.WORKER),
+    Event.LOOK_UP: _t((Status.UNCERTAIN,), Status.SENDING, By.WORKER),
+    Event.SENT: _t((Status.SENDING, Status.UNCERTAIN), Status.SENT, By.WORKER),
+    Event.FAILED: _t((Status.SENDING, Status.UNCERTAIN), Status.FAILED, By.WORKER),
+    Event.RETRY_LATER: _t((Status.SENDING, Status.UNCERTAIN), Status.RETRYING, By.WORKER),
+    Event.HOLD: _t((Status.SENDING, Status.UNCERTAIN), Status.QUEUED, By.WORKER),
+    Event.UNCERTAIN: _t((Status.SENDING, Status.UNCERTAIN), Status.UNCERTAIN, By.WORKER),
+    Event.LOST_BEFORE_SEND: _t((Status.SENDING,), Status.QUEUED, By.SWEEPER),
+    Event.LOST_MID_SEND: _t((Status.SENDING,), Status.UNCERTAIN, By.SWEEPER),
+    Event.MARK_SENT: _t((Status.UNCERTAIN,), Status.SENT, By.PERSON),
+    Event.MARK_NOT_SENT: _t((Status.UNCERTAIN,), Status.FAILED, By.PERSON),
+    Event.RETRY: _t((Status.FAILED, Status.UNCERTAIN, Status.CANCELLED), Status.QUEUED, By.PERSON),
+    Event.CANCEL: _t((Status.QUEUED, Status.RETRYING), Status.CANCELLED, By.PERSON),
+}
+
+# Statuses a person can act on, for the buttons and the API's 409s.
+RETRYABLE: tuple[str, ...] = TRANSITIONS[Event.RETRY].sources
+CANCELLABLE: tuple[str, ...] = TRANSITIONS[Event.CANCEL].sources
+MARKABLE: tuple[str, ...] = TRANSITIONS[Event.MARK_SENT].sources
+
+
+class IllegalMove(ValueError):
+    """A move the table does not allow (a bug in the caller, never a race)."""
+
+
+def allowed(status: str, event: Event) -> bool:
+    """Whether the table lets a delivery in this status move by this event."""
+    return status in TRANSITIONS[event].sources
+
+
+def move(
+    rows: int | QuerySet[Delivery],
+    event: Event,
+    *,
+    where: Q | None = None,
+    only_from: tuple[str, ...] | None = None,
+    now: datetime | None = None,
+    **changes: Any,
+) -> int:
+    """Move the delivery (an id) or deliveries (a queryset) by an event; how many moved.
+
+    One UPDATE, conditional on the row being in one of the event's from-statuses (narrowed to
+    ``only_from``, which must lie within them) and on ``where`` (a lease, an attempt number):
+    a row that another process moved first is left alone, and the caller learns it from the 0.
+    ``changes`` are the other columns the move sets; ``updated_at`` is set to ``now``.
+    """
+    transition = TRANSITIONS[event]
+    if "status" in changes:
+        raise IllegalMove(f"{event}: the status comes from the table, not from the caller")
+    sources = transition.sources
+    if only_from is not None:
+        if stray := [status for status in only_from if status not in sources]:
+            raise IllegalMove(f"{event} cannot move a delivery from {', '.join(stray)}")
+        sources = tuple(only_from)
+    queryset = Delivery.objects.filter(pk=rows) if isinstance(rows, int) else rows
+    queryset = queryset.filter(status__in=sources)
+    if where is not None:
+        queryset = queryset.filter(where)
+    changes.setdefault("updated_at", now or timezone.now())
+    moved = queryset.update(status=transition.to, **changes)
+    if moved:
+        target = f"delivery {rows}" if isinstance(rows, int) else f"{moved} deliveries"
+        log.debug("%s: %s → %s (%s)", target, "/".join(sources), transition.to, event)
+    return moved
