@@ -19,7 +19,6 @@ from django.utils import timezone
 from syndicator import delivery as deliveries
 from syndicator.errors import TargetBroken
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
-from syndicator.recovery import VERIFY_MARK
 from syndicator.targets import get_adapter
 from syndicator.targets.faults import RATE_LIMIT_FALLBACK, retry_after
 from syndicator.targets.pinterest import NO_IMAGE, RETRY_HEADERS, pin_url
@@ -182,7 +181,7 @@ def test_a_pin_made_but_unanswered_is_found_on_the_board_not_pinned_twice(pinter
 
     delivery.refresh_from_db()
     assert delivery.status == "sent" and delivery.external_id == pin["id"]
-    assert looked_up.worker.startswith(VERIFY_MARK) and "found_on_board" in looked_up.message
+    assert looked_up.kind == "lookup" and "found_on_board" in looked_up.message
     assert len(pinterest.sent()) == 1 and len(creates(pinterest)) == 1
 
 

@@ -18,7 +18,6 @@ from django.utils import timezone
 from syndicator import delivery as deliveries
 from syndicator.errors import TargetBroken
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
-from syndicator.recovery import VERIFY_MARK
 from syndicator.targets import get_adapter
 from syndicator.targets.threads import QUOTA_WAIT, recorded_container
 from syndicator.targets.threads.text import threads_length
@@ -119,7 +118,7 @@ def test_a_publish_whose_answer_was_lost_is_found_not_posted_again(threads, sett
     delivery.refresh_from_db()
     assert delivery.status == "sent" and delivery.external_id == published["id"]
     assert delivery.external_url == published["permalink"]
-    assert looked_up.worker.startswith(VERIFY_MARK) and "found_on_profile" in looked_up.message
+    assert looked_up.kind == "lookup" and "found_on_profile" in looked_up.message
     assert len(threads.sent()) == 1 and len(calls(threads, "/threads_publish")) == 1, "never published twice"
 
 
