@@ -44,6 +44,11 @@ app.conf.beat_schedule = {
         # A tick that waited longer than its interval is superseded by the next one.
         "options": {"expires": settings.SYNDICATOR_SCHEDULE_INTERVAL},
     },
+    "heartbeat": {
+        "task": "tasks.maintenance.heartbeat",
+        "schedule": settings.SYNDICATOR_HEARTBEAT_INTERVAL,
+        "options": {"expires": settings.SYNDICATOR_HEARTBEAT_INTERVAL},
+    },
     "sweep-deliveries": {
         "task": "tasks.maintenance.sweep_deliveries",
         "schedule": settings.SYNDICATOR_SWEEP_INTERVAL,

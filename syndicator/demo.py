@@ -2,7 +2,9 @@
 
 The feeds point at the web app's own copies of the fixtures (``/demo/feeds/<file>``), so the
 demo works offline; the targets are dry-run outboxes, one per network format, so a newcomer sees
-every format rendered in the delivery log within a minute of ``syndicator run``.
+every format rendered in the delivery log within a minute of ``syndicator run``. Beside them an
+email target with two subscribers really sends, to the catch-all SMTP server on loopback that
+``syndicator run`` starts (syndicator/demo_mailbox.py), whose messages the web UI shows.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from urllib.parse import urlsplit
 from django.db import transaction
 from django.utils import timezone
 
-from syndicator.models import Feed, Target
+from syndicator.models import Feed, Subscriber, Target
 from syndicator.targets.registry import OUTBOX, formats
 from syndicator.views import DEMO_FEEDS_DIR
 
@@ -21,6 +23,8 @@ DEMO_FEEDS_PATH = "/demo/feeds/"
 # Polled every minute: the demo feeds never change, and a newcomer's machine should stay quiet.
 DEMO_POLL_INTERVAL = 60
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+DEMO_MAILBOX_TARGET = "demo-mailbox"
+DEMO_SUBSCRIBERS = (("reader@newsroom.example", "A. Reader"), ("lecteur@newsroom.example", "B. Lecteur"))
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,9 @@ def demo_feed_url(base_url: str, file: str) -> str:
     return f"{base_url.rstrip('/')}{DEMO_FEEDS_PATH}{file}"
 
 
-def seed_demo(base_url: str) -> bool:
-    """Create the demo feeds and outbox targets if no feed and no target exist; True if it did."""
+def seed_demo(base_url: str, mailbox_port: int | None = None) -> bool:
+    """Create the demo feeds and outbox targets (and, given the demo mailbox's port, the email
+    target) if no feed and no target exist; True if it did."""
     with transaction.atomic():
         if Feed.objects.exists() or Target.objects.exists():
             return False
@@ -61,7 +66,40 @@ def seed_demo(base_url: str) -> bool:
             )
         for fmt in formats():  # one dry run per network
             Target.objects.create(name=f"demo-{fmt}", kind=OUTBOX, settings={"format": fmt})
+        seed_demo_mailbox_target(mailbox_port)
     return True
+
+
+def seed_demo_mailbox_target(port: int | None) -> Target | None:
+    """The demo's email target, sending to the loopback mailbox on ``port``, and two subscribers."""
+    if port is None:
+        return None
+    target = Target.objects.create(
+        name=DEMO_MAILBOX_TARGET,
+        kind="email",
+        # security=none is allowed only to a loopback host (targets/email.py): nothing leaves.
+        settings={
+            "host": "127.0.0.1",
+            "port": port,
+            "security": "none",
+            "from_address": "desk@newsroom.example",
+            "from_name": "Newsroom demo",
+        },
+    )
+    for address, name in DEMO_SUBSCRIBERS:
+        Subscriber.objects.create(target=target, email=address, name=name)
+    return target
+
+
+def repoint_demo_mailbox(port: int) -> int:
+    """Point the demo email target at this run's mailbox port (it changes each run)."""
+    moved = 0
+    for target in Target.objects.filter(name=DEMO_MAILBOX_TARGET, kind="email"):
+        if target.settings.get("host") in LOOPBACK_HOSTS and target.settings.get("port") != port:
+            target.settings["port"] = port
+            target.save(update_fields=["settings"])
+            moved += 1
+    return moved
 
 
 def repoint_demo_feeds(base_url: str) -> int:

@@ -321,3 +321,17 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class Heartbeat(models.Model):
+    """The last time a worker ran the beat's heartbeat task: the start page's "is anything running?"
+
+    One row per name; beat schedules the task and a worker runs it, so a fresh row means both live.
+    """
+
+    name = models.CharField(max_length=50, unique=True)
+    hostname = models.CharField(max_length=200, blank=True)
+    beat_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S} on {self.hostname or '?'}"

@@ -96,9 +96,22 @@ def preview(post: Post, target: Target, text: str = "") -> TargetPreview:
         return shown
     shown.text, shown.subject = msg.text, msg.subject
     if msg.parse_mode == "HTML":  # shown as its visible text
-        shown.text, shown.markup = html.unescape(_TAG.sub("", msg.text)), msg.text
+        shown.text, shown.markup = visible_text(msg.text), msg.text
     shown.fits = shown.limit is None or shown.length <= shown.limit
+    if text.strip() and not shown.fits:
+        # An editor's text that does not fit is refused (text_problems), never shortened: a
+        # shortened preview would look like what is sent.
+        shown.text = shown.markup = ""
+        shown.error = (
+            f"the text is {shown.length} {shown.unit} with the link; {fmt} allows {shown.limit}: "
+            "it would be refused, not shortened"
+        )
     return shown
+
+
+def visible_text(markup: str) -> str:
+    """Telegram HTML as readers see it: tags dropped, entities decoded."""
+    return html.unescape(_TAG.sub("", markup))
 
 
 def unit_of(fmt: str) -> str:

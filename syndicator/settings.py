@@ -55,7 +55,8 @@ ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,1
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # Django's admin with syndicator's start page as its index (syndicator/desk_site.py).
+    "syndicator.desk_site.SyndicatorAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -172,6 +173,8 @@ SYNDICATOR_RETRY = {
 # How often beat looks for due feeds and due/stranded deliveries.
 SYNDICATOR_SCHEDULE_INTERVAL = float(os.environ.get("SYNDICATOR_SCHEDULE_INTERVAL", 5))
 SYNDICATOR_SWEEP_INTERVAL = float(os.environ.get("SYNDICATOR_SWEEP_INTERVAL", 5))
+# How often a worker records that it runs (models.Heartbeat, shown on the start page to admins).
+SYNDICATOR_HEARTBEAT_INTERVAL = float(os.environ.get("SYNDICATOR_HEARTBEAT_INTERVAL", 30))
 # A delivery in `sending` for longer than this was lost with its worker: it becomes `uncertain`.
 SYNDICATOR_SEND_LEASE = float(os.environ.get("SYNDICATOR_SEND_LEASE", CELERY_TASK_TIME_LIMIT + 30))
 # A `queued` delivery whose message was sent this long ago and never claimed is sent again.

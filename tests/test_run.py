@@ -28,7 +28,10 @@ from tests.feedserver import FeedServer
 
 SYNDICATOR = Path(sys.executable).with_name("syndicator")
 NEW_POST = "https://www.nejatngo.org/en/?p=90006"
-DEMO_TARGETS = {f"demo-{fmt}" for fmt in formats()}
+DEMO_TARGETS = {
+    *(f"demo-{fmt}" for fmt in formats()),
+    "demo-mailbox",  # the email target that sends to the demo mailbox
+}
 STOP_TIMEOUT = 30
 
 
@@ -276,6 +279,12 @@ def test_demo_delivers_to_every_outbox_format_and_is_seeded_once(
         return {r["target"] for r in rows if r["status"] == "sent" and r["text"].strip()}
 
     run.wait_until(lambda: sent_targets() >= DEMO_TARGETS, timeout=60, interval=1)
+    # The demo email target really sent: each subscriber's message is in the demo mailbox.
+    mailbox = Path(env["SYNDICATOR_DATA_DIR"]) / "demo-mailbox"
+    run.wait_until(lambda: len(list(mailbox.glob("*.eml"))) >= 2, timeout=30, interval=1)
+    kept = b"".join(path.read_bytes() for path in mailbox.glob("*.eml"))
+    assert b"reader@newsroom.example" in kept and b"lecteur@newsroom.example" in kept
+    assert b"List-Unsubscribe: <http://127.0.0.1:" in kept  # pointing at this run's web app
     assert run.ctrl_c() == 0, run.log_tail()
 
     # A second run finds the configuration and seeds nothing more.

@@ -35,7 +35,7 @@ from syndicator.targets import get_adapter
 from syndicator.targets.bluesky import THUMB_MAX_BYTES
 from syndicator.targets.bluesky.richtext import LINK, TAG, facet_text, facets
 from syndicator.targets.bluesky.text import bluesky_length
-from syndicator.targets.bluesky.xrpc import RATE_LIMIT_FALLBACK
+from syndicator.targets.faults import RATE_LIMIT_FALLBACK
 from syndicator.textrules import hashtags
 from tests.emulators.bluesky import DID, HANDLE, PNG, Harness, xrpc_error
 from tests.helpers import demo_post
@@ -44,6 +44,7 @@ from tests.test_formatting_properties import default_link, posts
 pytestmark = pytest.mark.django_db
 CREATE = "com.atproto.repo.createRecord"
 LOGIN = "com.atproto.server.createSession"
+LIST = "com.atproto.repo.listRecords"
 ZWNJ = "\u200c"
 
 
@@ -329,7 +330,7 @@ ERROR_ROWS = [
     pytest.param(CREATE, 500, "InternalServerError", OutcomeUnknown, "may be published", id="500"),
     pytest.param(CREATE, 502, None, OutcomeUnknown, "may be published", id="502-no-json"),
     pytest.param(CREATE, 503, "NotEnoughResources", TransientError, "nothing was done", id="503"),
-    pytest.param(CREATE, 301, None, TargetBroken, "check service_url", id="301"),
+    pytest.param(CREATE, 301, None, TargetBroken, "check base_url", id="301"),
     pytest.param(LOGIN, 500, "InternalServerError", TransientError, "nothing was posted", id="login-500"),
     pytest.param(LOGIN, 401, "AccountTakedown", TargetBroken, "taken down", id="login-takedown"),
     pytest.param(LOGIN, 429, "RateLimitExceeded", RateLimited, "slow down", id="login-429"),
@@ -418,6 +419,40 @@ def test_a_post_never_made_is_looked_up_and_left_uncertain_for_an_admin(bsky, se
     delivery.refresh_from_db()
     assert looked_up.outcome == "unknown" and delivery.status == "uncertain"
     assert "probably not published" in delivery.last_error and len(bsky.sent()) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        ({"status": 504, "delay": 5}, "no answer"),  # the look-up's answer is lost past the 1 s timeout
+        ({"status": 500, "json": xrpc_error("InternalServerError", "Internal")}, "nothing was posted"),
+    ],
+    ids=["lost", "500"],
+)
+def test_a_failed_look_up_is_a_plain_retry_not_uncertain(bsky, reply: dict, words: str) -> None:
+    target = bsky.make_target()
+    delivery = Delivery.objects.create(post=demo_post(), target=target)
+    bsky.emulator.fail_method(LIST, **reply)
+    with pytest.raises(DeliveryError) as caught:
+        get_adapter(target).verify(delivery)
+    assert type(caught.value) is TransientError and words in str(caught.value)
+    assert LIST in str(caught.value) and bsky.sent() == []
+
+
+def test_a_created_record_without_its_uri_is_uncertain(bsky) -> None:
+    bsky.emulator.fail_method(CREATE, status=200, json={"cid": "bafy"})
+    with pytest.raises(OutcomeUnknown, match="it may have been posted"):
+        send(bsky.make_target())
+
+
+def test_base_url_names_the_service_and_wins_over_the_older_service_url(bsky) -> None:
+    target = bsky.make_target(base_url=bsky.emulator.base_url, service_url="http://127.0.0.1:9")
+    send(target)
+    assert len(bsky.sent()) == 1
+    del target.settings["service_url"]
+    target.save()
+    send(target)
+    assert len(bsky.sent()) == 2
 
 
 # --- the link card's thumbnail --------------------------------------------------------------------

@@ -174,9 +174,9 @@ GRAPH_ROWS = [
     (400, 368, None, TargetBroken, "temporarily blocked for a policy violation"),
     (400, 506, None, PermanentError, "probably posted"),
     (400, 1609005, None, TransientError, "link scrape failed"),
-    (500, None, None, TransientError, "HTTP 500 without a Graph error"),
-    (502, None, None, TransientError, "HTTP 502"),
-    (503, None, None, TransientError, "HTTP 503"),
+    (500, None, None, TransientError, "without a Graph error (500); will retry"),
+    (502, None, None, TransientError, "without a Graph error (502)"),
+    (503, None, None, TransientError, "without a Graph error (503)"),
 ]
 
 
@@ -267,6 +267,26 @@ def test_a_timeout_after_the_request_left_makes_the_delivery_uncertain(fb):
 
     assert delivery.status == "uncertain"
     assert DeliveryAttempt.objects.get(delivery=delivery).error_class == OutcomeUnknown.__name__
+
+
+@pytest.mark.parametrize("fault", ["timeout", "server_error"])
+def test_a_failed_look_up_of_an_uncertain_post_is_a_plain_retry_not_uncertain(fb, fault):
+    target = fb.make_target()
+    delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
+    fb.inject(fault)  # the GET of the Page's feed hangs past the 1 s timeout, or fails
+    with pytest.raises(TransientError) as caught:
+        get_adapter(target).verify(delivery)
+    assert type(caught.value) is TransientError and "GET /v25.0/" in str(caught.value)
+    assert fb.sent() == []
+
+
+def test_a_bad_timeout_pauses_the_target(fb):
+    target = fb.make_target(timeout="soon")
+    delivery = deliver(target, fixture_post("nejat-en-recent.rss"))
+
+    target.refresh_from_db()
+    assert target.paused_at is not None and "timeout is a duration" in target.paused_reason
+    assert delivery.status == "queued" and fb.sent() == []
 
 
 # --- duplicates -------------------------------------------------------------------------------

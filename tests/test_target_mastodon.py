@@ -16,10 +16,12 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from syndicator import delivery as deliveries
+from syndicator.errors import TransientError
 from syndicator.formatting import override_length, render_message
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.targets import get_adapter
-from syndicator.targets.mastodon import IDEMPOTENCY_WINDOW, RATE_LIMIT_FALLBACK, idempotency_key, retry_after
+from syndicator.targets.faults import RATE_LIMIT_FALLBACK, retry_after
+from syndicator.targets.mastodon import IDEMPOTENCY_WINDOW, RATE_LIMIT_HEADERS, idempotency_key
 from syndicator.targets.mastodon.text import mastodon_length
 from tests.conftest import wait_for
 from tests.emulators.mastodon import DOMAIN, TOKEN, USERNAME, Harness, rate_limit_reset, status_length
@@ -236,12 +238,43 @@ def test_a_429_waits_until_x_ratelimit_reset(social):
     assert social.sent() == []
 
 
-def test_retry_after_reads_iso_8601_then_retry_after_then_waits_a_minute():
+def test_retry_after_reads_iso_8601_then_retry_after():
     now = timezone.now()
     reset = (now + timedelta(seconds=42)).isoformat().replace("+00:00", "Z")
-    assert retry_after(httpx.Headers({"X-RateLimit-Reset": reset}), now) == pytest.approx(42, abs=0.01)
-    assert retry_after(httpx.Headers({"X-RateLimit-Reset": "soon", "Retry-After": "7"}), now) == 7
-    assert retry_after(httpx.Headers({}), now) == RATE_LIMIT_FALLBACK
+    at = now.timestamp()
+    headers = RATE_LIMIT_HEADERS
+    assert retry_after(httpx.Headers({"X-RateLimit-Reset": reset}), headers, now=at) == pytest.approx(
+        42, abs=0.01
+    )
+    assert retry_after(httpx.Headers({"X-RateLimit-Reset": "soon", "Retry-After": "7"}), headers, now=at) == 7
+    assert retry_after(httpx.Headers({}), headers, now=at) is None
+
+
+def test_a_429_without_a_reset_header_waits_the_contracts_minute(social):
+    social.emulator.fail_next(status=429, json={"error": "Too many requests"})
+    delivery = deliver(social.make_target(), new_post())
+
+    attempt = DeliveryAttempt.objects.get(delivery=delivery)
+    assert delivery.status == "retrying" and attempt.outcome == "rate_limited"
+    assert attempt.retry_after == RATE_LIMIT_FALLBACK
+    assert "(429): rate limited" in delivery.last_error and "Too many requests" in delivery.last_error
+
+
+def test_a_bad_timeout_pauses_the_target_instead_of_falling_back(social):
+    target = social.make_target(timeout="soon")
+    delivery = deliver(target, new_post())
+
+    target.refresh_from_db()
+    assert target.paused_at is not None and "timeout is a duration" in target.paused_reason
+    assert delivery.status == "queued" and social.sent() == []
+
+
+def test_a_check_whose_answer_is_lost_is_a_plain_retry_not_uncertain(social):
+    adapter = get_adapter(social.make_target())
+    social.inject("timeout")  # verify_credentials hangs past the 1 s timeout: it posted nothing
+    with pytest.raises(TransientError, match="GET /api/v1/accounts/verify_credentials") as raised:
+        adapter.check()
+    assert type(raised.value) is TransientError
 
 
 @pytest.mark.parametrize(("status", "said"), [(401, "token rejected"), (403, "posting refused")])
@@ -261,7 +294,8 @@ def test_a_422_fails_the_delivery_for_good(social):
         delivery = deliver(target, new_post(summary="A long summary of the news. " * 20))
 
     assert delivery.status == "failed" and delivery.attempts == 1
-    assert "status rejected (422)" in delivery.last_error and "character limit of 100" in delivery.last_error
+    assert "(422): status rejected" in delivery.last_error and "character limit of 100" in delivery.last_error
+    assert "not retrying this content" in delivery.last_error
 
 
 def test_a_5xx_makes_the_delivery_uncertain_and_a_refused_connection_retries(social):

@@ -1,11 +1,16 @@
-"""The delivery log: list with filters and CSV export, the attempt timeline and its buttons."""
+"""The delivery log: list with filters and CSV export, the attempt timeline and its buttons.
+
+The log is append-only (issue 14): no form edits a delivery and nothing deletes one or an attempt,
+not even a superuser. What may change it (retry, cancel, an admin's verdict) goes through
+``syndicator.delivery`` from the page's buttons, and shows in the timeline as an attempt row.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import URLValidator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -20,7 +25,9 @@ from syndicator.admin.common import badge, require_change
 from syndicator.admin.export import csv_response
 from syndicator.admin.filters import DateRangeFilter
 from syndicator.delivery_states import CANCELLABLE, MARKABLE, RETRYABLE
-from syndicator.models import Delivery, EmailRecipientResult
+from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult
+from syndicator.reposting import visible_text
+from syndicator.targets.registry import text_rules
 
 Status = Delivery.Status
 EXPORT_COLUMNS = [
@@ -60,10 +67,10 @@ class DeliveryAdmin(admin.ModelAdmin):
         "post_title",
         "target",
         "status_badge",
-        "origin_label",
-        "attempts",
+        "origin_short",
+        "tries",
         "short_error",
-        "created_at",
+        "created",
         "published_link",
     )
     list_filter = ("status", "target", "post__feed", "origin", DateRangeFilter)
@@ -73,17 +80,18 @@ class DeliveryAdmin(admin.ModelAdmin):
     ordering = ("-created_at", "-id")
     show_full_result_count = False  # a count of a long log on every page costs more than it tells
     inlines = [EmailRecipientInline]
-    actions = ["retry_selected", "cancel_selected"]
+    actions = ["retry_selected", "cancel_selected"]  # never Django's "delete selected"
     change_form_template = "admin/syndicator/delivery/change_form.html"
     change_list_template = "admin/syndicator/delivery/change_list.html"
     readonly_fields = (
-        "post",
+        "post_link",
         "target",
         "status_badge",
         "origin_label",
         "attempts",
         "next_attempt_at",
-        "rendered_text",
+        "shown_text",
+        "text_override",
         "published_link",
         "external_id",
         "last_error",
@@ -91,8 +99,8 @@ class DeliveryAdmin(admin.ModelAdmin):
         "sent_at",
     )
     fieldsets = (
-        (None, {"fields": ("post", "target", "status_badge", "origin_label", "published_link")}),
-        ("Message", {"fields": ("rendered_text", "text_override")}),
+        (None, {"fields": ("post_link", "target", "status_badge", "origin_label", "published_link")}),
+        ("Message", {"fields": ("shown_text", "text_override")}),
         (
             "State",
             {"fields": ("attempts", "next_attempt_at", "external_id", "last_error", "created_at", "sent_at")},
@@ -101,7 +109,28 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="post", ordering="post__title")
     def post_title(self, obj: Delivery) -> str:
-        return (obj.post.title or obj.post.url)[:80]
+        return format_html('<span dir="auto">{}</span>', (obj.post.title or obj.post.url)[:80])
+
+    @admin.display(description="post")
+    def post_link(self, obj: Delivery) -> str:
+        url = reverse("admin:syndicator_post_change", args=[obj.post_id])
+        return format_html('<a href="{}" dir="auto">{}</a>', url, obj.post)
+
+    # Short cells, so the list fits a 1366-px laptop with the filters beside it (issue 14).
+    @admin.display(description="origin", ordering="origin")
+    def origin_short(self, obj: Delivery) -> str:
+        if obj.origin == Delivery.Origin.MANUAL:
+            return f"by {obj.requested_by}" if obj.requested_by else "manual"
+        return "auto"
+
+    @admin.display(description="tries", ordering="attempts")
+    def tries(self, obj: Delivery) -> int:
+        return obj.attempts
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Delivery) -> str:
+        moment = timezone.localtime(obj.created_at)
+        return format_html('<time datetime="{}">{}</time>', moment.isoformat(), f"{moment:%Y-%m-%d %H:%M}")
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Delivery) -> str:
@@ -117,7 +146,7 @@ class DeliveryAdmin(admin.ModelAdmin):
     def short_error(self, obj: Delivery) -> str:
         return obj.last_error[:80]
 
-    @admin.display(description="published")
+    @admin.display(description="link")
     def published_link(self, obj: Delivery) -> str:
         if not obj.external_url:
             return "—"
@@ -134,8 +163,33 @@ class DeliveryAdmin(admin.ModelAdmin):
         count = decisions.cancel(queryset, by=request.user)
         self.message_user(request, f"{count} deliveries cancelled.", messages.SUCCESS)
 
+    @admin.display(description="message")
+    def shown_text(self, obj: Delivery) -> str:
+        return rendered_message(obj)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # deliveries come from feeds and reposts, never from a blank form
+
+    def has_delete_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        # The log is append-only, for superusers too; this also refuses deleting a post, feed or
+        # target that has deliveries (the admin's delete page needs the right on related rows).
+        return False
+
+    def get_inlines(self, request: HttpRequest, obj: Delivery | None) -> list:
+        # Per-recipient results exist only for a mailing list; an empty table elsewhere misleads.
+        return [EmailRecipientInline] if obj is not None and obj.email_results.exists() else []
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        if request.method == "POST":  # no form saves a delivery; the buttons post elsewhere
+            raise PermissionDenied("the delivery log is append-only")
+        context = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().changeform_view(request, object_id, form_url, {**context, **(extra_context or {})})
 
     # --- pages of its own: export, and the detail page's buttons --------------------------------
 
@@ -187,6 +241,7 @@ class DeliveryAdmin(admin.ModelAdmin):
                 attempt.badge = badge(
                     state, attempt.get_outcome_display() or "in progress", css="outcome-badge"
                 )
+                attempt.by = acted_by(attempt)
             context.update(
                 attempts=attempts,
                 can_retry=can_act and obj.status in RETRYABLE,
@@ -244,6 +299,38 @@ class DeliveryAdmin(admin.ModelAdmin):
         else:
             self._refused(request, "mark", delivery)
         return self._back(delivery)
+
+
+def acted_by(attempt: DeliveryAttempt) -> str:
+    """Who made an attempt row: the person who acted (kept by name if the account is gone), or ""
+    for a worker's send."""
+    if attempt.actor_id is not None and attempt.actor is not None:
+        return attempt.actor.get_username()
+    return attempt.actor_name
+
+
+def _html_markup(fmt: str) -> bool:
+    """Whether a format's messages are HTML markup (its network's TextRules)."""
+    try:
+        return text_rules(fmt).markup == "html"
+    except KeyError:
+        return False
+
+
+def rendered_message(obj: Delivery) -> str:
+    """The message as readers see it; an HTML-markup message is shown as text, its markup folded below."""
+    text = obj.rendered_text
+    if not text:
+        return "—"
+    if not _html_markup(obj.target.message_format) or "<" not in text:
+        return format_html('<div class="message-text" dir="auto">{}</div>', text)
+    return format_html(
+        '<div class="message-text" dir="auto">{}</div>'
+        '<details class="message-markup"><summary>as sent (HTML markup)</summary>'
+        '<pre dir="auto">{}</pre></details>',
+        visible_text(text),
+        text,
+    )
 
 
 def _export_row(d: Delivery) -> list[Any]:

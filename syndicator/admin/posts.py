@@ -8,15 +8,18 @@ come from ``syndicator.reposting``, the code the JSON API uses too.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import models
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
@@ -87,23 +90,32 @@ class RepostForm(forms.Form):
 
 @admin.register(Post)
 class PostAdmin(admin.ModelAdmin):
+    # Repost next to the title, so it never scrolls out of sight; the published date is the
+    # article's own (a first poll sees every post at the same moment).
     list_display = (
-        "id",
         "title_link",
-        "feed",
-        "language",
-        "first_seen_at",
-        "delivery_summary",
         "repost_link",
+        "feed_name",
+        "published",
+        "first_seen",
+        "delivery_summary",
     )
     list_display_links = None
     list_filter = ("feed", "language")
     search_fields = ("title", "url", "guid")
     date_hierarchy = "first_seen_at"
     ordering = ("-first_seen_at", "-id")
+    sortable_by = ("title_link", "feed_name", "published", "first_seen")
     list_per_page = 50
     inlines = [DeliveryInline]
     readonly_fields = ("feed", "guid", "first_seen_at")
+    # Feed text in any script: each box takes the direction of its first strong character.
+    formfield_overrides = {
+        models.TextField: {"widget": forms.Textarea(attrs={"dir": "auto", "rows": 4, "cols": 80})},
+        models.CharField: {"widget": forms.TextInput(attrs={"dir": "auto", "size": 80})},
+        # URLField is a CharField: its own entry keeps the URL input (and Django 6's https default).
+        models.URLField: {"widget": forms.URLInput(attrs={"size": 80}), "assume_scheme": "https"},
+    }
     # What an editor looks for first; the stored content below, folded.
     fieldsets = (
         (None, {"fields": ("title", "url", "feed", "language", "published_at", "first_seen_at")}),
@@ -129,6 +141,21 @@ class PostAdmin(admin.ModelAdmin):
     def title_link(self, obj: Post) -> str:
         url = reverse("admin:syndicator_post_change", args=[obj.pk])
         return format_html('<a href="{}" dir="auto">{}</a>', url, (obj.title or obj.url or obj.guid)[:120])
+
+    @admin.display(description="published", ordering="published_at")
+    def published(self, obj: Post) -> str:
+        return _short_time(obj.published_at)
+
+    @admin.display(description="first seen", ordering="first_seen_at")
+    def first_seen(self, obj: Post) -> str:
+        return _short_time(obj.first_seen_at)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # posts come from feeds; a repost is how an editor sends one again
+
+    @admin.display(description="feed", ordering="feed__name")
+    def feed_name(self, obj: Post) -> str:
+        return format_html('<bdi dir="auto">{}</bdi>', obj.feed)
 
     @admin.display(description="deliveries")
     def delivery_summary(self, obj: Post) -> str:
@@ -214,3 +241,11 @@ class PostAdmin(admin.ModelAdmin):
     def _require_repost_rights(self, request: HttpRequest) -> None:
         if not request.user.has_perms(REPOST_PERMISSIONS):
             raise PermissionDenied("reposting needs the editor or admin role")
+
+
+def _short_time(moment: datetime | None) -> str:
+    """A list cell's date and time, short enough to keep a 1366-px list from scrolling."""
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    return format_html('<time datetime="{}">{}</time>', local.isoformat(), f"{local:%Y-%m-%d %H:%M}")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
@@ -32,13 +35,20 @@ from syndicator.reposting import unit_of
 from syndicator.targets.registry import text_rules
 
 PREVIEW_POSTS = 30  # how many recent posts the preview offers to pick from
+# Settings that only make a dry-run target fail on purpose (syndicator/targets/outbox.py).
+TESTING_SWITCHES = {"outbox": ("fail", "fail_next", "fail_retry_after")}
+
+
+def is_testing_switch(kind: str, setting: str) -> bool:
+    """Whether a setting exists only to make sends fail on purpose (shown folded, or when set)."""
+    return setting in TESTING_SWITCHES.get(kind, ())
 
 
 @admin.register(Feed)
 class FeedAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "__str__",
+        "feed_name",
         "language",
         "enabled",
         "status_badge",
@@ -47,7 +57,7 @@ class FeedAdmin(admin.ModelAdmin):
         "consecutive_failures",
         "short_error",
     )
-    list_display_links = ("id", "__str__")
+    list_display_links = ("id", "feed_name")
     list_filter = ("enabled", "last_status", "language")
     search_fields = ("name", "url")
     list_per_page = 50
@@ -86,6 +96,10 @@ class FeedAdmin(admin.ModelAdmin):
         "consecutive_failures",
     )
 
+    @admin.display(description="feed", ordering="name")
+    def feed_name(self, obj: Feed) -> str:
+        return format_html('<span dir="auto">{}</span>', obj)
+
     @admin.display(description="health", ordering="consecutive_failures")
     def status_badge(self, obj: Feed) -> str:
         health = feed_health(obj)
@@ -97,27 +111,78 @@ class FeedAdmin(admin.ModelAdmin):
 
     @admin.action(description="Poll selected feeds now", permissions=["change"])
     def poll_now(self, request: HttpRequest, queryset: QuerySet[Feed]) -> None:
-        for feed in queryset:
-            self._poll(request, feed)
+        queued = [feed for feed in queryset if self._queue_poll(request, feed)]
+        if queued:
+            names = ", ".join(str(feed) for feed in queued)
+            self.message_user(request, f"Polls queued for {names}; a worker runs them.", messages.INFO)
 
-    def _poll(self, request: HttpRequest, feed: Feed) -> None:
-        from syndicator import watch  # imported here: admin loads at start-up, polling is rare
+    def _queue_poll(self, request: HttpRequest, feed: Feed) -> bool:
+        """Hand the poll to a worker: a web worker that fetched inline would hang on a slow feed
+        (and on the demo feeds, which this same web app serves: issue 14)."""
+        from tasks.watch import poll_feed  # imported here: admin loads at start-up, polling is rare
 
-        report = watch.poll_feed(feed.pk)
-        level = messages.ERROR if report.status == "error" else messages.INFO
-        detail = report.error or f"{len(report.new_posts)} new posts, {report.deliveries} deliveries"
-        self.message_user(request, f"{feed}: {report.status}: {detail}", level)
+        try:
+            poll_feed.delay(feed.pk)
+        except Exception as exc:  # kombu raises many classes for a broker that is away
+            self.message_user(request, f"{feed}: the poll could not be queued: {exc}", messages.ERROR)
+            return False
+        return True
 
     def get_urls(self) -> list[URLPattern]:
         poll = self.admin_site.admin_view(require_POST(self.poll_view))
-        return [path("<int:object_id>/poll/", poll, name="syndicator_feed_poll"), *super().get_urls()]
+        status = self.admin_site.admin_view(self.poll_status_view)
+        return [
+            path("<int:object_id>/poll/", poll, name="syndicator_feed_poll"),
+            path("<int:object_id>/poll/status/", status, name="syndicator_feed_poll_status"),
+            *super().get_urls(),
+        ]
 
     def poll_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        """The feed page's "Poll now" button."""
+        """The feed page's "Poll now" button: queue the poll and come back at once."""
         feed = get_object_or_404(Feed, pk=object_id)
         require_change(self, request, feed)
-        self._poll(request, feed)
-        return HttpResponseRedirect(reverse("admin:syndicator_feed_change", args=[feed.pk]))
+        url = reverse("admin:syndicator_feed_change", args=[feed.pk])
+        if not self._queue_poll(request, feed):
+            return HttpResponseRedirect(url)
+        # The page waits for a poll newer than the last one, and then shows its result.
+        since = feed.last_polled_at.isoformat() if feed.last_polled_at else ""
+        return HttpResponseRedirect(f"{url}?{urlencode({'poll_queued': since})}")
+
+    def poll_status_view(self, request: HttpRequest, object_id: int) -> JsonResponse:
+        """The feed's last poll, for the page that waits for the one it queued."""
+        feed = get_object_or_404(Feed, pk=object_id)
+        if not self.has_view_permission(request, feed):
+            raise PermissionDenied
+        return JsonResponse(poll_result(feed))
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        context = {"poll_queued": request.GET.get("poll_queued"), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, context)
+
+
+def poll_result(feed: Feed) -> dict[str, Any]:
+    """What the last poll of a feed did, as the page shows it."""
+    new_posts = 0
+    if feed.last_polled_at and feed.last_status == Feed.Status.OK:
+        new_posts = Post.objects.filter(feed=feed, first_seen_at__gte=feed.last_polled_at).count()
+    health = feed_health(feed)
+    if feed.last_status == Feed.Status.NEW or not feed.last_polled_at:
+        summary = "not polled yet"
+    elif feed.consecutive_failures:
+        summary = f"error: {feed.last_error}"
+    elif feed.last_status == Feed.Status.NOT_MODIFIED:
+        summary = "not modified: nothing new"
+    else:
+        summary = f"ok: {new_posts} new posts"
+    return {
+        "last_polled_at": feed.last_polled_at.isoformat() if feed.last_polled_at else "",
+        "polling": bool(feed.polling_until and feed.polling_until > timezone.now()),
+        "status": health.state,
+        "summary": summary,
+        "new_posts": new_posts,
+    }
 
 
 @admin.register(Target)
@@ -176,12 +241,29 @@ class TargetAdmin(admin.ModelAdmin):
                 ("Message templates", {"fields": ["templates_view"]}),
             ]
         form = self._form_class(request, obj)
+        kind = self._kind(request, obj)
         general = ["name", "kind", "enabled", "secret_env"]
         if obj:
             general += ["health", "paused_at", "paused_reason"]
         sets: list = [(None, {"fields": general})]
         if form.setting_specs:
-            sets.append(("Settings", {"fields": list(form.setting_specs)}))
+            testing = [
+                name for name, spec in form.setting_specs.items() if is_testing_switch(kind, spec.name)
+            ]
+            usual = [name for name in form.setting_specs if name not in testing]
+            sets.append(("Settings", {"fields": usual}))
+            if testing:
+                # Switches that make sends fail on purpose: folded, so nobody sets one by mistake.
+                sets.append(
+                    (
+                        "Testing: fail on purpose",
+                        {
+                            "classes": ("collapse", "testing-switches"),
+                            "fields": testing,
+                            "description": "For trying retries and alerts; leave empty in normal use.",
+                        },
+                    )
+                )
         elif not obj:
             sets.append(
                 ("Settings", {"fields": [], "description": "Choose a kind and save: its settings follow."})
@@ -195,7 +277,11 @@ class TargetAdmin(admin.ModelAdmin):
 
     @admin.display(description="settings")
     def settings_view(self, obj: Target) -> str:
-        rows = [(spec.name, obj.settings.get(spec.name, spec.default)) for spec in settings_spec(obj.kind)]
+        rows = [
+            (spec.name, obj.settings.get(spec.name, spec.default))
+            for spec in settings_spec(obj.kind)
+            if not is_testing_switch(obj.kind, spec.name) or spec.name in obj.settings
+        ]
         cells = format_html_join(
             "", "<tr><th>{}</th><td>{}</td></tr>", ((k, "—" if v is None else v) for k, v in rows)
         )

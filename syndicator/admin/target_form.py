@@ -50,7 +50,7 @@ def env_note(name: str, cls: type | None = None) -> str:
     """Whether an environment variable is set in this process; never its value. Said only of a
     variable a target may read (syndicator.targets.guard): the form tells nothing of the others."""
     if not name:
-        return "no variable named"
+        return "no variable is named yet"
     if problem := secret_env_problem(name, cls):
         return problem
     return (

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Any
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
+from django.test.utils import override_settings
 
 from syndicator.cli_util import SyndicatorCommand, get_feed, plural
+from syndicator.demo import DEMO_FEEDS_PATH, LOOPBACK_HOSTS
 from syndicator.models import Feed
+from syndicator.views import DEMO_FEEDS_DIR
 from syndicator.watch import PollReport, poll_feed
+
+
+def demo_feed_host(url: str) -> str | None:
+    """The loopback host of a bundled demo feed (served by `syndicator run` itself), else None.
+
+    `syndicator run` lets its worker reach its own address (run.allowing_own_address); this
+    command, started on its own, must allow the same demo feeds and nothing else private.
+    """
+    parts = urlsplit(url)
+    file = parts.path.removeprefix(DEMO_FEEDS_PATH)
+    if parts.hostname not in LOOPBACK_HOSTS or not parts.path.startswith(DEMO_FEEDS_PATH) or "/" in file:
+        return None
+    return parts.hostname if (DEMO_FEEDS_DIR / file).is_file() else None
 
 
 def describe(report: PollReport, *, first_poll: bool = False) -> list[str]:
@@ -71,7 +90,11 @@ class Command(SyndicatorCommand):
         if not before.exists():  # removed while the others were polled
             return False
         first_poll = before[0] is None
-        report = poll_feed(feed_id)
+        url = Feed.objects.filter(pk=feed_id).values_list("url", flat=True)[0]
+        host = demo_feed_host(url)
+        allowed = [*settings.SYNDICATOR_FEED_ALLOW_PRIVATE, host]
+        with override_settings(SYNDICATOR_FEED_ALLOW_PRIVATE=allowed) if host else nullcontext():
+            report = poll_feed(feed_id)
         for line in describe(report, first_poll=first_poll):
             self.stdout.write(line)
         return report.status == "error"

@@ -10,6 +10,7 @@ from syndicator import delivery
 from syndicator.cli_util import SyndicatorCommand, find_post, get_targets, os_user, split_list
 from syndicator.errors import UserError
 from syndicator.models import Delivery, Target
+from syndicator.reposting import text_problems
 
 
 class Command(SyndicatorCommand):
@@ -35,6 +36,10 @@ class Command(SyndicatorCommand):
             targets = list(Target.objects.filter(enabled=True).order_by("name"))
             if not targets:
                 raise UserError("no enabled target to repost to (add one with `syndicator targets add`)")
+        # The check the Repost page and the API make: a text too long is refused, never cut.
+        if problems := text_problems(found, targets, text):
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in problems.items())
+            raise UserError(f"the text does not fit, nothing was queued: {reasons}")
         requested_by = (user.strip() or os_user())[: Delivery._meta.get_field("requested_by").max_length]
         created = delivery.repost(found, targets, text=text, requested_by=requested_by)
         self.stdout.write(f"post {found.pk}: {found.title or found.url}")

@@ -25,7 +25,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from syndicator.broker import BrokerError, PrivateRedis, die_with_parent
-from syndicator.demo import DEMO_FEEDS, demo_feed_url, repoint_demo_feeds, seed_demo
+from syndicator.demo import (
+    DEMO_FEEDS,
+    DEMO_MAILBOX_TARGET,
+    demo_feed_url,
+    repoint_demo_feeds,
+    repoint_demo_mailbox,
+    seed_demo,
+)
+from syndicator.demo_mailbox import DemoMailbox, mailbox_dir
 from syndicator.models import Feed
 from syndicator.redact import redact
 from syndicator.targets.registry import formats
@@ -157,6 +165,7 @@ class Command(BaseCommand):
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         children: dict[str, subprocess.Popen[bytes]] = {}
         redis: PrivateRedis | None = None
+        mailbox: DemoMailbox | None = None
         failure: str | None = None
         try:
             self._check_port(host, port)
@@ -168,8 +177,13 @@ class Command(BaseCommand):
                 redis.start(timeout=30)
             seeded = False
             if not no_demo:
-                seeded = seed_demo(base_url(host, port))
+                # The demo email target sends here: a catch-all SMTP server on loopback, in this
+                # process, whose messages the web UI's demo mailbox page reads from the data dir.
+                mailbox = DemoMailbox(mailbox_dir(data_dir))
+                mailbox.start()
+                seeded = seed_demo(base_url(host, port), mailbox_port=mailbox.port)
                 repoint_demo_feeds(base_url(host, port))
+                repoint_demo_mailbox(mailbox.port)
             own_demo = Feed.objects.filter(url__startswith=demo_feed_url(base_url(host, port), "")).exists()
             connections.close_all()  # the children open their own; we keep no SQLite handle
             if self._stop_signal is not None:
@@ -178,6 +192,8 @@ class Command(BaseCommand):
             env = {**os.environ, "SYNDICATOR_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
             if own_demo:  # the demo feeds this web app serves may be polled
                 env = allowing_own_address(env, host)
+            # Unsubscribe links in email point at this web app unless the user said otherwise.
+            env.setdefault("SYNDICATOR_PUBLIC_URL", base_url(host, port))
             children["web"] = self._spawn(self._web_argv(host, port), env)
             # The worker starts once the web app answers: the demo feeds are served by it, and a
             # first poll that found nothing listening would back the feed off for a minute.
@@ -189,7 +205,7 @@ class Command(BaseCommand):
             if not port_open(host, port):
                 self.stderr.write(f"syndicator: the web app does not answer after {WEB_START_TIMEOUT:g} s")
             children["worker"] = self._spawn(self._worker_argv(data_dir), env)
-            self._banner(host, port, data_dir, seeded, redis)
+            self._banner(host, port, data_dir, seeded, redis, mailbox)
             failure = self._watch(children, redis)
         except BrokerError as exc:
             raise CommandError(str(exc)) from exc
@@ -197,6 +213,8 @@ class Command(BaseCommand):
             signal.signal(signal.SIGINT, self._on_signal_while_stopping)
             signal.signal(signal.SIGTERM, self._on_signal_while_stopping)
             self._shutdown(children, redis)
+            if mailbox is not None:
+                mailbox.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             lock.release()
@@ -330,7 +348,15 @@ class Command(BaseCommand):
                     "Choose another port with --port"
                 ) from None
 
-    def _banner(self, host: str, port: int, data_dir: Path, seeded: bool, redis: PrivateRedis | None) -> None:
+    def _banner(
+        self,
+        host: str,
+        port: int,
+        data_dir: Path,
+        seeded: bool,
+        redis: PrivateRedis | None,
+        mailbox: DemoMailbox | None = None,
+    ) -> None:
         url = base_url(host, port)
         broker = "private Redis (in the data directory)" if redis else redact(settings.CELERY_BROKER_URL)
         lines = [
@@ -344,6 +370,11 @@ class Command(BaseCommand):
             lines.append(
                 f"  demo:        {len(DEMO_FEEDS)} bundled feeds delivered to {len(formats())} outbox "
                 "(dry-run) targets; rendered posts show in the log within a minute"
+            )
+        if mailbox is not None:
+            lines.append(
+                f"  mailbox:     SMTP on 127.0.0.1:{mailbox.port} takes the {DEMO_MAILBOX_TARGET!r} "
+                f"target's mail; read it at {url}/admin/demo-mailbox/"
             )
         lines += [
             "  admin user:  syndicator createsuperuser",

@@ -16,7 +16,7 @@ The request a token was refused for never ran, so repeating it cannot post twice
 
 Each process (Celery prefork child) logs in for itself; threads in one process share a session,
 and one lock per session key makes concurrent refreshes collapse into one (a refresh JWT rotates).
-The error table and the session cache are in xrpc.py.
+The error table (``ERRORS``) and the session cache are in xrpc.py.
 
 createRecord takes no idempotency key, so a post whose answer was lost is ``uncertain``; ``verify``
 then looks for it among the account's newest posts (listRecords) by its exact text, made after
@@ -34,21 +34,16 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from django.conf import settings
 
-from syndicator.errors import (
-    DeliveryError,
-    OutcomeUnknown,
-    PermanentError,
-    TargetBroken,
-    TransientError,
-)
+from syndicator.errors import DeliveryError, OutcomeUnknown, PermanentError, TargetBroken, TransientError
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
 from syndicator.targets.bluesky import xrpc
 from syndicator.targets.bluesky.richtext import facets
 from syndicator.targets.bluesky.text import RULES as TEXT_RULES
-from syndicator.targets.bluesky.xrpc import Session
-from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.bluesky.xrpc import ERRORS, RATE_LIMIT_HEADERS, Session, SessionRefused
+from syndicator.targets.config import URL, Setting
+from syndicator.targets.faults import Rule, json_object, retry_after
 from syndicator.targets.images import download_image
 from syndicator.textrules import plain_text, truncate
 
@@ -60,6 +55,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SERVICE = "https://bsky.social"
 POST = "app.bsky.feed.post"
+CREATE = "com.atproto.repo.createRecord"
+LIST = "com.atproto.repo.listRecords"
+LOGIN = "com.atproto.server.createSession"
 THUMB_MAX_BYTES = 1_000_000  # app.bsky.embed.external#external thumb: maxSize 1000000
 LOOKUP_LIMIT = 100  # listRecords' largest page: how far back an uncertain post is looked for
 CARD_DESCRIPTION_MAX = 300  # a card shows two or three lines; the lexicon sets no limit
@@ -67,23 +65,22 @@ _LANG = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")  # BCP 47, as the lan
 
 
 @register
-class BlueskyAdapter(Adapter):
+class BlueskyAdapter(HttpAdapter):
     """Posts to a Bluesky account (any AT Protocol PDS) with link facets, tags and a link card."""
 
     kind = "bluesky"
     label = "Bluesky"
     documented_secrets = ("BLUESKY_APP_PASSWORD",)  # README: connecting the networks
+    default_base_url = DEFAULT_SERVICE  # the account's PDS / entryway: inherited as base_url
     text = TEXT_RULES
+    errors = ERRORS
     # com.atproto.repo.deleteRecord removes a post; Bluesky's apps show no edits of a post record.
     capabilities = Capabilities(delete=True, note="deletes its posts; posts cannot be edited")
     settings_spec = (
         Setting("handle", "Account handle (e.g. news.example.org) or DID to log in as", required=True),
-        Setting(
-            "service_url",
-            "The account's PDS / entryway (emulator in tests)",
-            type=URL,
-            default=DEFAULT_SERVICE,
-        ),
+        # The name of base_url before the network contract: targets made then (and the README's
+        # example) still name their PDS so; base_url wins when both are set.
+        Setting("service_url", "Older name of base_url (the account's PDS / entryway)", type=URL),
         Setting(
             "card",
             "Attach a link card (app.bsky.embed.external) for the post's link",
@@ -91,12 +88,6 @@ class BlueskyAdapter(Adapter):
             default=True,
         ),
         Setting("thumbnail", "Upload the post's image as the link card's thumbnail", type=bool, default=True),
-        Setting(
-            "timeout",
-            "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)",
-            type=Duration,
-            minimum=0.001,
-        ),
     )
 
     # --- the contract ---------------------------------------------------------------------------
@@ -114,21 +105,23 @@ class BlueskyAdapter(Adapter):
                 record["facets"] = found
             if (lang := message.language.replace("_", "-").strip()) and _LANG.fullmatch(lang):
                 record["langs"] = [lang]
-            if message.link and self._flag("card"):
+            if message.link and self.setting("card"):
                 record["embed"] = self._card(client, password, message, delivery)
             answer, session = self._authed(
                 client,
                 password,
                 "POST",
-                "com.atproto.repo.createRecord",
-                posting=True,
+                CREATE,
+                publishing=True,
                 json=lambda s: {"repo": s.did, "collection": POST, "record": record},
             )
-        return self._result(answer, session)
+        return self._result(answer, session, CREATE, publishing=True)
 
     def verify(self, delivery: Delivery) -> SendResult | None:
         """Look an uncertain delivery's post up among the account's newest posts (listRecords): the
-        same text, created after the delivery was (so an earlier post of the same text is not it)."""
+        same text, created after the delivery was (so an earlier post of the same text is not it).
+
+        The look-up publishes nothing: its failures (a lost answer, a 5xx) are plain retries."""
         text = delivery.rendered_text or self.render(delivery).text
         not_before = delivery.created_at - timedelta(minutes=1)  # our clock against our own createdAt
         password = self.secret()
@@ -137,23 +130,24 @@ class BlueskyAdapter(Adapter):
                 client,
                 password,
                 "GET",
-                "com.atproto.repo.listRecords",
+                LIST,
+                publishing=False,
                 params=lambda s: {"repo": s.did, "collection": POST, "limit": LOOKUP_LIMIT},
             )
         for item in answer.get("records") or []:
             value = item.get("value") if isinstance(item, dict) else None
             if isinstance(value, dict) and value.get("text") == text and _created(value) >= not_before:
-                return self._result(item, session)
+                return self._result(item, session, LIST, publishing=False)
         raise OutcomeUnknown(
             f"Bluesky: not among the account's {LOOKUP_LIMIT} newest posts, so probably not published: "
             "retry it to send it"
         )
 
-    def _result(self, record: dict, session: Session) -> SendResult:
+    def _result(self, record: dict, session: Session, nsid: str, *, publishing: bool) -> SendResult:
         """The at:// URI of a record as external_id, and its bsky.app URL."""
         uri = str(record.get("uri") or "")
         if not uri.startswith("at://"):
-            raise OutcomeUnknown("Bluesky: the answer carries no at:// URI for the post")
+            raise self.no_id(nsid, 200, publishing=publishing)  # _answer passed only 2xx
         rkey = uri.rsplit("/", 1)[-1]
         handle = session.handle or self._handle()
         return SendResult(
@@ -169,7 +163,9 @@ class BlueskyAdapter(Adapter):
             session = self._login(client, password)  # a check proves the password works now
             with xrpc.key_lock(key := self._key(password)):
                 xrpc.sessions[key] = session
-            info, session = self._authed(client, password, "GET", "com.atproto.server.getSession")
+            info, session = self._authed(
+                client, password, "GET", "com.atproto.server.getSession", publishing=False
+            )
         if info.get("active") is False:
             raise TargetBroken(
                 f"Bluesky: account @{session.handle} is not active ({info.get('status', '?')})"
@@ -180,7 +176,7 @@ class BlueskyAdapter(Adapter):
 
     def _key(self, password: str) -> tuple:
         digest = hashlib.sha256(password.encode()).hexdigest()[:16]  # a new password, a new session
-        return (self.target.pk, self._service(), self._handle(), digest)
+        return (self.target.pk, self.base_url(), self._handle(), digest)
 
     def _authed(
         self,
@@ -189,7 +185,7 @@ class BlueskyAdapter(Adapter):
         method: str,
         nsid: str,
         *,
-        posting: bool = False,
+        publishing: bool,
         **kwargs: Any,
     ) -> tuple[dict, Session]:
         """Call an XRPC method with the session's access token; on an expired or invalid token
@@ -200,11 +196,11 @@ class BlueskyAdapter(Adapter):
         tried: list[str] = []  # how the session was renewed so far: "refresh", "login"
         while True:
             call = {name: value(session) if callable(value) else value for name, value in kwargs.items()}
-            response = self._request(client, method, nsid, posting, bearer=session.access_jwt, **call)
+            response = self._request(client, method, nsid, publishing, bearer=session.access_jwt, **call)
             if not xrpc.session_refused(response):
-                return self._answer(response, nsid, posting), session
+                return self._answer(response, nsid, publishing), session
             if "login" in tried:
-                raise self._error(response, nsid, posting)
+                raise self._error(response, nsid, publishing)
             log.info(
                 "Bluesky target %s: access token refused (%s %s); renewing the session",
                 self.target.name,
@@ -236,11 +232,11 @@ class BlueskyAdapter(Adapter):
         response = self._request(
             client,
             "POST",
-            "com.atproto.server.createSession",
+            LOGIN,
             False,
             json={"identifier": self._handle(), "password": password},
         )
-        return self._session(self._answer(response, "com.atproto.server.createSession", False))
+        return self._session(self._answer(response, LOGIN, False))
 
     def _refresh(self, client: httpx.Client, current: Session) -> Session | None:
         """com.atproto.server.refreshSession; None when the refresh token is refused too (log in)."""
@@ -254,9 +250,7 @@ class BlueskyAdapter(Adapter):
     def _session(self, answer: dict) -> Session:
         tokens = (answer.get("accessJwt"), answer.get("refreshJwt"), answer.get("did"))
         if not all(isinstance(value, str) and value for value in tokens):
-            raise TargetBroken(
-                f"Bluesky: {self._service()} answered a login without tokens: check service_url"
-            )
+            raise TargetBroken(f"Bluesky: {self.base_url()} answered a login without tokens: check base_url")
         return Session(
             did=answer["did"],
             handle=str(answer.get("handle") or self._handle()),
@@ -267,38 +261,54 @@ class BlueskyAdapter(Adapter):
     # --- requests -------------------------------------------------------------------------------
 
     def _request(
-        self, client: httpx.Client, method: str, nsid: str, posting: bool, *, bearer: str = "", **kwargs: Any
+        self,
+        client: httpx.Client,
+        method: str,
+        nsid: str,
+        publishing: bool,
+        *,
+        bearer: str = "",
+        **kwargs: Any,
     ) -> httpx.Response:
-        """One XRPC request; a transport failure of a call that posts nothing is a plain retry."""
+        """One XRPC request; only a call that publishes (createRecord) can be left uncertain."""
         headers = {**kwargs.pop("headers", {}), **({"Authorization": f"Bearer {bearer}"} if bearer else {})}
         try:
-            return http.request(client, method, f"/xrpc/{nsid}", headers=headers, **kwargs)
-        except OutcomeUnknown as exc:
-            if posting:
-                raise OutcomeUnknown(f"Bluesky {nsid}: {exc} (the post may be published)") from None
-            raise TransientError(f"Bluesky {nsid}: {exc} (nothing was posted)") from None
-        except DeliveryError as exc:
+            return http.request(
+                client, method, f"/xrpc/{nsid}", publishing=publishing, headers=headers, **kwargs
+            )
+        except DeliveryError as exc:  # TransientError or OutcomeUnknown, already redacted
             exc.args = (f"Bluesky {nsid}: {exc}",)
             raise
 
-    def _answer(self, response: httpx.Response, nsid: str, posting: bool) -> dict:
+    def _answer(self, response: httpx.Response, nsid: str, publishing: bool) -> dict:
         """The JSON object of a 2xx answer; the mapped DeliveryError otherwise."""
         if not response.is_success:
-            raise self._error(response, nsid, posting)
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            if posting:  # it said yes in a shape we cannot read: the post probably exists
-                raise OutcomeUnknown(f"Bluesky {nsid}: HTTP {response.status_code} without a JSON answer")
-            raise TargetBroken(f"Bluesky {nsid}: {self._service()} answered without JSON: check service_url")
+            raise self._error(response, nsid, publishing)
+        body = json_object(response.content)
+        if not body:
+            if publishing:  # it said yes in a shape we cannot read: the post probably exists
+                raise self.no_id(nsid, response.status_code, publishing=True)
+            # Every XRPC method answers a JSON object: base_url points somewhere else.
+            raise TargetBroken(f"Bluesky {nsid}: {self.base_url()} answered without JSON: check base_url")
         return body
 
-    def _error(self, response: httpx.Response, nsid: str, posting: bool) -> DeliveryError:
-        """The DeliveryError for an XRPC error answer (syndicator/targets/bluesky/xrpc.py's table)."""
-        env = f"${self.target.secret_env}" if self.target.secret_env else "the target's secret"
-        return xrpc.classify(response, nsid, posting=posting, env=env, service=self._service())
+    def _error(self, response: httpx.Response, nsid: str, publishing: bool) -> DeliveryError:
+        """The DeliveryError for an XRPC error answer, by the table (xrpc.ERRORS); redacted."""
+        name, words = xrpc.error_name(response), xrpc.error_message(response)
+        rule = xrpc.rule_for(response)
+        if issubclass(rule.error, SessionRefused):
+            # Reached only once a renewal was refused too: the target is broken for every post.
+            rule = Rule(TargetBroken, rule.reason, rule.advice)
+        return self.network_error(
+            rule,
+            nsid,
+            publishing=publishing,
+            http_status=response.status_code,
+            said=redact(": ".join(part for part in (name, words) if part))[:300],
+            retry_after=retry_after(response.headers, RATE_LIMIT_HEADERS),
+            service=self.base_url(),
+            unsure="the post may be published" if publishing else "nothing was posted",
+        )
 
     # --- the link card --------------------------------------------------------------------------
 
@@ -312,7 +322,7 @@ class BlueskyAdapter(Adapter):
                 plain_text(str(post.summary or post.content or ""), paragraphs=False), CARD_DESCRIPTION_MAX
             ),
         }
-        wants_thumb = bool(message.image_url) and self._flag("thumbnail")
+        wants_thumb = bool(message.image_url) and self.setting("thumbnail")
         if wants_thumb and (thumb := self._thumbnail(client, password, message.image_url)):
             external["thumb"] = thumb
         return {"$type": "app.bsky.embed.external", "external": external}
@@ -322,7 +332,7 @@ class BlueskyAdapter(Adapter):
         try:
             content, content_type = download_image(
                 image_url,
-                timeout=self._timeout() or settings.SYNDICATOR_TARGET_TIMEOUT,
+                timeout=self.timeout() or settings.SYNDICATOR_TARGET_TIMEOUT,
                 max_bytes=THUMB_MAX_BYTES,
             )
             answer, _ = self._authed(
@@ -330,6 +340,7 @@ class BlueskyAdapter(Adapter):
                 password,
                 "POST",
                 "com.atproto.repo.uploadBlob",
+                publishing=False,  # a blob is private until a post names it
                 content=content,
                 headers={"Content-Type": content_type},
             )
@@ -349,35 +360,16 @@ class BlueskyAdapter(Adapter):
     # --- settings -------------------------------------------------------------------------------
 
     def _client(self) -> httpx.Client:
-        return http.client(self._service(), timeout=self._timeout())
+        return http.client(self.base_url(), timeout=self.timeout())
 
-    def _service(self) -> str:
-        url = str(self.setting("service_url") or DEFAULT_SERVICE).strip().rstrip("/")
-        if not url.lower().startswith(("https://", "http://")):
-            raise TargetBroken(f"Bluesky: service_url {url!r} of target {self.target.name!r} is not http(s)")
-        return url
+    def base_url(self) -> str:
+        """The account's PDS: base_url, else the older service_url, else bsky.social."""
+        if not self.target.settings.get("base_url") and (older := self.setting("service_url")):
+            return str(older).rstrip("/")
+        return super().base_url().rstrip("/")
 
     def _handle(self) -> str:
-        handle = str(self.setting("handle") or "").strip().removeprefix("@")
-        if not handle:
-            raise TargetBroken(f"Bluesky: target {self.target.name!r} names no handle (--set handle=…)")
-        return handle
-
-    def _flag(self, name: str) -> bool:
-        value = self.setting(name)
-        return value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
-
-    def _timeout(self) -> float | None:
-        value = self.setting("timeout")
-        try:
-            seconds = float(value) if value not in (None, "") else None  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            seconds = 0.0
-        if seconds is not None and seconds <= 0:
-            raise TargetBroken(
-                f"Bluesky: timeout={value!r} of target {self.target.name!r} is not seconds > 0"
-            )
-        return seconds
+        return str(self.setting("handle") or "").strip().removeprefix("@")
 
 
 def _created(record: dict) -> datetime:

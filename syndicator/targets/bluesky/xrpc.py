@@ -1,10 +1,14 @@
-"""XRPC plumbing of the Bluesky target: what each error answer means, and the per-process sessions.
+"""XRPC plumbing of the Bluesky target: its error table, and the per-process sessions.
 
-Errors (the explicit table STYLE.md asks for): the XRPC error name decides where it is specific,
-otherwise the HTTP status. ``MAYBE_POSTED``: the service answered an error after the request
-reached it (500 from the PDS, 502/504 from its gateway); a createRecord may have committed, so it
-is OutcomeUnknown there, and a plain retry for every other call (logging in or uploading a blob
-publishes nothing).
+Errors: one ``ErrorTable``, ``ERRORS``. The XRPC error name (``{"error": "ExpiredToken",
+"message": …}``) decides where it is specific, otherwise the HTTP status. A 5xx after the request
+reached the service (500 from the PDS, 502/504 from its gateway) may have let a createRecord
+commit: OutcomeUnknown, which the contract turns into a plain retry for every call that publishes
+nothing (logging in, uploading a blob, a look-up). Its advice says which, through ``{unsure}``.
+
+A token the service refused (``SessionRefused``) is not a failure of the request: the adapter
+renews the session and repeats the call, which never ran (auth is checked before the method).
+Only when even a new session is refused does it reach the delivery, as TargetBroken.
 
 Sessions are kept in this process's memory only (never stored, never logged): a dict keyed by
 target, service, handle and a digest of the password, with one lock per key so concurrent
@@ -15,57 +19,84 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 
 import httpx
 
-from syndicator.errors import (
-    DeliveryError,
-    OutcomeUnknown,
-    PermanentError,
-    RateLimited,
-    TargetBroken,
-    TransientError,
+from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken, TransientError
+from syndicator.targets.faults import ErrorTable, Rule, json_object
+
+
+class SessionRefused(TargetBroken):
+    """The service refused the session's token (expired, invalid), not the request: renew the
+    session and repeat the call. Raised only when even a brand-new session is refused."""
+
+
+NEW_SESSION_REFUSED = Rule(
+    SessionRefused, "even a new session was refused", "check base_url {service} and the server's clock"
 )
-from syndicator.redact import redact
+ERRORS = ErrorTable(
+    by_code={
+        "AuthenticationRequired": Rule(
+            TargetBroken, "the handle or app password was refused", "set a valid app password in {env}"
+        ),
+        "AccountTakedown": Rule(TargetBroken, "the account was taken down by its service"),
+        "AccountDeactivated": Rule(TargetBroken, "the account is deactivated", "reactivate it to post"),
+        # What the PDS answers (400) for a token it no longer takes; reached only after a renewal.
+        "ExpiredToken": NEW_SESSION_REFUSED,
+        "InvalidToken": NEW_SESSION_REFUSED,
+        "RateLimitExceeded": Rule(RateLimited, "the service asks us to slow down"),
+        "InvalidRequest": Rule(PermanentError, "the service refused this post"),
+        "PayloadTooLarge": Rule(PermanentError, "the request is larger than the service accepts"),
+        "MethodNotImplemented": Rule(TargetBroken, "base_url {service} does not implement this method"),
+    },
+    by_status={
+        400: Rule(PermanentError, "the service refused the request"),
+        401: Rule(TargetBroken, "not authorized", "check the handle and the app password in {env}"),
+        403: Rule(TargetBroken, "the account may not do this"),
+        404: Rule(TargetBroken, "no such XRPC method", "check base_url {service}"),
+        413: Rule(PermanentError, "the request is larger than the service accepts"),
+        # Bluesky's rate limits answer 429 with RateLimit-* headers (docs.bsky.app, "Rate Limits");
+        # its PDS sends ratelimit-reset as a Unix time, the IETF draft as seconds: faults.retry_after
+        # tells the two apart by size.
+        429: Rule(RateLimited, "the service asks us to slow down"),
+        500: Rule(OutcomeUnknown, "the service failed", "{unsure}"),
+        502: Rule(OutcomeUnknown, "the service's gateway got no good answer", "{unsure}"),
+        # The PDS answers 503 (NotEnoughResources) before it does anything.
+        503: Rule(TransientError, "the service is unavailable; nothing was done", "retrying later"),
+        504: Rule(OutcomeUnknown, "the service's gateway timed out", "{unsure}"),
+    },
+    unlisted_3xx=Rule(TargetBroken, "redirected", "the XRPC API does not redirect: check base_url {service}"),
+    unlisted_4xx=Rule(PermanentError, "the service refused the request"),
+    unlisted_5xx=Rule(OutcomeUnknown, "the service failed", "{unsure}"),
+)
+RATE_LIMIT_HEADERS = ("ratelimit-reset", "retry-after")
 
-RATE_LIMIT_FALLBACK = 60.0  # a 429 without ratelimit-reset: wait a minute rather than hammer it
-SESSION_ERRORS = frozenset({"ExpiredToken", "InvalidToken"})  # the token, not the request, was refused
 
-MAYBE_POSTED = "maybe posted"
-BY_NAME: dict[str, tuple[type[DeliveryError] | str, str]] = {
-    "AuthenticationRequired": (
-        TargetBroken,
-        "the handle or app password was refused: set a valid app password in {env}",
-    ),
-    "AccountTakedown": (TargetBroken, "the account was taken down by its service"),
-    "AccountDeactivated": (TargetBroken, "the account is deactivated: reactivate it to post"),
-    "ExpiredToken": (
-        TargetBroken,
-        "even a new session was refused: check service_url and the server's clock",
-    ),
-    "InvalidToken": (
-        TargetBroken,
-        "even a new session was refused: check service_url and the server's clock",
-    ),
-    "RateLimitExceeded": (RateLimited, "the service asks us to slow down"),
-    "InvalidRequest": (PermanentError, "the service refused this post"),
-    "PayloadTooLarge": (PermanentError, "the request is larger than the service accepts"),
-    "MethodNotImplemented": (TargetBroken, "service_url {service} does not implement this method"),
-}
-BY_STATUS: dict[int, tuple[type[DeliveryError] | str, str]] = {
-    400: (PermanentError, "the service refused the request"),
-    401: (TargetBroken, "not authorized: check the handle and the app password in {env}"),
-    403: (TargetBroken, "the account may not do this"),
-    404: (TargetBroken, "no such XRPC method at {service}: check service_url"),
-    413: (PermanentError, "the request is larger than the service accepts"),
-    429: (RateLimited, "the service asks us to slow down"),
-    500: (MAYBE_POSTED, "the service failed"),
-    502: (MAYBE_POSTED, "the service's gateway got no good answer"),
-    503: (TransientError, "the service is unavailable; nothing was done"),
-    504: (MAYBE_POSTED, "the service's gateway timed out"),
-}
+def rule_for(response: httpx.Response) -> Rule:
+    """The rule of an XRPC error answer. A 5xx is decided by its status: its name (the PDS's
+    InternalServerError, the gateway's UpstreamFailure) says which failure, not what was done."""
+    status = response.status_code
+    return ERRORS.rule(status, (error_name(response) or None) if status < 500 else None)
+
+
+def session_refused(response: httpx.Response) -> bool:
+    """Whether the service refused the session's token rather than the request: a token it no
+    longer takes (the table's SessionRefused: 400 ExpiredToken/InvalidToken, as the PDS answers),
+    or any 401 on a call that carried one. Auth is checked before the method runs: nothing was done."""
+    if response.is_success:
+        return False
+    return response.status_code == 401 or issubclass(rule_for(response).error, SessionRefused)
+
+
+def error_name(response: httpx.Response) -> str:
+    """XRPC's error name (``{"error": "ExpiredToken", "message": …}``), or ""."""
+    return str(json_object(response.content).get("error") or "")
+
+
+def error_message(response: httpx.Response) -> str:
+    """XRPC's human-readable ``message``, or ""."""
+    return str(json_object(response.content).get("message") or "")
 
 
 @dataclass
@@ -100,69 +131,3 @@ def key_lock(key: tuple) -> threading.Lock:
     """The lock that serialises logging in and refreshing for one session key."""
     with _cache_lock:
         return _key_locks.setdefault(key, threading.Lock())
-
-
-def classify(response: httpx.Response, nsid: str, *, posting: bool, env: str, service: str) -> DeliveryError:
-    """The DeliveryError for an XRPC error answer, by BY_NAME then BY_STATUS; redacted.
-
-    ``posting``: whether the call could have published (createRecord): it decides MAYBE_POSTED."""
-    status, name = response.status_code, error_name(response)
-    said = redact(error_message(response))[:300]
-    if 300 <= status < 400:
-        cls, advice = TargetBroken, "the XRPC API does not redirect: check service_url {service}"
-    elif name in BY_NAME and status < 500:
-        cls, advice = BY_NAME[name]
-    else:
-        default = (
-            (PermanentError, "the service refused the request")
-            if status < 500
-            else (MAYBE_POSTED, "the service failed")
-        )
-        cls, advice = BY_STATUS.get(status, default)
-    advice = advice.format(env=env, service=service)
-    said = f"{said}; " if said else ""
-    text = f"Bluesky {nsid}: {name or 'HTTP ' + str(status)} ({status}): {said}{advice}"
-    if cls is RateLimited or status == 429:
-        return RateLimited(text, retry_after=retry_after(response.headers), http_status=status)
-    if cls == MAYBE_POSTED:
-        cls = OutcomeUnknown if posting else TransientError
-        text += "; the post may be published" if posting else "; nothing was posted"
-    return cls(text, http_status=status)  # type: ignore[operator]
-
-
-def session_refused(response: httpx.Response) -> bool:
-    """Whether the service refused the session's token rather than the request: an expired or
-    invalid token (400 ExpiredToken/InvalidToken, as the PDS answers), or any 401 on a call that
-    carried one. Auth is checked before the method runs, so nothing was done."""
-    status = response.status_code
-    return status == 401 or (status == 400 and error_name(response) in SESSION_ERRORS)
-
-
-def _error_body(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def error_name(response: httpx.Response) -> str:
-    """XRPC's error name (``{"error": "ExpiredToken", "message": …}``), or ""."""
-    return str(_error_body(response).get("error") or "")
-
-
-def error_message(response: httpx.Response) -> str:
-    """XRPC's human-readable ``message``, or ""."""
-    return str(_error_body(response).get("message") or "")
-
-
-def retry_after(headers: httpx.Headers, now: float | None = None) -> float:
-    """Seconds until ``ratelimit-reset`` (unix seconds), else Retry-After, else a minute."""
-    for name, absolute in (("ratelimit-reset", True), ("retry-after", False)):
-        try:
-            value = float(headers.get(name, ""))
-        except ValueError:
-            continue
-        seconds = value - (now if now is not None else time.time()) if absolute else value
-        return max(seconds, 1.0)
-    return RATE_LIMIT_FALLBACK

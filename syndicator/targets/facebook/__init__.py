@@ -3,12 +3,11 @@
 The Page access token travels as the form field ``access_token`` in POST bodies and as an
 ``Authorization: Bearer`` header on GETs, never in a URL: URLs end up in logs. Errors are
 classified by Graph's ``error.code``/``error_subcode``, not by the HTTP status (TARGETS.md §2),
-with the one table below.
+with the one table in errors.py (``ERRORS``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -17,19 +16,21 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from django.conf import settings
 
-from syndicator.errors import (
-    DeliveryError,
-    OutcomeUnknown,
-    PermanentError,
-    RateLimited,
-    TargetBroken,
-    TransientError,
-)
+from syndicator.errors import DeliveryError, OutcomeUnknown, PermanentError, TargetBroken
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, Capabilities, SendResult, register
-from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
+from syndicator.targets.config import Setting
+from syndicator.targets.facebook.errors import (
+    ERRORS,
+    TOKEN_SUBCODES,
+    DuplicatePost,
+    as_int,
+    retry_after_from,
+    table_code,
+)
 from syndicator.targets.facebook.text import RULES as TEXT_RULES
+from syndicator.targets.faults import json_object
 
 if TYPE_CHECKING:
     from syndicator.formatting import Message
@@ -38,81 +39,32 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
-# Throttled, and no header says for how long: wait this many seconds.
-DEFAULT_RATE_LIMIT_WAIT = 300.0
-# X-App-Usage (Platform limits) counts over a rolling hour and carries no time to wait; at 100 %
-# we wait a quarter of that window rather than hammer it every few minutes.
-APP_USAGE_WAIT = 900.0
 # After an ambiguous attempt, a 506 duplicate is looked up among the Page's newest posts.
 DUPLICATE_LOOKUP_LIMIT = 25
 _VERSION = re.compile(r"v\d+\.\d+")
 _PAGE_ID = re.compile(r"[\w.-]+")  # also keeps "/" and "?" out of the URL path
 
-# TARGETS.md §2 "Errors: retry vs give up": Graph error code → (action, what it means).
-# Codes 200-299 (permission missing) are a range: see _rule().
-RULES: dict[int, tuple[str, str]] = {
-    1: ("retry", "unknown API error (temporary)"),
-    2: ("retry", "API service error (temporary)"),
-    4: ("wait", "app request limit reached"),
-    17: ("wait", "user request limit reached"),
-    32: ("wait", "Page request limit reached"),
-    613: ("wait", "custom rate limit reached"),
-    80001: ("wait", "Pages (Business Use Case) rate limit reached"),
-    341: ("wait", "application limit reached"),
-    190: ("token", "token expired/revoked"),
-    10: ("permission", "permission missing"),
-    100: ("content", "invalid parameter"),
-    368: ("blocked", "the Page is temporarily blocked for a policy violation"),
-    506: ("duplicate", "duplicate post"),
-    1609005: ("retry", "link scrape failed: Facebook could not fetch the link"),
-}
-# Why a token died (code 190's error_subcode; Meta's "Handling Errors" table).
-TOKEN_SUBCODES = {
-    458: "the app was removed from the account",
-    459: "the user is checkpointed and must log in at facebook.com",
-    460: "the password was changed",
-    463: "the token expired",
-    464: "the user is not confirmed",
-    467: "the token is invalid",
-}
-
-
-class DuplicatePost(PermanentError):
-    """Graph code 506: the Page already has a post with exactly this text."""
-
-
-def _rule(code: int | None) -> tuple[str, str]:
-    """The action and meaning for a Graph error code; ("unknown", …) when the table has none."""
-    if code is not None and 200 <= code <= 299:
-        return ("permission", "permission missing")
-    return RULES.get(code or 0, ("unknown", "unexpected Graph error"))
-
 
 @register
-class FacebookAdapter(Adapter):
+class FacebookAdapter(HttpAdapter):
     """Publishes to a Facebook Page: a link post on /feed, or a photo post on /photos."""
 
     kind = "facebook"
     label = "Facebook Page"
     documented_secrets = ("FACEBOOK_PAGE_TOKEN",)  # README: connecting the networks
+    default_base_url = DEFAULT_BASE_URL
     text = TEXT_RULES
+    errors = ERRORS
     # Graph API: POST /{post-id} with a new message edits a Page post; DELETE /{post-id} removes it.
     capabilities = Capabilities(edit=True, delete=True, note="edits and deletes its Page posts")
     settings_spec = (
         Setting("page_id", "Numeric id of the Facebook Page", required=True),
-        Setting("base_url", "Graph API base URL", type=URL, default=DEFAULT_BASE_URL),
         Setting("graph_version", "Graph API version, e.g. v25.0 (default: SYNDICATOR_GRAPH_API_VERSION)"),
         Setting(
             "photo",
             "Post the image as a photo (text as its caption) when the post has one",
             type=bool,
             default=False,
-        ),
-        Setting(
-            "timeout",
-            "Seconds to wait for the API (default: SYNDICATOR_TARGET_TIMEOUT)",
-            type=Duration,
-            minimum=0.001,
         ),
     )
 
@@ -165,7 +117,9 @@ class FacebookAdapter(Adapter):
         """Ask Graph whose token this is (GET /me): it must be the Page named by page_id."""
         token, page_id, version = self.secret(), self._page_id(), self._version()
         with self._client() as api:
-            me = self._call(api, token, "GET", f"/{version}/me", params={"fields": "id,name"})
+            me = self._call(
+                api, token, "GET", f"/{version}/me", publishing=False, params={"fields": "id,name"}
+            )
         found_id, name = str(me.get("id", "")), str(me.get("name", ""))
         if found_id != page_id:
             raise TargetBroken(
@@ -191,131 +145,95 @@ class FacebookAdapter(Adapter):
         return version
 
     def _as_photo(self, message: Message) -> bool:
-        return _flag(self.setting("photo")) and bool(message.image_url)
+        return bool(self.setting("photo")) and bool(message.image_url)
 
     def _client(self) -> httpx.Client:
-        raw = self.setting("timeout")
-        try:
-            timeout = float(raw) if raw not in (None, "") else None
-        except (TypeError, ValueError):
-            timeout = -1.0
-        if timeout is not None and timeout <= 0:
-            raise TargetBroken(f"Facebook: bad timeout {raw!r}: a number of seconds above 0")
-        return http.client(str(self.setting("base_url") or DEFAULT_BASE_URL), timeout=timeout)
+        return http.client(self.base_url(), timeout=self.timeout())
 
     # --- requests -----------------------------------------------------------------------------
 
     def _publish(self, api: httpx.Client, token: str, path: str, form: dict[str, str]) -> dict[str, Any]:
         """POST a publishing call; a 2xx without an id means the post may exist (OutcomeUnknown)."""
         data = {key: value for key, value in form.items() if value}
-        body = self._call(api, token, "POST", path, data={**data, "access_token": token})
+        body, status = self._answer(
+            api, token, "POST", path, publishing=True, data={**data, "access_token": token}
+        )
         if not body.get("id"):
-            raise OutcomeUnknown("Facebook answered without a post id: the post may have been published")
+            raise self.no_id(f"POST {path}", status, publishing=True)
         return body
 
-    def _call(self, api: httpx.Client, token: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One Graph request: the JSON object it answered, or the DeliveryError its error means."""
+    def _call(
+        self, api: httpx.Client, token: str, method: str, path: str, *, publishing: bool, **kwargs: Any
+    ) -> dict[str, Any]:
+        """One Graph request: the JSON object it answered, or the DeliveryError its answer means."""
+        return self._answer(api, token, method, path, publishing=publishing, **kwargs)[0]
+
+    def _answer(
+        self, api: httpx.Client, token: str, method: str, path: str, *, publishing: bool, **kwargs: Any
+    ) -> tuple[dict[str, Any], int]:
+        """One Graph request: the JSON object it answered and its status, or the DeliveryError its
+        answer means. ``publishing``: whether it can make a post (POST /feed, /photos)."""
         if method == "GET":  # a GET has no body: the token goes in a header, never in the URL
             kwargs["headers"] = {"Authorization": f"Bearer {token}"}
-        response = http.request(api, method, path, **kwargs)
+        action = f"{method} {path}"
         try:
-            body = response.json()
-        except ValueError:
-            body = None
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            raise self._error(error, response.status_code, response.headers, token)
-        status = response.status_code
-        if status >= 500:  # TARGETS.md §2: HTTP 5xx without a Graph error → retry with backoff
-            raise TransientError(
-                f"Facebook: HTTP {status} without a Graph error: will retry", http_status=status
-            )
-        if status == 429:
-            raise RateLimited(
-                "Facebook: HTTP 429 without a Graph error",
-                retry_after=DEFAULT_RATE_LIMIT_WAIT,
-                http_status=429,
-            )
-        if status >= 400:  # Graph always explains a 4xx: this is not Graph talking
-            raise TargetBroken(
-                f"Facebook: HTTP {status} without a Graph error body: check base_url and graph_version",
-                http_status=status,
-            )
-        if not isinstance(body, dict):
-            if method == "POST":
-                raise OutcomeUnknown(
-                    f"Facebook: HTTP {status} with a body that is not JSON: the post may have been published",
-                    http_status=status,
-                )
-            raise TransientError(f"Facebook: HTTP {status} with a body that is not JSON", http_status=status)
-        return body
+            response = http.request(api, method, path, publishing=publishing, **kwargs)
+        except DeliveryError as exc:  # transport failures, already redacted; say which call
+            exc.args = (f"{self.label} {action}: {_scrub(str(exc), token)}",)
+            raise
+        body, status = json_object(response.content), response.status_code
+        error = body.get("error")
+        if isinstance(error, dict) or not response.is_success:
+            raise self._error(error if isinstance(error, dict) else None, response, action, token, publishing)
+        if not body:
+            raise self.no_id(action, status, publishing=publishing)
+        return body, status
 
     def _error(
-        self, error: Mapping[str, Any], status: int, headers: Mapping[str, str], token: str
+        self,
+        error: Mapping[str, Any] | None,
+        response: httpx.Response,
+        action: str,
+        token: str,
+        publishing: bool,
     ) -> DeliveryError:
-        """The DeliveryError for a Graph error body, by TARGETS.md's table (see RULES)."""
-        code, subcode = _int(error.get("code")), _int(error.get("error_subcode"))
-        action, meaning = _rule(code)
-        said = _scrub(str(error.get("message") or ""), token)[:300]
-        ref = f"code {code}" + (f", subcode {subcode}" if subcode else "")
-        trace = f" [fbtrace_id {error['fbtrace_id']}]" if error.get("fbtrace_id") else ""
-        env = self.target.secret_env or "the secret's environment variable"
-        exc: DeliveryError
-        if action == "retry":
-            exc = TransientError(
-                f"Facebook: {meaning} ({ref}): {said}; will retry{trace}", http_status=status
-            )
-        elif action == "wait":
-            wait = retry_after_from(headers)
-            exc = RateLimited(
-                f"Facebook: {meaning} ({ref}): {said}; waiting {wait:.0f} s{trace}",
-                retry_after=wait,
-                http_status=status,
-            )
-        elif action == "token":
-            why = TOKEN_SUBCODES.get(subcode or 0, said or "the token was rejected")
-            exc = TargetBroken(
-                f"Facebook: token expired/revoked ({ref}: {why}): re-issue the Page token and put it in "
-                f"{env}{trace}",
-                http_status=status,
-            )
-        elif action == "permission":
-            exc = TargetBroken(
-                f"Facebook: {meaning} ({ref}: {said}): configuration; the Page token needs "
-                f"pages_manage_posts and the CREATE_CONTENT task on the Page{trace}",
-                http_status=status,
-            )
-        elif action == "content":
-            hint = " (check page_id)" if subcode == 33 else ""  # 33: object does not exist
-            exc = PermanentError(
-                f"Facebook: {meaning} ({ref}: {said}): this content was rejected{hint}{trace}",
-                http_status=status,
-            )
-        elif action == "blocked":
-            exc = TargetBroken(
-                f"Facebook: {meaning} ({ref}: {said}): the target is paused; resume it in a few hours, "
-                f"after checking the Page's notifications, and do not hammer it{trace}",
-                http_status=status,
-            )
-        elif action == "duplicate":
-            exc = DuplicatePost(
-                f"Facebook: {meaning} ({ref}): the Page already has a post with this exact text; if an "
-                f"earlier attempt's outcome was uncertain, it was probably posted then{trace}",
-                http_status=status,
-            )
-        elif error.get("is_transient") or status >= 500:  # unknown code: is_transient is a hint
-            exc = TransientError(
-                f"Facebook: {meaning} ({ref}: {said}): will retry{trace}", http_status=status
-            )
-        else:
-            exc = PermanentError(f"Facebook: {meaning} ({ref}: {said}){trace}", http_status=status)
+        """The DeliveryError for an error answer, by the table (errors.ERRORS): a Graph error body
+        by its code, an answer without one by its HTTP status."""
+        status = response.status_code
+        said, code, subcode = "", None, None
+        if error is not None:
+            code, subcode = table_code(error, status), as_int(error.get("error_subcode"))
+            ref = [f"code {error.get('code')}"] + ([f"subcode {subcode}"] if subcode else [])
+            if error.get("fbtrace_id"):
+                ref.append(f"fbtrace_id {error['fbtrace_id']}")
+            said = f"{_scrub(str(error.get('message') or ''), token)[:300]} [{', '.join(ref)}]".strip()
+        exc = self.network_error(
+            ERRORS.rule(status, code),
+            action,
+            publishing=publishing,
+            http_status=status,
+            said=said,
+            # Graph sends no Retry-After: its usage headers say how long (errors.retry_after_from).
+            retry_after=(wait := retry_after_from(response.headers)),
+            wait=wait,
+            why=TOKEN_SUBCODES.get(subcode or 0, "the token was rejected"),  # its words are in said
+            hint=" (check page_id)" if subcode == 33 else "",  # 33: the object does not exist
+        )
+        exc.args = (_scrub(str(exc), token),)
         return exc
 
     def _permalink(self, api: httpx.Client, token: str, version: str, post_id: str) -> str:
         """The post's permalink_url; on any failure the plain URL (the post exists already)."""
         fallback = f"https://www.facebook.com/{post_id}"
         try:
-            body = self._call(api, token, "GET", f"/{version}/{post_id}", params={"fields": "permalink_url"})
+            body = self._call(
+                api,
+                token,
+                "GET",
+                f"/{version}/{post_id}",
+                publishing=False,
+                params={"fields": "permalink_url"},
+            )
         except DeliveryError as exc:
             log.warning(
                 "facebook target %s: permalink lookup for %s failed, using %s: %s",
@@ -356,7 +274,8 @@ class FacebookAdapter(Adapter):
         if not text.strip():
             raise OutcomeUnknown("Facebook: a post without text cannot be recognised among the Page's posts")
         params = {"fields": "id,message,permalink_url", "limit": DUPLICATE_LOOKUP_LIMIT}
-        feed = self._call(api, token, "GET", feed_path, params=params)
+        # A look-up publishes nothing: its lost answer or 5xx is a plain retry, never uncertain.
+        feed = self._call(api, token, "GET", feed_path, publishing=False, params=params)
         for item in feed.get("data") or []:
             if (
                 isinstance(item, dict)
@@ -369,61 +288,11 @@ class FacebookAdapter(Adapter):
         return None
 
 
-def retry_after_from(headers: Mapping[str, str]) -> float:
-    """Seconds to wait from Graph's usage headers (TARGETS.md §2, "Rate-limit headers")."""
-    # X-Business-Use-Case-Usage: {"<id>": [{"type": "pages", ..., "estimated_time_to_regain_access": M}]}
-    # where M is in minutes; Page and System User tokens get these Business Use Case limits.
-    minutes = [
-        _number(entry.get("estimated_time_to_regain_access"))
-        for entries in _json_header(headers, "x-business-use-case-usage").values()
-        if isinstance(entries, list)
-        for entry in entries
-        if isinstance(entry, dict)
-    ]
-    if max(minutes, default=0) > 0:
-        return max(minutes) * 60.0
-    # X-App-Usage: {"call_count": %, "total_cputime": %, "total_time": %} (Platform limits).
-    app = _json_header(headers, "x-app-usage")
-    if _number(app.get("estimated_time_to_regain_access")) > 0:
-        return _number(app["estimated_time_to_regain_access"]) * 60.0
-    usage = max(_number(app.get(key)) for key in ("call_count", "total_cputime", "total_time"))
-    if usage >= 100:
-        return APP_USAGE_WAIT
-    return DEFAULT_RATE_LIMIT_WAIT
-
-
 def _caption(message: Message) -> str:
     """A photo post's caption: the text, and the link after it (/photos has no `link` field)."""
     if message.link and message.link not in message.text:
         return f"{message.text}\n\n{message.link}".strip()
     return message.text
-
-
-def _flag(value: object) -> bool:
-    """A boolean setting, also when it was stored as text ("true", "0")."""
-    return value is True or str(value).strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _json_header(headers: Mapping[str, str], name: str) -> dict[str, Any]:
-    try:
-        value = json.loads(headers.get(name) or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: object) -> float:
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _int(value: object) -> int | None:
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return None
 
 
 def _scrub(text: str, token: str) -> str:

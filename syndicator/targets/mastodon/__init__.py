@@ -15,7 +15,8 @@ So an uncertain delivery is settled by sending it again (``verify``), as long as
 attempt that may have posted started less than IDEMPOTENCY_WINDOW ago; after that a re-send could
 post twice, and it waits for an admin.
 
-Errors are mapped by STATUS_TABLE below, in one place (``_error``).
+Errors: one table, ``ERRORS`` below, by HTTP status (Mastodon's API answers ``{"error": …}``
+without codes of its own); ``_error`` turns an answer into the exception through it.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from syndicator.errors import (
     PermanentError,
     RateLimited,
     TargetBroken,
-    TransientError,
 )
 from syndicator.redact import redact
 from syndicator.targets import http
-from syndicator.targets.base import Adapter, Capabilities, SendResult, register
+from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
 from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.faults import ErrorTable, Rule, json_object, retry_after
 from syndicator.targets.images import download_image
 from syndicator.targets.mastodon.text import MAX_CHARACTERS as MASTODON_MAX
 from syndicator.targets.mastodon.text import RULES as TEXT_RULES
@@ -53,45 +54,61 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+POST_STATUS = "/api/v1/statuses"
+MEDIA_UPLOAD = "/api/v2/media"
 IMAGE_MAX_BYTES = 16 * 1024 * 1024  # a stock instance's media_attachments.image_size_limit
 VISIBILITIES = ("public", "unlisted", "private", "direct")
 # Mastodon keeps an idempotency key 3600 s after the status was made; the margin covers clock
 # skew and a first request that took long to be processed.
 IDEMPOTENCY_TTL = 3600.0
 IDEMPOTENCY_WINDOW = IDEMPOTENCY_TTL - 300.0
-RATE_LIMIT_FALLBACK = 60.0  # a 429 without X-RateLimit-Reset: wait a minute rather than hammer it
 ALT_TEXT_MAX = 1500  # MediaAttachment description limit
 MEDIA_POLL_INTERVAL = 0.5
 
-# HTTP status → (error class, what it means, what to do). Mastodon's API documentation, row by row.
-# A 5xx means the request reached the instance, which may have made the status before failing: it
-# is uncertain, and settled by a re-send under the same Idempotency-Key (module docstring).
-STATUS_TABLE: dict[int, tuple[type[DeliveryError], str, str]] = {
-    400: (PermanentError, "request refused", "a parameter is malformed"),
-    401: (TargetBroken, "token rejected", "issue a new access token (scopes write:statuses, write:media)"),
-    403: (
-        TargetBroken,
-        "posting refused",
-        "the account may be suspended or disabled, or the token lacks a scope",
-    ),
-    404: (TargetBroken, "not found", "check base_url: it does not serve the Mastodon API"),
-    410: (TargetBroken, "account gone", "the account was deleted"),
-    422: (PermanentError, "status rejected", "not retrying this content"),
-    500: (OutcomeUnknown, "internal server error", "the status may or may not be posted"),
-    502: (OutcomeUnknown, "bad gateway", "the status may or may not be posted"),
-    503: (OutcomeUnknown, "unavailable", "the status may or may not be posted"),
-    504: (OutcomeUnknown, "gateway timeout", "the status may or may not be posted"),
-}
+# The error table, by HTTP status: Mastodon's API documentation ("Error responses" of each method),
+# row by row. A 5xx means the request reached the instance, which may have made the status before
+# failing: it is uncertain, and settled by a re-send under the same Idempotency-Key (module
+# docstring). Only posting the status is a publishing call: elsewhere a 5xx is a plain retry.
+UNSURE = "the status may or may not be posted"
+ERRORS = ErrorTable(
+    by_status={
+        400: Rule(PermanentError, "request refused", "a parameter is malformed"),
+        401: Rule(
+            TargetBroken, "token rejected", "issue a new access token (scopes write:statuses, write:media)"
+        ),
+        403: Rule(
+            TargetBroken,
+            "posting refused",
+            "the account may be suspended or disabled, or the token lacks a scope",
+        ),
+        404: Rule(TargetBroken, "not found", "check base_url: it does not serve the Mastodon API"),
+        410: Rule(TargetBroken, "account gone", "the account was deleted"),
+        422: Rule(PermanentError, "status rejected", "not retrying this content"),
+        # Mastodon's rate limits (300 calls / 5 min per account; 30 media uploads / 30 min) answer
+        # 429 with X-RateLimit-Reset, an ISO 8601 time (docs.joinmastodon.org/api/rate-limits).
+        429: Rule(RateLimited, "rate limited"),
+        500: Rule(OutcomeUnknown, "internal server error", UNSURE),
+        502: Rule(OutcomeUnknown, "bad gateway", UNSURE),
+        503: Rule(OutcomeUnknown, "unavailable", UNSURE),
+        504: Rule(OutcomeUnknown, "gateway timeout", UNSURE),
+    },
+    # A redirect: base_url points at the wrong place (or an http → https hop).
+    unlisted_3xx=Rule(TargetBroken, "redirected to {location}", "check base_url"),
+    unlisted_4xx=Rule(PermanentError, "request refused", "not retrying"),
+    unlisted_5xx=Rule(OutcomeUnknown, "server error", UNSURE),
+)
+RATE_LIMIT_HEADERS = ("x-ratelimit-reset", "retry-after")
 
 
 @register
-class MastodonAdapter(Adapter):
+class MastodonAdapter(HttpAdapter):
     """Post a status to a Mastodon account, with the post's image when enabled."""
 
     kind = "mastodon"
     label = "Mastodon"
     documented_secrets = ("MASTODON_TOKEN",)  # README: connecting the networks
     text = TEXT_RULES
+    errors = ERRORS
     # PUT /api/v1/statuses/:id edits a status (Mastodon 3.5+, with an edit history); DELETE removes it.
     capabilities = Capabilities(
         edit=True, delete=True, note="edits its statuses (kept in their history) and deletes them"
@@ -106,6 +123,7 @@ class MastodonAdapter(Adapter):
         "for about an hour, so it cannot appear twice"
     )
     settings_spec = (
+        # No default: every target names its own instance (HttpAdapter inherits only timeout).
         Setting("base_url", "The instance, e.g. https://mastodon.social", type=URL, required=True),
         Setting("visibility", "Who sees the status", default="public", choices=VISIBILITIES),
         # Off by default: Mastodon shows no link card for a status with media, and the card already
@@ -117,12 +135,6 @@ class MastodonAdapter(Adapter):
             type=Duration,
             default=10.0,
             minimum=0,
-        ),
-        Setting(
-            "timeout",
-            "Seconds to wait for each API call (default SYNDICATOR_TARGET_TIMEOUT)",
-            type=Duration,
-            minimum=0.001,
         ),
         Setting(
             "max_characters",
@@ -146,22 +158,21 @@ class MastodonAdapter(Adapter):
         """Post the status (with its image when enabled); return its id and URL."""
         token = self.secret()
         with self._client(token) as api:
-            media_ids = (
-                self._upload_image(api, token, message, delivery) if self._wants_image(message) else []
-            )
-            body: dict[str, Any] = {"status": message.text, "visibility": self._visibility()}
+            wants_image = self.setting("image") and bool(message.image_url)
+            media_ids = self._upload_image(api, token, message, delivery) if wants_image else []
+            body: dict[str, Any] = {"status": message.text, "visibility": self.setting("visibility")}
             if language := _language(message.language):
                 body["language"] = language
             if media_ids:
                 body["media_ids"] = media_ids
             headers = {"Idempotency-Key": idempotency_key(delivery)}
-            status = self._call(
-                api, token, "POST", "/api/v1/statuses", "posting the status", json=body, headers=headers
+            status, code = self._call(
+                api, token, "POST", POST_STATUS, publishing=True, json=body, headers=headers
             )
         status_id = str(status.get("id") or "")
         if not status_id:
-            # 2xx without an id: something may be public, and we cannot point at it.
-            raise OutcomeUnknown("Mastodon: the answer to POST /api/v1/statuses carried no status id")
+            # Something may be public, and we cannot point at it.
+            raise self.no_id(f"POST {POST_STATUS}", code, publishing=True)
         details = {"media_ids": media_ids} if media_ids else {}
         return SendResult(status_id, str(status.get("url") or status.get("uri") or ""), details)
 
@@ -188,6 +199,7 @@ class MastodonAdapter(Adapter):
                 f"re-sending under the same Idempotency-Key failed: {exc}; an admin's retry before "
                 f"{until:%H:%M %Z} is still safe (same key), later it could post twice",
                 http_status=exc.http_status,
+                retry_after=exc.retry_after,
             ) from None
         result.details["resent_with_idempotency_key"] = True
         return result
@@ -196,13 +208,10 @@ class MastodonAdapter(Adapter):
         """Verify the token (verify_credentials); read the instance's limits into the settings."""
         token = self.secret()
         with self._client(token) as api:
-            try:
-                account = self._call(
-                    api, token, "GET", "/api/v1/accounts/verify_credentials", "checking the token"
-                )
-                instance = self._call(api, token, "GET", "/api/v2/instance", "reading the instance's limits")
-            except OutcomeUnknown as exc:  # a read that timed out posted nothing
-                raise TransientError(str(exc), http_status=exc.http_status) from None
+            account, _ = self._call(
+                api, token, "GET", "/api/v1/accounts/verify_credentials", publishing=False
+            )
+            instance, _ = self._call(api, token, "GET", "/api/v2/instance", publishing=False)
         acct = str(account.get("acct") or account.get("username") or "")
         if not acct:
             raise TargetBroken("Mastodon: verify_credentials answered without an account name")
@@ -218,52 +227,28 @@ class MastodonAdapter(Adapter):
 
     def _client(self, token: str) -> httpx.Client:
         return http.client(
-            self._base_url(), timeout=self._timeout(), headers={"Authorization": f"Bearer {token}"}
+            self.base_url(), timeout=self.timeout(), headers={"Authorization": f"Bearer {token}"}
         )
-
-    def _base_url(self) -> str:
-        base = str(self.setting("base_url") or "").strip().rstrip("/")
-        if not base.lower().startswith(("http://", "https://")):
-            raise TargetBroken(
-                f"Mastodon target {self.target.name!r}: base_url must be the instance's https URL"
-            )
-        return base
-
-    def _timeout(self) -> float:
-        value = self.setting("timeout")
-        try:
-            return float(value) if value not in (None, "") else settings.SYNDICATOR_TARGET_TIMEOUT
-        except (TypeError, ValueError):
-            return settings.SYNDICATOR_TARGET_TIMEOUT
-
-    def _visibility(self) -> str:
-        value = str(self.setting("visibility") or "public")
-        if value not in VISIBILITIES:
-            raise TargetBroken(f"Mastodon: visibility {value!r} is not one of {', '.join(VISIBILITIES)}")
-        return value
-
-    def _wants_image(self, message: Message) -> bool:
-        value = self.setting("image")
-        enabled = (
-            value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
-        )
-        return enabled and bool(message.image_url)
 
     def _call(
-        self, api: httpx.Client, token: str, method: str, path: str, action: str, **kwargs: Any
-    ) -> dict[str, Any]:
-        """One API call: its JSON object, or the DeliveryError its answer means."""
-        response = http.request(api, method, path, **kwargs)
-        if response.status_code >= 300 or response.status_code == 206:
-            raise _error(response, action, token)
+        self, api: httpx.Client, token: str, method: str, path: str, *, publishing: bool, **kwargs: Any
+    ) -> tuple[dict[str, Any], int]:
+        """One API call: its JSON object and status, or the DeliveryError its answer means.
+
+        ``publishing``: whether the call can make something public (only posting a status can).
+        """
+        action = f"{method} {path}"
         try:
-            answer = response.json()
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            cls = OutcomeUnknown if method == "POST" else TransientError
-            raise cls(f"Mastodon: {action}: the answer ({response.status_code}) is not a JSON object")
-        return answer
+            response = http.request(api, method, path, publishing=publishing, **kwargs)
+        except DeliveryError as exc:  # transport failures, already redacted; say which call
+            exc.args = (f"Mastodon {action}: {_scrub(str(exc), token)}",)
+            raise
+        if not response.is_success:
+            raise self._error(response, action, token, publishing=publishing)
+        answer = json_object(response.content)
+        if not answer:
+            raise self.no_id(action, response.status_code, publishing=publishing)
+        return answer, response.status_code
 
     def _upload_image(self, api: httpx.Client, token: str, message: Message, delivery: Delivery) -> list[str]:
         """Upload the image and wait for the instance to process it; [] (no image) if any step fails.
@@ -273,14 +258,20 @@ class MastodonAdapter(Adapter):
         """
         try:
             content, content_type = download_image(
-                message.image_url, timeout=self._timeout(), max_bytes=IMAGE_MAX_BYTES
+                message.image_url,
+                timeout=self.timeout() or settings.SYNDICATOR_TARGET_TIMEOUT,
+                max_bytes=IMAGE_MAX_BYTES,
             )
             alt = " ".join(str(getattr(delivery.post, "title", "") or "").split())[:ALT_TEXT_MAX]
             files = {"file": ("image", content, content_type)}
-            response = http.request(api, "POST", "/api/v2/media", files=files, data={"description": alt})
+            # An upload makes nothing public: a lost answer is a plain failure (the status goes
+            # out without the image), never an uncertain delivery.
+            response = http.request(
+                api, "POST", MEDIA_UPLOAD, publishing=False, files=files, data={"description": alt}
+            )
             if response.status_code not in (200, 202):
-                raise _error(response, "uploading the image", token)
-            media_id = str(response.json().get("id") or "")
+                raise self._error(response, f"POST {MEDIA_UPLOAD}", token, publishing=False)
+            media_id = str(json_object(response.content).get("id") or "")
             if not media_id:
                 raise ValueError("the media upload answered without an id")
             deadline = time.monotonic() + float(self.setting("media_wait") or 0)
@@ -290,9 +281,9 @@ class MastodonAdapter(Adapter):
                         f"the instance was still processing the image after {self.setting('media_wait')} s"
                     )
                 time.sleep(MEDIA_POLL_INTERVAL)
-                response = http.request(api, "GET", f"/api/v1/media/{media_id}")
+                response = http.request(api, "GET", f"/api/v1/media/{media_id}", publishing=False)
                 if response.status_code not in (200, 206):
-                    raise _error(response, "waiting for the image", token)
+                    raise self._error(response, "GET /api/v1/media/:id", token, publishing=False)
         except TargetBroken:
             raise  # a dead token fails the status too: say so now
         except Exception as exc:  # the image is optional: the status goes out without it
@@ -305,6 +296,21 @@ class MastodonAdapter(Adapter):
             )
             return []
         return [media_id]
+
+    def _error(self, response: httpx.Response, action: str, token: str, *, publishing: bool) -> DeliveryError:
+        """The DeliveryError an error answer means, by ERRORS, with Mastodon's words (redacted)."""
+        status = response.status_code
+        error = self.network_error(
+            ERRORS.rule(status),
+            action,
+            publishing=publishing,
+            http_status=status,
+            said=_scrub(_said(response), token),
+            retry_after=retry_after(response.headers, RATE_LIMIT_HEADERS),
+            location=repr(_scrub(response.headers.get("location", ""), token)[:200]),
+        )
+        error.args = (_scrub(str(error), token),)
+        return error
 
     def _store_limits(self, instance: dict[str, Any]) -> dict[str, int]:
         """Keep the instance's status limits in the target's settings, for the formatting layer."""
@@ -349,64 +355,16 @@ def maybe_posted_since(delivery: Delivery) -> datetime | None:
     )
 
 
-# --- error mapping -------------------------------------------------------------------------------
-
-
-def _error(response: httpx.Response, action: str, token: str) -> DeliveryError:
-    """The DeliveryError an HTTP answer means (STATUS_TABLE; 429 with its reset time)."""
-    status = response.status_code
-    said = _scrub(_said(response), token)
-    if status == 429:
-        wait = retry_after(response.headers)
-        return RateLimited(
-            f"Mastodon: rate limited (429) while {action}: retry in {wait:.0f} s ({said})",
-            retry_after=wait,
-            http_status=429,
-        )
-    if status < 300 or status == 206:
-        return TransientError(f"Mastodon: unexpected answer {status} while {action}", http_status=status)
-    if status < 400:  # a redirect: base_url points at the wrong place (or an http → https hop)
-        where = _scrub(response.headers.get("location", ""), token)[:200]
-        return TargetBroken(
-            f"Mastodon: redirected ({status}) to {where!r} while {action}: check base_url", http_status=status
-        )
-    default = (OutcomeUnknown, "server error", "the status may or may not be posted")
-    if status < 500:
-        default = (PermanentError, "request refused", "not retrying")
-    cls, meaning, advice = STATUS_TABLE.get(status, default)
-    if cls is OutcomeUnknown and not action.startswith("posting"):
-        cls = TransientError  # only posting the status makes anything public
-    return cls(f"Mastodon: {meaning} ({status}) while {action}: {said}; {advice}", http_status=status)
-
-
-def retry_after(headers: httpx.Headers, now: datetime | None = None) -> float:
-    """Seconds until X-RateLimit-Reset (an ISO 8601 time), else Retry-After, else a minute."""
-    reset = headers.get("x-ratelimit-reset", "").strip()
-    if reset:
-        try:
-            at = datetime.fromisoformat(reset.replace("Z", "+00:00"))
-        except ValueError:
-            at = None
-        if at is not None and at.tzinfo is not None:
-            return max((at - (now or timezone.now())).total_seconds(), 1.0)
-    seconds = headers.get("retry-after", "").strip()
-    try:
-        return max(float(seconds), 1.0)
-    except ValueError:
-        return RATE_LIMIT_FALLBACK
+# --- helpers ---------------------------------------------------------------------------------------
 
 
 def _said(response: httpx.Response) -> str:
     """Mastodon's own words for an error: {"error": …, "error_description": …}, else the body's start."""
-    try:
-        body = response.json()
-    except ValueError:
-        return " ".join(response.text.split())[:200]
-    if isinstance(body, dict):
-        parts = [str(body.get(key)) for key in ("error", "error_description") if body.get(key)]
-        if parts:
-            return "; ".join(parts)[:300]
-    return str(body)[:200]
+    body = json_object(response.content)
+    parts = [str(body.get(key)) for key in ("error", "error_description") if body.get(key)]
+    if parts:
+        return "; ".join(parts)[:300]
+    return " ".join(response.text.split())[:200]
 
 
 def _language(value: str) -> str:

@@ -1,0 +1,86 @@
+"""The admin site whose index is the newsroom's start page (syndicator/desk.py gathers the data).
+
+Django's admin stays for the rest; "View site" is gone, since the site *is* the admin.
+"""
+
+from __future__ import annotations
+
+from django.contrib.admin import AdminSite
+from django.contrib.admin.apps import AdminConfig
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path, reverse
+
+
+class DeskAdminSite(AdminSite):
+    site_url = None  # the public site would be the admin again: no "View site" link
+    desk_template = "admin/desk.html"
+
+    def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
+        """The start page for those who read the log (editors and admins), else Django's list."""
+        if not request.user.has_perm("syndicator.view_delivery"):
+            return super().index(request, extra_context)
+        from syndicator import desk  # models are loaded by the time a request comes
+
+        is_admin = request.user.has_perm("syndicator.change_delivery")
+        context = {
+            **self.each_context(request),
+            "title": "Today at the desk",
+            "subtitle": None,
+            "desk": desk.build(admin=is_admin),
+            "is_admin": is_admin,
+            "waiting_statuses": ",".join(desk.WAITING),
+            "demo_mailbox_url": reverse("admin:demo_mailbox") if has_demo_mailbox() else "",
+            **(extra_context or {}),
+        }
+        request.current_app = self.name
+        return TemplateResponse(request, self.desk_template, context)
+
+    def get_urls(self) -> list[URLResolver | URLPattern]:
+        mailbox = self.admin_view(self.demo_mailbox_view)
+        return [
+            path("demo-mailbox/", mailbox, name="demo_mailbox"),
+            path("demo-mailbox/<str:message_id>/", mailbox, name="demo_mailbox_message"),
+            *super().get_urls(),
+        ]
+
+    def demo_mailbox_view(self, request: HttpRequest, message_id: str = "") -> TemplateResponse:
+        """The messages the demo email target sent, as its subscribers got them."""
+        from syndicator import demo_mailbox
+
+        if not request.user.has_perm("syndicator.view_delivery"):
+            raise PermissionDenied
+        messages = demo_mailbox.list_messages()
+        chosen = None
+        if message_id:
+            try:
+                chosen = demo_mailbox.read_message(message_id)
+            except FileNotFoundError:
+                raise Http404("no such message in the demo mailbox") from None
+        elif messages:
+            chosen = messages[0]
+        context = {
+            **self.each_context(request),
+            "title": "Demo mailbox",
+            "messages_kept": messages,
+            "chosen": chosen,
+            "mailbox_dir": demo_mailbox.mailbox_dir(),
+        }
+        request.current_app = self.name
+        return TemplateResponse(request, "admin/demo_mailbox.html", context)
+
+
+def has_demo_mailbox() -> bool:
+    """Whether the demo's email target exists (the start page links to its mailbox then)."""
+    from syndicator.demo import DEMO_MAILBOX_TARGET
+    from syndicator.models import Target
+
+    return Target.objects.filter(name=DEMO_MAILBOX_TARGET).exists()
+
+
+class SyndicatorAdminConfig(AdminConfig):
+    """Django's admin with DeskAdminSite as its default site (Django's documented way to replace
+    it: "Overriding the default admin site"); listed in INSTALLED_APPS instead of django.contrib.admin."""
+
+    default_site = "syndicator.desk_site.DeskAdminSite"
