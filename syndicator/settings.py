@@ -222,6 +222,9 @@ SYNDICATOR_METRICS_PUBLIC = _env_bool("SYNDICATOR_METRICS_PUBLIC")
 
 # Jinja2 message templates (templates/messages/*.j2).
 SYNDICATOR_MESSAGE_TEMPLATES = BASE_DIR / "templates" / "messages"
+# Seconds all the renderings of one message may take together, in a worker or the web preview
+# (syndicator/sandbox.py bounds sizes and steps too); the bundled templates take milliseconds.
+SYNDICATOR_TEMPLATE_TIMEOUT = float(os.environ.get("SYNDICATOR_TEMPLATE_TIMEOUT", 5))
 
 LOGGING = {
     "version": 1,
