@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -34,9 +35,27 @@ def _env_float_list(name: str, default: list[float]) -> list[float]:
 DATA_DIR = Path(os.environ.get("SYNDICATOR_DATA_DIR", "var")).resolve()
 
 
+# Production mode is said, not guessed: SYNDICATOR_ENV=production (docker-compose.yml sets it).
+# Then SECRET_KEY must be given, and be a real one; the embedded default generates its own.
+PRODUCTION = os.environ.get("SYNDICATOR_ENV", "").strip().lower() == "production"
+# Keys that were shipped as examples: with one, anyone can forge unsubscribe links and sessions.
+EXAMPLE_SECRET_KEYS = frozenset({"change-me", "changeme", "secret", "django-insecure"})
+
+
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in the data dir."""
-    if key := os.environ.get("SECRET_KEY") or os.environ.get("DJANGO_SECRET_KEY"):
+    """SECRET_KEY from the environment, else (not in production) one generated once and kept in the
+    data dir; in production a missing, example or short key stops the process with the reason."""
+    key = os.environ.get("SECRET_KEY") or os.environ.get("DJANGO_SECRET_KEY")
+    if PRODUCTION and (not key or key in EXAMPLE_SECRET_KEYS or len(key) < 50 or len(set(key)) < 5):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "SYNDICATOR_ENV=production needs SECRET_KEY: a random string of at least 50 characters, "
+            "the same on every web and worker process (e.g. "
+            'python3 -c "import secrets; print(secrets.token_urlsafe(50))"); '
+            + ("none is set" if not key else "the one set is an example or too short")
+        )
+    if key:
         return key
     path = DATA_DIR / "secret_key"
     try:
@@ -53,6 +72,28 @@ SECRET_KEY = _secret_key()
 DEBUG = _env_bool("DEBUG")
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# Base URL of the web app as the outside world sees it (one-click unsubscribe links in email).
+SYNDICATOR_PUBLIC_URL = os.environ.get("SYNDICATOR_PUBLIC_URL", "http://127.0.0.1:8000")
+_public = urlsplit(SYNDICATOR_PUBLIC_URL)
+if _public.hostname and _public.hostname not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(_public.hostname)
+if _public.scheme == "https" and f"https://{_public.netloc}" not in CSRF_TRUSTED_ORIGINS:
+    CSRF_TRUSTED_ORIGINS.append(f"https://{_public.netloc}")
+
+# --- behind TLS: an https public URL, or SYNDICATOR_BEHIND_TLS=1 ---------------------------------
+# The reverse proxy ends TLS and must set X-Forwarded-Proto (overwriting any the client sent):
+# nginx `proxy_set_header X-Forwarded-Proto $scheme;`, Caddy and Traefik do it by default.
+BEHIND_TLS = _env_bool("SYNDICATOR_BEHIND_TLS", _public.scheme == "https")
+if BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = _env_bool("SYNDICATOR_SSL_REDIRECT", True)
+    # Probes and scrapers inside the network speak plain http to the app itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$", r"^api/health$"]
+    SECURE_HSTS_SECONDS = int(os.environ.get("SYNDICATOR_HSTS_SECONDS", 365 * 86400))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SYNDICATOR_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("SYNDICATOR_HSTS_PRELOAD", True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -212,8 +253,6 @@ SYNDICATOR_USER_AGENT = os.environ.get(
 SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15))
 # Graph API version for Facebook Pages, pinned (TARGETS.md: v25.0 is available until 2028-07).
 SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
-# Base URL of the web app as the outside world sees it (one-click unsubscribe links in email).
-SYNDICATOR_PUBLIC_URL = os.environ.get("SYNDICATOR_PUBLIC_URL", "http://127.0.0.1:8000")
 # How long an email's unsubscribe link works, in seconds (the token is signed and timestamped).
 SYNDICATOR_UNSUBSCRIBE_MAX_AGE = int(os.environ.get("SYNDICATOR_UNSUBSCRIBE_MAX_AGE", 90 * 86400))
 
