@@ -21,8 +21,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from syndicator.health import feed_health, target_health
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Target
-from syndicator.tokens import bearer_token, user_for_token
+from syndicator.models import ApiToken, Delivery, DeliveryAttempt, Feed, Target
+from syndicator.throttle import Throttled
+from syndicator.tokens import bearer_token, token_for
 
 # Deliveries sent within this window feed the first-seen-to-sent histogram.
 LATENCY_WINDOW = timedelta(hours=24)
@@ -136,25 +137,38 @@ class DatabaseCollector(Collector):
         )
 
 
+PERMISSION = "syndicator.view_metrics"  # the Admins role's, not the Editors'
+
+
 def allowed(request: HttpRequest) -> tuple[bool, int]:
     """Whether this request may read /metrics, and the status to answer when it may not."""
     if settings.SYNDICATOR_METRICS_PUBLIC:
         return True, 200
     if (token := bearer_token(request)) is not None:
-        return (user_for_token(token) is not None), 401
+        row = token_for(token, request)
+        if row is None:
+            return False, 401
+        return row.scope == ApiToken.Scope.METRICS or row.user.has_perm(PERMISSION), 403
     user = request.user
     if not user.is_authenticated:
         return False, 401
-    return user.is_staff, 403
+    return user.has_perm(PERMISSION), 403
 
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The metrics, for a staff session, a token, or anyone when SYNDICATOR_METRICS_PUBLIC is set."""
-    ok, status = allowed(request)
+    """The metrics, for an admin's session or token, a metrics token, or anyone when
+    SYNDICATOR_METRICS_PUBLIC is set."""
+    try:
+        ok, status = allowed(request)
+    except Throttled as exc:
+        response = HttpResponse(f"{exc}\n", status=429, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     if not ok:
         response = HttpResponse(
-            "metrics need an API token (Authorization: Bearer) or a staff login\n",
+            "metrics need the admin role: an admin's login or API token, or a token made with "
+            "`syndicator tokens create USER --scope metrics`\n",
             status=status,
             content_type="text/plain; charset=utf-8",
         )

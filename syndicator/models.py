@@ -169,6 +169,8 @@ class Delivery(models.Model):
             )
         ]
         indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due")]
+        # The Admins role has it (every syndicator permission); Editors do not (syndicator.roles).
+        permissions = [("view_metrics", "Can read /metrics")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.post} → {self.target}"
@@ -288,6 +290,10 @@ class EmailRecipientResult(models.Model):
 class ApiToken(models.Model):
     """A user's key to the JSON API and /metrics; only its SHA-256 is stored (see syndicator.tokens)."""
 
+    class Scope(models.TextChoices):
+        ALL = "", "the user's role"
+        METRICS = "metrics", "/metrics only"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, blank=True, help_text="What the token is for, e.g. the CMS hook.")
     # The token is shown once, at creation; a leaked database gives no usable key.
@@ -295,6 +301,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Past this instant the token is refused; None: until revoked.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=20, choices=Scope.choices, blank=True, default=Scope.ALL)
 
     class Meta:
         ordering = ["id"]
@@ -305,4 +314,8 @@ class ApiToken(models.Model):
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()

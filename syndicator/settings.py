@@ -200,6 +200,34 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+
+# --- the cache: shared by every web process (failed-login and bad-token counts, syndicator.throttle)
+# The Redis every mode has: the broker's, or the private one `syndicator run` starts (its socket).
+def _cache_url(broker: str) -> str | None:
+    if broker.startswith("redis+socket://"):
+        return "unix://" + broker.removeprefix("redis+socket://")
+    return broker if broker.startswith(("redis://", "rediss://")) else None
+
+
+_CACHE_URL = os.environ.get("SYNDICATOR_CACHE_URL") or _cache_url(CELERY_BROKER_URL)
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _CACHE_URL,
+            "KEY_PREFIX": os.environ.get("SYNDICATOR_BROKER_PREFIX", "") + "syndicator-cache",
+            # A Redis that is away must not hold a login for seconds of reconnect back-off.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+        if _CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}  # an AMQP broker: per process
+    )
+}
+# Failed logins (per client address) and bad API tokens: past this many in the window, further
+# tries are refused until the window ends; each failure is logged (syndicator.throttle).
+SYNDICATOR_AUTH_FAILURES = int(os.environ.get("SYNDICATOR_AUTH_FAILURES", 10))
+SYNDICATOR_AUTH_WINDOW = int(os.environ.get("SYNDICATOR_AUTH_WINDOW", 900))
+
 # --- syndicator ---------------------------------------------------------------------------------
 # One retry policy, as data: delay before attempt n+1 is backoff[n-1] (the last entry repeats),
 # times a random factor in [1 - jitter, 1 + jitter], at least a rate limit's retry_after, at most
