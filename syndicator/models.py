@@ -168,7 +168,15 @@ class Delivery(models.Model):
                 fields=["post", "target"], condition=Q(origin="auto"), name="delivery_unique_auto"
             )
         ]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due"),
+            # health.target_health's "failed or uncertain in the last day": a range, not the history.
+            models.Index(fields=["target", "status", "updated_at"], name="delivery_target_status_upd"),
+            # /metrics latency: the automatic deliveries sent in the last day.
+            models.Index(
+                fields=["sent_at"], condition=Q(status="sent", origin="auto"), name="delivery_sent_auto"
+            ),
+        ]
         # The Admins role has it (every syndicator permission); Editors do not (syndicator.roles).
         permissions = [("view_metrics", "Can read /metrics")]
 
@@ -206,6 +214,12 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["delivery_id", "number"]
         constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_unique_number")]
+        indexes = [
+            # target_health reads a target's newest finished attempts, failing_streak those since
+            # its last success, prune those before the retention: each walks this index from the
+            # recent end (or the old end) instead of sorting every attempt of the target.
+            models.Index(fields=["finished_at"], name="attempt_finished"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome or 'in progress'}"
@@ -282,6 +296,8 @@ class EmailRecipientResult(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["delivery", "subscriber"], name="email_result_unique_recipient")
         ]
+        # retention.prune deletes the results older than SYNDICATOR_RETENTION.
+        indexes = [models.Index(fields=["updated_at"], name="email_result_updated")]
 
     def __str__(self) -> str:
         return f"delivery {self.delivery_id} to {self.subscriber_id}: {self.status}"

@@ -258,6 +258,9 @@ SYNDICATOR_TARGET_PAUSE_AFTER = {
     "failures": int(os.environ.get("SYNDICATOR_TARGET_PAUSE_FAILURES", 20)),
     "seconds": float(os.environ.get("SYNDICATOR_TARGET_PAUSE_SECONDS", 86400)),
 }
+# Days the delivery log keeps attempts' message text and per-recipient email results
+# (syndicator/retention.py); the deliveries and the attempts' outcomes stay.
+SYNDICATOR_RETENTION = int(os.environ.get("SYNDICATOR_RETENTION", 365))
 # A feed poll holds its lease this long; a second poll of the same feed waits it out.
 SYNDICATOR_POLL_LEASE = float(os.environ.get("SYNDICATOR_POLL_LEASE", 120))
 

@@ -1,12 +1,19 @@
-"""Housekeeping: re-enqueue due and stranded deliveries, expire lost sends."""
+"""Housekeeping: re-enqueue due and stranded deliveries, expire lost sends, prune old details."""
 
 from __future__ import annotations
 
 from celeryproject import app
-from syndicator import delivery
+from syndicator import delivery, retention
 
 
 @app.task(name="tasks.maintenance.sweep_deliveries")
 def sweep_deliveries() -> dict[str, int]:
     """Re-enqueue deliveries that are due or stranded; mark lost sends uncertain."""
     return delivery.sweep()
+
+
+@app.task(name="tasks.maintenance.prune_history")
+def prune_history() -> dict[str, int]:
+    """Apply SYNDICATOR_RETENTION (syndicator/retention.py)."""
+    done = retention.prune()
+    return {"attempt_messages": done.attempt_messages, "email_results": done.email_results}

@@ -1,5 +1,6 @@
 """API tokens that expire or serve /metrics only; the /metrics permission, given to Admins, and the
-groups' rights taken from them (syndicator/roles.py); issue 15, item 5."""
+groups' rights taken from them (syndicator/roles.py; issue 15, item 5). Indexes for the read paths
+that run on every scrape and page, and for the retention prune (issue 15, item 11)."""
 
 from django.db import migrations, models
 
@@ -40,4 +41,24 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(update_roles, migrations.RunPython.noop),
+        migrations.AddIndex(
+            model_name="delivery",
+            index=models.Index(fields=["target", "status", "updated_at"], name="delivery_target_status_upd"),
+        ),
+        migrations.AddIndex(
+            model_name="delivery",
+            index=models.Index(
+                condition=models.Q(("origin", "auto"), ("status", "sent")),
+                fields=["sent_at"],
+                name="delivery_sent_auto",
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="deliveryattempt",
+            index=models.Index(fields=["finished_at"], name="attempt_finished"),
+        ),
+        migrations.AddIndex(
+            model_name="emailrecipientresult",
+            index=models.Index(fields=["updated_at"], name="email_result_updated"),
+        ),
     ]
