@@ -99,15 +99,6 @@ def test_beat_prunes_daily_with_the_maintenance_task(history) -> None:
 @pytest.mark.parametrize(
     ("query", "index"),
     [
-        # target_health's failed or uncertain deliveries of the last day
-        (
-            lambda t: Delivery.objects.filter(
-                target=t,
-                status__in=("failed", "uncertain"),
-                updated_at__gte=timezone.now() - timedelta(days=1),
-            ),
-            "delivery_target_status_upd",
-        ),
         # /metrics latency: automatic deliveries sent in the last day
         (
             lambda t: Delivery.objects.filter(
@@ -122,7 +113,7 @@ def test_beat_prunes_daily_with_the_maintenance_task(history) -> None:
             "email_result_updated",
         ),
     ],
-    ids=["stuck-deliveries", "latency", "prune-attempts", "prune-results"],
+    ids=["latency", "prune-attempts", "prune-results"],
 )
 def test_the_hot_read_paths_can_use_an_index(history, query, index) -> None:
     require_postgresql("the query plans are PostgreSQL's")
