@@ -42,6 +42,11 @@ app.conf.beat_schedule = {
         # A tick that waited longer than its interval is superseded by the next one.
         "options": {"expires": settings.SYNDICATOR_SCHEDULE_INTERVAL},
     },
+    "maintain-push": {
+        "task": "tasks.watch.maintain_push",
+        "schedule": settings.SYNDICATOR_WEBSUB_TICK,
+        "options": {"expires": settings.SYNDICATOR_WEBSUB_TICK},
+    },
     "sweep-deliveries": {
         "task": "tasks.maintenance.sweep_deliveries",
         "schedule": settings.SYNDICATOR_SWEEP_INTERVAL,
