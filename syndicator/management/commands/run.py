@@ -344,6 +344,14 @@ class Command(BaseCommand):
                 f"  demo:        {len(DEMO_FEEDS)} bundled feeds delivered to {len(DEMO_FORMATS)} outbox "
                 "(dry-run) targets; rendered posts show in the log within a minute"
             )
+        if settings.SYNDICATOR_PUSH_ENABLED:
+            lines.append(f"  push:        WebSub callbacks and webhooks at {settings.SYNDICATOR_PUBLIC_URL}")
+        else:
+            # Said once, here: a hub or a CMS cannot call back a machine it cannot reach.
+            lines.append(
+                "  push:        off: WebSub and the publish webhook need SYNDICATOR_PUBLIC_URL "
+                "(the URL hubs and your CMS reach this app at); feeds are polled"
+            )
         lines += [
             "  admin user:  syndicator createsuperuser",
             "  the log:     syndicator log",
