@@ -13,12 +13,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import F, Q
 
 from syndicator.models import Feed, Post
 
 WINDOW = timedelta(days=7)
 POLLS_PER_GAP = 10
-RECENT_POSTS = 200  # enough to see a busy news site's week
 
 
 def next_interval(feed: Feed, now: datetime, *, pushed: bool = False, max_age: int | None = None) -> int:
@@ -37,17 +37,16 @@ def next_interval(feed: Feed, now: datetime, *, pushed: bool = False, max_age: i
 def _by_rhythm(feed: Feed, now: datetime, shortest: int, longest: int) -> float:
     """The interval the feed's publishing over the last week suggests, within the bounds."""
     since = now - WINDOW
-    times = Post.objects.filter(feed=feed, first_seen_at__gte=since).values_list(
-        "published_at", "first_seen_at"
-    )[:RECENT_POSTS]
-    # A post's own date when it is plausible; the time we first saw it otherwise.
-    count = sum(1 for published, seen in times if since <= _when(published, seen))
+    # Posts that appeared in the window: by their own date when it is plausible (not after we
+    # first saw them: a feed that dates everything "now" or in the future), else when we saw them.
+    count = (
+        Post.objects.filter(feed=feed, first_seen_at__gte=since)
+        .filter(
+            Q(published_at__isnull=True) | Q(published_at__gte=since) | Q(published_at__gt=F("first_seen_at"))
+        )
+        .count()
+    )
     if count == 0:
         return float(longest)
     gap = WINDOW.total_seconds() / count
     return min(max(gap / POLLS_PER_GAP, shortest), longest)
-
-
-def _when(published: datetime | None, seen: datetime) -> datetime:
-    """When a post appeared: its own date if plausible (not after we saw it), else when we saw it."""
-    return published if published is not None and published <= seen else seen
