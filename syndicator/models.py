@@ -96,6 +96,14 @@ class PushSubscription(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # A poll and the beat's round deciding to subscribe at the same moment make one.
+            models.UniqueConstraint(
+                fields=["feed"],
+                condition=Q(state__in=["pending", "subscribed", "failed"]),
+                name="push_one_live_subscription_per_feed",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"push subscription {self.pk} of feed {self.feed_id}: {self.state}"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
@@ -113,9 +114,13 @@ def ensure(feed: Feed, *, now: datetime | None = None) -> PushSubscription | Non
         if sub.state != State.FAILED or (sub.requested_at and now - sub.requested_at < retry):
             return sub
         sub.delete()  # a fresh callback key and secret for the new attempt
-    sub = PushSubscription.objects.create(
-        feed=feed, hub_url=feed.hub_url, topic_url=topic, callback_key=secrets.token_urlsafe(32)
-    )
+    try:
+        with transaction.atomic():
+            sub = PushSubscription.objects.create(
+                feed=feed, hub_url=feed.hub_url, topic_url=topic, callback_key=secrets.token_urlsafe(32)
+            )
+    except IntegrityError:  # subscribed a moment ago by another process
+        return current(feed)
     _request(sub, "subscribe", now)
     return sub
 
