@@ -7,12 +7,14 @@ import logging
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from syndicator import watch, webhook, websub
 from syndicator.errors import FeedError
 from syndicator.models import Feed, PushSubscription
+from syndicator.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,12 @@ def feed_webhook(request: HttpRequest, feed_id: int) -> JsonResponse:
         return JsonResponse({"error": "the feed is disabled"}, status=409)
     from tasks.watch import poll_feed
 
-    poll_feed.delay(feed.pk, call.url)
+    try:
+        poll_feed.delay(feed.pk, call.url)
+    except Exception as exc:  # kombu raises many classes for a broker that is away
+        # The call is not lost: the scheduler polls the feed as soon as the broker is back.
+        Feed.objects.filter(pk=feed.pk).update(next_poll_at=timezone.now())
+        log.warning("feed %s: webhook poll not queued (%s); left to the scheduler", feed.pk, redact(str(exc)))
     return JsonResponse({"status": "polling", "feed": feed.pk}, status=202)
 
 
