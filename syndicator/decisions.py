@@ -15,9 +15,9 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
 
 from syndicator import dispatch
+from syndicator.clock import Now, db_now
 from syndicator.delivery_states import Event, move
 from syndicator.models import Delivery, DeliveryAttempt, Target
 from syndicator.recovery import pause_reason
@@ -68,7 +68,7 @@ def _credit(what: str, name: str) -> str:
 def retry(deliveries: Iterable[Delivery], *, by: Actor = None) -> int:
     """Requeue failed, uncertain or cancelled deliveries with a fresh retry budget."""
     ids = [d.pk for d in deliveries]
-    now = timezone.now()
+    now = db_now()  # delivery and attempt times are the database's (syndicator/clock.py)
     name = _actor(by)[1]
     with transaction.atomic():
         rows = list(
@@ -98,7 +98,7 @@ def retry(deliveries: Iterable[Delivery], *, by: Actor = None) -> int:
 def cancel(deliveries: Iterable[Delivery], *, by: Actor = None) -> int:
     """Cancel deliveries that have not been sent yet (queued or waiting to retry)."""
     ids = [d.pk for d in deliveries]
-    now = timezone.now()
+    now = db_now()
     name = _actor(by)[1]
     cancelled = 0
     with transaction.atomic():
@@ -122,7 +122,7 @@ def mark_uncertain(delivery: Delivery, *, sent: bool, by: Actor, url: str = "") 
     admin's separate decision (retry), so each step is one row in the timeline. The verdict is an
     attempt row naming the admin; None when the delivery is no longer uncertain.
     """
-    now = timezone.now()
+    now = db_now()
     name = _actor(by)[1] or "an unknown user"
     with transaction.atomic():
         current = Delivery.objects.select_for_update().get(pk=delivery.pk)
@@ -153,7 +153,7 @@ def pause_target(target: Target, reason: str) -> bool:
     """Stop delivering to a target until it is resumed; deliveries wait. False if already paused."""
     return bool(
         Target.objects.filter(pk=target.pk, paused_at__isnull=True).update(
-            paused_at=timezone.now(), paused_reason=reason[:2000]
+            paused_at=Now(), paused_reason=reason[:2000]
         )
     )
 
@@ -170,11 +170,10 @@ def resume_target(target: Target) -> int:
     """Resume a paused target and send what waited for it; return how many were enqueued.
 
     A resume of a paused target starts its failing streak afresh (recovery.failing_streak reads
-    ``Target.resumed_at``).
+    ``Target.resumed_at``, compared with the attempts' start: both the database's time).
     """
-    now = timezone.now()
     with transaction.atomic():
-        Target.objects.filter(pk=target.pk, paused_at__isnull=False).update(resumed_at=now)
+        Target.objects.filter(pk=target.pk, paused_at__isnull=False).update(resumed_at=Now())
         Target.objects.filter(pk=target.pk).update(paused_at=None, paused_reason="")
     target.resumed_at = Target.objects.values_list("resumed_at", flat=True).get(pk=target.pk)
     target.paused_at, target.paused_reason = None, ""

@@ -22,8 +22,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
-from django.utils import timezone
 
+from syndicator.clock import Now, db_now
 from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API callers use)
     cancel,
     mark_uncertain,
@@ -96,19 +96,23 @@ def retry_delay(
 
 
 def claim(delivery_id: int, *, now: datetime | None = None) -> bool:
-    """Atomically move a due delivery of an active target to `sending`; False if there is none."""
-    now = now or timezone.now()
+    """Atomically move a due delivery of an active target to `sending`; False if there is none.
+
+    Due and the lease are judged by the database's clock, in the UPDATE itself (syndicator/clock.py):
+    a worker whose clock is fast must neither take a retry early nor lease past the sweeper's view.
+    """
+    at: datetime | Now = Now() if now is None else now
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
     active = Q(pk__in=Delivery.objects.filter(ACTIVE_TARGET, pk=delivery_id).values("pk"))
     return bool(
         move(
             delivery_id,
             Event.CLAIM,
             where=due & active,
-            now=now,
+            now=at,
             attempts=F("attempts") + 1,
-            lease_until=now + lease,
+            lease_until=at + lease,
         )
     )
 
@@ -151,8 +155,11 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
 
 
 def _log_attempt(delivery: Delivery, task_id: str, worker: str, *, rendered: str) -> DeliveryAttempt | None:
-    """Open the attempt's log row if the claim is still ours (the sweeper may have taken it back)."""
-    now = timezone.now()
+    """Open the attempt's log row if the claim is still ours (the sweeper may have taken it back).
+
+    Its start is the database's time: Mastodon's Idempotency-Key hour is counted from it.
+    """
+    now = db_now()
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
     with transaction.atomic():
         # Renewing the lease locks the row, so this and the sweeper's "lost before sending" update
@@ -165,7 +172,11 @@ def _log_attempt(delivery: Delivery, task_id: str, worker: str, *, rendered: str
             log.warning("delivery %s: claim taken back before sending; nothing sent", delivery.pk)
             return None
         return DeliveryAttempt.objects.create(
-            delivery=delivery, number=delivery.attempts, worker=worker[:200], task_id=task_id[:200]
+            delivery=delivery,
+            number=delivery.attempts,
+            worker=worker[:200],
+            task_id=task_id[:200],
+            started_at=now,
         )
 
 
@@ -173,7 +184,7 @@ def _record_success(
     delivery: Delivery, attempt: DeliveryAttempt, result: SendResult, started: float, note: str = ""
 ) -> DeliveryAttempt:
     """Log the attempt as sent and the delivery as sent, with the network's id and URL."""
-    now = timezone.now()
+    now = db_now()
     details = json.dumps(result.details, ensure_ascii=False, default=str) if result.details else ""
     # What the network said beyond the id (photo id, per-recipient counts); how a look-up found it.
     attempt.message = redact(" ".join(part for part in (note, details) if part))[:5000]
@@ -229,8 +240,11 @@ def _outcome(exc: DeliveryError) -> str:
 def _record_failure(
     delivery: Delivery, attempt: DeliveryAttempt, exc: DeliveryError, started: float
 ) -> DeliveryAttempt:
-    """Log the failed attempt and move the delivery on by the one retry policy."""
-    now = timezone.now()
+    """Log the failed attempt and move the delivery on by the one retry policy.
+
+    The next attempt's due time is the database's time plus the delay (syndicator/clock.py).
+    """
+    now = db_now()
     message = redact(f"{type(exc).__name__}: {exc}")
     changes: dict = {"last_error": message[:5000], "lease_until": None, "next_attempt_at": None}
     outcome = _outcome(exc)
@@ -308,7 +322,7 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
         error = OutcomeUnknown(f"the network could not tell; {get_adapter(delivery.target).verify_note}")
 
     def still_uncertain() -> DeliveryAttempt:
-        now = timezone.now()
+        now = db_now()
         _finish_attempt(attempt, _outcome(error), started, now, error)
         why = redact(f"looked up: {error}; before: {earlier}")[:5000]
         # `uncertain` too, while this is still its latest attempt: the sweeper took a slow look-up
@@ -334,8 +348,10 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     """Settle lost sends; re-enqueue due retries and stranded deliveries; enqueue look-ups.
 
     Runs on beat every few seconds: with it, no delivery depends on a broker message surviving.
+    Leases and due times are compared with the database's clock (syndicator/clock.py), the one
+    the workers wrote them by: a sweeper whose own clock is fast takes no live send for lost.
     """
-    now = now or timezone.now()
+    now = now or db_now()
     requeued_lost, lost = settle_lost_sends(now)
     stale = now - timedelta(seconds=settings.SYNDICATOR_STRANDED_AFTER)
     not_recently_sent = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale)

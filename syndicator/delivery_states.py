@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
+from syndicator.clock import Now
 from syndicator.models import Delivery
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def move(
     *,
     where: Q | None = None,
     only_from: tuple[str, ...] | None = None,
-    now: datetime | None = None,
+    now: datetime | Now | None = None,
     **changes: Any,
 ) -> int:
     """Move the delivery (an id) or deliveries (a queryset) by an event; how many moved.
@@ -112,7 +112,9 @@ def move(
     One UPDATE, conditional on the row being in one of the event's from-statuses (narrowed to
     ``only_from``, which must lie within them) and on ``where`` (a lease, an attempt number):
     a row that another process moved first is left alone, and the caller learns it from the 0.
-    ``changes`` are the other columns the move sets; ``updated_at`` is set to ``now``.
+    ``changes`` are the other columns the move sets; ``updated_at`` is set to ``now``, by default
+    the database's clock in the UPDATE itself (syndicator/clock.py: the sweeper and the look-ups
+    compare it with their own "now", which is the database's too).
     """
     transition = TRANSITIONS[event]
     if "status" in changes:
@@ -126,7 +128,7 @@ def move(
     queryset = queryset.filter(status__in=sources)
     if where is not None:
         queryset = queryset.filter(where)
-    changes.setdefault("updated_at", now or timezone.now())
+    changes.setdefault("updated_at", Now() if now is None else now)
     moved = queryset.update(status=transition.to, **changes)
     if moved:
         target = f"delivery {rows}" if isinstance(rows, int) else f"{moved} deliveries"

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Iterable
 
 from django.db import transaction
-from django.utils import timezone
 
+from syndicator.clock import Now
 from syndicator.errors import UserError
 from syndicator.models import Delivery, Post, Target
 from syndicator.redact import redact
@@ -99,5 +99,6 @@ def enqueue(pairs: Iterable[tuple[int, str]]) -> int:
     except Exception as exc:  # kombu raises many classes for a broker that is away
         log.warning("broker unavailable, %d deliveries wait for the sweeper: %s", len(sent), redact(str(exc)))
     if sent:
-        Delivery.objects.filter(pk__in=sent).update(enqueued_at=timezone.now())
+        # The database's time, which the sweeper compares with its own (syndicator/clock.py).
+        Delivery.objects.filter(pk__in=sent).update(enqueued_at=Now())
     return len(sent)

@@ -30,6 +30,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Count, Exists, F, Max, Min, OuterRef, Q
 from django.utils import timezone
 
+from syndicator.clock import db_now
 from syndicator.delivery_states import Event, move
 from syndicator.models import Delivery, DeliveryAttempt, Target
 from syndicator.redact import redact
@@ -151,9 +152,10 @@ def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "")
 
     Only once the delivery has been uncertain for SYNDICATOR_VERIFY_AFTER (see due_verifications),
     whoever sent the message. The claim and its log row are one transaction, so a look-up lost with
-    its worker is never mistaken for a send that had not started (and so never requeued).
+    its worker is never mistaken for a send that had not started (and so never requeued). "Settled"
+    and the lease are the database's time (syndicator/clock.py), as the sweeper reads them.
     """
-    now = timezone.now()
+    now = db_now()
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
     settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
     eligible = Delivery.objects.filter(unverified(), ACTIVE_TARGET, pk=delivery_id, updated_at__lte=settled)
@@ -174,6 +176,7 @@ def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "")
             kind=Kind.LOOKUP,
             worker=worker[:200],
             task_id=task_id[:200],
+            started_at=now,
         )
 
 
@@ -256,7 +259,7 @@ def pause_reason(target: Target, last_error: str, *, now: datetime | None = None
     The policy: at least ``failures`` failed attempts and no success for at least ``seconds``,
     both counted since the target's last resume (see failing_streak).
     """
-    now = now or timezone.now()
+    now = now or db_now()  # the attempts' times are the database's (syndicator/clock.py)
     policy = settings.SYNDICATOR_TARGET_PAUSE_AFTER
     streak = failing_streak(target)
     if streak is None or streak.count < policy["failures"]:

@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syndicator import feeds, rhythm
+from syndicator.clock import Now
 from syndicator.delivery import enqueue, queue_name, target_matches
 from syndicator.errors import FeedError
 from syndicator.models import Delivery, Feed, Post, PushSubscription, Target
@@ -225,7 +226,7 @@ def _enqueue_chains(chains: dict[tuple[int, str], list[int]]) -> None:
             )
             continue
         # What delivery.enqueue records: the sweeper leaves them to the chain for a while.
-        Delivery.objects.filter(pk__in=ids).update(enqueued_at=timezone.now())
+        Delivery.objects.filter(pk__in=ids).update(enqueued_at=Now())
 
 
 def _unseen(feed: Feed, parsed: feeds.ParsedFeed) -> tuple[list[feeds.ParsedItem], dict[str, int]]:

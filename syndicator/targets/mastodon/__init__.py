@@ -31,6 +31,7 @@ import httpx
 from django.conf import settings
 from django.utils import timezone
 
+from syndicator.clock import db_now
 from syndicator.errors import (
     DeliveryError,
     OutcomeUnknown,
@@ -184,7 +185,10 @@ class MastodonAdapter(HttpAdapter):
         raise OutcomeUnknown saying so; the delivery waits for an admin.
         """
         since = maybe_posted_since(delivery)
-        if since is not None and timezone.now() - since > timedelta(seconds=IDEMPOTENCY_WINDOW):
+        # The attempt's start is the database's time, and so is "now" here (syndicator/clock.py):
+        # a worker whose clock runs behind must not re-send past the key's hour.
+        now = db_now()
+        if since is not None and now - since > timedelta(seconds=IDEMPOTENCY_WINDOW):
             started = timezone.localtime(since).strftime("%Y-%m-%d %H:%M:%S %Z")
             raise OutcomeUnknown(
                 f"Mastodon: not re-sent: the attempt that may have posted started at {started}, more than "
@@ -194,7 +198,7 @@ class MastodonAdapter(HttpAdapter):
         try:
             result = self.send(self.render(delivery), delivery)
         except DeliveryError as exc:
-            until = timezone.localtime((since or timezone.now()) + timedelta(seconds=IDEMPOTENCY_WINDOW))
+            until = timezone.localtime((since or now) + timedelta(seconds=IDEMPOTENCY_WINDOW))
             raise type(exc)(
                 f"re-sending under the same Idempotency-Key failed: {exc}; an admin's retry before "
                 f"{until:%H:%M %Z} is still safe (same key), later it could post twice",
