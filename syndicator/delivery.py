@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
+from syndicator import waiting
 from syndicator.clock import Now, db_now
 from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API callers use)
     cancel,
@@ -362,11 +363,13 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
             | Q(status=Status.QUEUED) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         )
         .order_by("created_at")
-        .values_list("pk", "target__kind")[:SWEEP_BATCH]
+        .values_list("pk", "target__kind", "enqueued_at")[:SWEEP_BATCH]
     )
-    requeued = enqueue(list(due))
+    # Only messages that are really lost: in a backlog they wait in the broker, and re-sending them
+    # every STRANDED_AFTER piled copies there (syndicator/waiting.py).
+    requeued = enqueue(waiting.lost(list(due)))
     # A look-up goes through its target's queue like a send: a slow network never stalls the sweeper.
-    verifying = enqueue(due_verifications(now, not_recently_sent))
+    verifying = enqueue(waiting.lost(due_verifications(now, not_recently_sent)))
     counts = {"uncertain": lost, "requeued_lost": requeued_lost, "enqueued": requeued, "verifying": verifying}
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))

@@ -180,8 +180,8 @@ def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "")
         )
 
 
-def due_verifications(now: datetime, not_recently_sent: Q) -> list[tuple[int, str]]:
-    """(delivery id, kind) of uncertain deliveries to look up now: settled for SYNDICATOR_VERIFY_AFTER.
+def due_verifications(now: datetime, not_recently_sent: Q) -> list[tuple[int, str, datetime | None]]:
+    """(id, kind, enqueued_at) of uncertain deliveries to look up now: settled for VERIFY_AFTER.
 
     The wait gives the network time to show a post whose answer was lost (a timeout often means
     it is still being made).
@@ -190,7 +190,7 @@ def due_verifications(now: datetime, not_recently_sent: Q) -> list[tuple[int, st
     return list(
         Delivery.objects.filter(unverified(), ACTIVE_TARGET, not_recently_sent, updated_at__lte=settled)
         .order_by("updated_at")
-        .values_list("pk", "target__kind")[:BATCH]
+        .values_list("pk", "target__kind", "enqueued_at")[:BATCH]
     )
 
 

@@ -246,7 +246,8 @@ SYNDICATOR_SWEEP_INTERVAL = float(os.environ.get("SYNDICATOR_SWEEP_INTERVAL", 5)
 SYNDICATOR_HEARTBEAT_INTERVAL = float(os.environ.get("SYNDICATOR_HEARTBEAT_INTERVAL", 30))
 # A delivery in `sending` for longer than this was lost with its worker: it becomes `uncertain`.
 SYNDICATOR_SEND_LEASE = float(os.environ.get("SYNDICATOR_SEND_LEASE", CELERY_TASK_TIME_LIMIT + 30))
-# A `queued` delivery whose message was sent this long ago and never claimed is sent again.
+# A `queued` delivery whose message was sent this long ago and never claimed is looked for in the
+# broker, and sent again only if its message is not there (syndicator/waiting.py).
 SYNDICATOR_STRANDED_AFTER = float(os.environ.get("SYNDICATOR_STRANDED_AFTER", 60))
 # An uncertain delivery of a target that can look its posts up (Adapter.verify) is looked up once,
 # this many seconds after it became uncertain: a timed-out post is often still being made.

@@ -1,0 +1,106 @@
+"""The sweeper re-sends only task messages that are really lost (syndicator/waiting.py; issue 15,
+item 10), counted in the real Redis broker the tests publish to, with no worker consuming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from django.conf import settings
+
+from syndicator import delivery as deliveries
+from syndicator.clock import db_now
+from syndicator.models import Delivery, Feed, Post, Target
+from syndicator.targets.registry import queue_name
+from tests.conftest import TEST_BROKER_URL
+
+pytestmark = pytest.mark.django_db
+
+N = 12
+QUEUE = queue_name("outbox")
+
+
+@pytest.fixture
+def broker(celery_app) -> Iterator[tuple[redis.Redis, str]]:
+    """This machine's Redis and the outbox queue's list key (kombu's Redis transport: one list per
+    queue, under the test session's key prefix), emptied before and after."""
+    client = redis.Redis.from_url(TEST_BROKER_URL)
+    key = celery_app.conf.broker_transport_options.get("global_keyprefix", "") + QUEUE
+    client.delete(key)
+    yield client, key
+    client.delete(key)
+
+
+def backlog(count: int) -> list[Delivery]:
+    feed = Feed.objects.create(url="https://news.example/feed", enabled=False)
+    target = Target.objects.create(name="out", kind="outbox", settings={"format": "telegram"})
+    return [
+        Delivery.objects.create(
+            post=Post.objects.create(
+                feed=feed, guid=f"g-{n}", url=f"https://news.example/{n}", title="A story"
+            ),
+            target=target,
+        )
+        for n in range(count)
+    ]
+
+
+def sweeps_later(times: int) -> list[dict[str, int]]:
+    """Sweep as the sweeper would over ``times`` × SYNDICATOR_STRANDED_AFTER with no worker running."""
+    step = timedelta(seconds=settings.SYNDICATOR_STRANDED_AFTER + 1)
+    start = db_now()
+    return [deliveries.sweep(now=start + step * (n + 1)) for n in range(times)]
+
+
+def test_a_backlog_keeps_one_message_per_delivery_through_many_sweeps(broker):
+    client, key = broker
+    waiting = backlog(N)
+    assert deliveries.enqueue((d.pk, "outbox") for d in waiting) == N
+    assert client.llen(key) == N
+
+    counts = sweeps_later(5)
+
+    assert client.llen(key) == N, "messages waiting behind others are not lost: no copies"
+    assert [c["enqueued"] for c in counts] == [0] * 5
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
+
+
+def test_a_message_really_lost_from_the_broker_is_sent_again(broker):
+    client, key = broker
+    waiting = backlog(N)
+    deliveries.enqueue((d.pk, "outbox") for d in waiting)
+    client.lpop(key)  # the newest message: the last delivery's (kombu pushes left, pops right)
+
+    [first, *later] = sweeps_later(3)
+
+    assert first["enqueued"] == 1 and [c["enqueued"] for c in later] == [0, 0]
+    assert client.llen(key) == N, "the lost one is back, the others were not copied"
+    # And the message that came back is the lost delivery's: run it and it is the one sent.
+    deliveries.attempt_delivery(waiting[-1].pk)
+    assert Delivery.objects.get(pk=waiting[-1].pk).status == "sent"
+
+
+def test_a_whole_queue_lost_is_sent_again_once(broker):
+    client, key = broker
+    deliveries.enqueue((d.pk, "outbox") for d in backlog(N))
+    client.delete(key)  # a broker that restarted without its data
+
+    counts = sweeps_later(3)
+
+    assert [c["enqueued"] for c in counts] == [N, 0, 0] and client.llen(key) == N
+
+
+def test_the_later_links_of_a_waiting_chain_are_not_lost(broker):
+    from syndicator.watch import _enqueue_chains
+
+    client, key = broker
+    ordered = backlog(4)
+    target = ordered[0].target
+    _enqueue_chains({(target.pk, "outbox"): [d.pk for d in ordered]})
+    assert client.llen(key) == 1, "one message carries the chain"
+
+    counts = sweeps_later(3)
+
+    assert [c["enqueued"] for c in counts] == [0, 0, 0] and client.llen(key) == 1
