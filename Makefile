@@ -39,6 +39,7 @@ run: $(STAMP)
 ## then, on its own and last, the fault test that stops this machine's PostgreSQL for a few seconds
 test: $(STAMP)
 	scripts/ensure-chromium
+	scripts/ensure-faketime
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
 		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "not long and not faults_pg_stop"
 	TEST_BROKER_URL=$(TEST_BROKER_URL) SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-sqlite \
@@ -49,6 +50,7 @@ test: $(STAMP)
 ## test-long: everything, including the full-size load runs (the PostgreSQL stop last, on its own)
 test-long: $(STAMP)
 	scripts/ensure-chromium
+	scripts/ensure-faketime
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
 		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "not faults_pg_stop"
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
