@@ -3,6 +3,7 @@ item 10), counted in the real Redis broker the tests publish to, with no worker 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -14,6 +15,7 @@ from syndicator import delivery as deliveries
 from syndicator.clock import db_now
 from syndicator.models import Delivery, Feed, Post, Target
 from syndicator.targets.registry import queue_name
+from syndicator.waiting import _deliveries
 from tests.conftest import TEST_BROKER_URL
 
 pytestmark = pytest.mark.django_db
@@ -33,18 +35,27 @@ def broker(celery_app) -> Iterator[tuple[redis.Redis, str]]:
     client.delete(key)
 
 
+def carried(client: redis.Redis, key: str) -> Counter[int]:
+    """How many task messages in the queue would run each delivery (a chain's links included)."""
+    return Counter(pk for raw in client.lrange(key, 0, -1) for pk in _deliveries(raw))
+
+
 def backlog(count: int) -> list[Delivery]:
+    """Deliveries whose messages went out one by one (separate polls), and wait in the broker."""
     feed = Feed.objects.create(url="https://news.example/feed", enabled=False)
     target = Target.objects.create(name="out", kind="outbox", settings={"format": "telegram"})
-    return [
+    made = [
         Delivery.objects.create(
             post=Post.objects.create(
-                feed=feed, guid=f"g-{n}", url=f"https://news.example/{n}", title="A story"
+                feed=feed, guid=f"g-{n}", url=f"https://news.example/{n}", title="Story"
             ),
             target=target,
         )
         for n in range(count)
     ]
+    for delivery in made:
+        assert deliveries.enqueue([(delivery.pk, "outbox")]) == 1
+    return made
 
 
 def sweeps_later(times: int) -> list[dict[str, int]]:
@@ -57,12 +68,12 @@ def sweeps_later(times: int) -> list[dict[str, int]]:
 def test_a_backlog_keeps_one_message_per_delivery_through_many_sweeps(broker):
     client, key = broker
     waiting = backlog(N)
-    assert deliveries.enqueue((d.pk, "outbox") for d in waiting) == N
     assert client.llen(key) == N
 
     counts = sweeps_later(5)
 
     assert client.llen(key) == N, "messages waiting behind others are not lost: no copies"
+    assert carried(client, key) == Counter({d.pk: 1 for d in waiting})
     assert [c["enqueued"] for c in counts] == [0] * 5
     assert set(Delivery.objects.values_list("status", flat=True)) == {"queued"}
 
@@ -70,13 +81,12 @@ def test_a_backlog_keeps_one_message_per_delivery_through_many_sweeps(broker):
 def test_a_message_really_lost_from_the_broker_is_sent_again(broker):
     client, key = broker
     waiting = backlog(N)
-    deliveries.enqueue((d.pk, "outbox") for d in waiting)
     client.lpop(key)  # the newest message: the last delivery's (kombu pushes left, pops right)
 
     [first, *later] = sweeps_later(3)
 
     assert first["enqueued"] == 1 and [c["enqueued"] for c in later] == [0, 0]
-    assert client.llen(key) == N, "the lost one is back, the others were not copied"
+    assert carried(client, key) == Counter({d.pk: 1 for d in waiting}), "the lost one is back, once"
     # And the message that came back is the lost delivery's: run it and it is the one sent.
     deliveries.attempt_delivery(waiting[-1].pk)
     assert Delivery.objects.get(pk=waiting[-1].pk).status == "sent"
@@ -84,23 +94,39 @@ def test_a_message_really_lost_from_the_broker_is_sent_again(broker):
 
 def test_a_whole_queue_lost_is_sent_again_once(broker):
     client, key = broker
-    deliveries.enqueue((d.pk, "outbox") for d in backlog(N))
+    waiting = backlog(N)
     client.delete(key)  # a broker that restarted without its data
 
     counts = sweeps_later(3)
 
-    assert [c["enqueued"] for c in counts] == [N, 0, 0] and client.llen(key) == N
+    assert [c["enqueued"] for c in counts] == [N, 0, 0]
+    assert carried(client, key) == Counter({d.pk: 1 for d in waiting})
 
 
-def test_the_later_links_of_a_waiting_chain_are_not_lost(broker):
-    from syndicator.watch import _enqueue_chains
+def test_the_later_links_of_a_waiting_chain_are_not_lost(broker, celery_app):
+    from celery import chain
+
+    from syndicator.dispatch import DELIVER_TASK
 
     client, key = broker
-    ordered = backlog(4)
-    target = ordered[0].target
-    _enqueue_chains({(target.pk, "outbox"): [d.pk for d in ordered]})
-    assert client.llen(key) == 1, "one message carries the chain"
+    feed = Feed.objects.create(url="https://news.example/feed", enabled=False)
+    target = Target.objects.create(name="out", kind="outbox", settings={"format": "telegram"})
+    ordered = [
+        Delivery.objects.create(
+            post=Post.objects.create(
+                feed=feed, guid=f"g-{n}", url=f"https://news.example/{n}", title="Story"
+            ),
+            target=target,
+        )
+        for n in range(4)
+    ]
+    # One target's deliveries one after the other: one message carries the later links.
+    links = [celery_app.signature(DELIVER_TASK, args=[d.pk], queue=QUEUE, immutable=True) for d in ordered]
+    chain(*links).apply_async()
+    Delivery.objects.update(enqueued_at=db_now())
+    assert client.llen(key) == 1
 
     counts = sweeps_later(3)
 
     assert [c["enqueued"] for c in counts] == [0, 0, 0] and client.llen(key) == 1
+    assert carried(client, key) == Counter({d.pk: 1 for d in ordered})
