@@ -108,9 +108,10 @@ def target_rows(now: datetime | None = None) -> list[TargetRow]:
         for period, start in starts.items()
         for status in COUNTED
     }
-    aggregates["waiting"] = Count("deliveries", filter=Q(deliveries__status__in=WAITING))
+    waiting_count = Count("deliveries", filter=Q(deliveries__status__in=WAITING))
     rows = []
-    for target in Target.objects.annotate(**aggregates).order_by("name"):
+    # waiting as a keyword: the type checker then knows target.waiting (the others are by getattr).
+    for target in Target.objects.annotate(waiting=waiting_count, **aggregates).order_by("name"):
 
         def cell(period: str, status: str, target: Target = target) -> Cell:
             url = log_url(target__id__exact=target.pk, status__exact=status, period=period)
@@ -149,8 +150,15 @@ def waiting_reason(target: Target) -> str:
             .only("next_attempt_at", "last_error")
             .first()
         )
-        when = f", next at {timezone.localtime(retry.next_attempt_at):%H:%M}" if retry.next_attempt_at else ""
-        parts.append(f"{by_status[Status.RETRYING]} retrying after an error{when}: {retry.last_error[:120]}")
+        if retry is not None:  # None when it has moved on since the count
+            when = (
+                f", next at {timezone.localtime(retry.next_attempt_at):%H:%M}"
+                if retry.next_attempt_at
+                else ""
+            )
+            parts.append(
+                f"{by_status[Status.RETRYING]} retrying after an error{when}: {retry.last_error[:120]}"
+            )
     if by_status.get(Status.SENDING):
         parts.append(f"{by_status[Status.SENDING]} being sent now")
     if by_status.get(Status.QUEUED):
@@ -170,7 +178,7 @@ def latest_posts(limit: int = LATEST_POSTS) -> list[Post]:
         latest: dict[int, Delivery] = {}
         for delivery in post.deliveries.all():
             latest.setdefault(delivery.target_id, delivery)
-        post.latest = list(latest.values())
+        post.latest = list(latest.values())  # type: ignore[attr-defined]  # for the page only, not a field
     return posts
 
 
@@ -229,7 +237,7 @@ def liveness(now: datetime | None = None) -> Liveness:
     beat = Heartbeat.objects.filter(name=WORKER).first()
     beat_age = now - beat.beat_at if beat else None
     stale = timedelta(seconds=settings.SYNDICATOR_HEARTBEAT_INTERVAL * HEARTBEAT_STALE_AFTER)
-    if beat is None:
+    if beat is None or beat_age is None:  # both or neither
         ok, note = (
             False,
             "no worker has reported yet: is `celery worker --beat` (or `syndicator run`) running?",

@@ -39,6 +39,7 @@ import re
 import smtplib
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.core.mail.utils import DNS_NAME
 
@@ -52,6 +53,9 @@ from syndicator.errors import (
 )
 from syndicator.redact import redact
 from syndicator.targets.faults import ErrorTable, Rule, as_delivery_error
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 ENHANCED_CODE = re.compile(r"\s*([245]\.\d{1,3}\.\d{1,3})\b")
@@ -174,30 +178,30 @@ class Outcome:
     slow_down: bool = False
 
 
-class _Tracked:
+class TrackedSMTP(smtplib.SMTP):
     """smtplib's client, noting when the final "." of DATA has gone out: after it, a lost reply
     leaves the outcome unknown (TARGETS.md §4); before it, nothing was delivered."""
 
     payload_sent = False
 
-    def send(self, s: bytes | str) -> None:
-        super().send(s)  # type: ignore[misc]
+    def send(self, s: ReadableBuffer | str) -> None:
+        super().send(s)
         if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):  # only data() sends bytes
             self.payload_sent = True
 
 
-class _SMTP(_Tracked, smtplib.SMTP):
+class _SMTP(TrackedSMTP, smtplib.SMTP):
     pass
 
 
-class _SMTPS(_Tracked, smtplib.SMTP_SSL):
+class _SMTPS(TrackedSMTP, smtplib.SMTP_SSL):
     pass
 
 
-def open_session(server: Server, password: str) -> smtplib.SMTP:
+def open_session(server: Server, password: str) -> TrackedSMTP:
     """A session past EHLO, STARTTLS or TLS, and AUTH; failures mapped by ``connection_error``."""
     context = ssl.create_default_context(cafile=server.ca_file or None) if server.security != "none" else None
-    smtp: smtplib.SMTP | None = None
+    smtp: TrackedSMTP | None = None
     try:
         if server.security == "tls":  # TLS from the first byte (RFC 8314)
             smtp = _SMTPS(
