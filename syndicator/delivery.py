@@ -132,8 +132,8 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
         error = exc if isinstance(exc, DeliveryError) else PermanentError(f"rendering failed: {exc!r}")
         if error is not exc:
             log.exception("delivery %s: rendering failed", delivery_id)
-        attempt = _log_attempt(delivery, task_id, worker, rendered="")
-        return durably(lambda: _record_failure(delivery, attempt, error, started)) if attempt else None
+        failed = _log_attempt(delivery, task_id, worker, rendered="")
+        return durably(lambda: _record_failure(delivery, failed, error, started)) if failed else None
     # The attempt row is the mark that a request may leave: the sweeper puts a lost claim without
     # one back in the queue, and treats one with it as uncertain.
     attempt = _log_attempt(delivery, task_id, worker, rendered=message.as_log_text())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -164,7 +165,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # One retry policy, as data: delay before attempt n+1 is backoff[n-1] (the last entry repeats),
 # times a random factor in [1 - jitter, 1 + jitter], at least a rate limit's retry_after, at most
 # max_delay; after max_attempts the delivery is failed.
-SYNDICATOR_RETRY = {
+SYNDICATOR_RETRY: dict[str, Any] = {
     "backoff": _env_float_list("SYNDICATOR_RETRY_BACKOFF", [10, 60, 300, 1800, 7200, 21600]),
     "jitter": float(os.environ.get("SYNDICATOR_RETRY_JITTER", 0.2)),
     "max_attempts": int(os.environ.get("SYNDICATOR_RETRY_MAX_ATTEMPTS", 8)),

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -28,14 +28,14 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_token(user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
+def create_token(user: User, name: str = "") -> tuple[ApiToken, str]:
     """Make a token for a user; return the row and the token itself, which is never shown again."""
     token = PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.objects.create(user=user, name=name[:100], key_hash=hash_token(token))
     return row, token
 
 
-def user_for_token(token: str) -> AbstractBaseUser | None:
+def user_for_token(token: str) -> User | None:
     """The active user an unrevoked token belongs to, or None; records when it was last used."""
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
@@ -60,7 +60,7 @@ def bearer_token(request: HttpRequest) -> str | None:
     return token.strip() or None
 
 
-def request_user(request: HttpRequest) -> AbstractBaseUser | None:
+def request_user(request: HttpRequest) -> User | None:
     """Who a request comes from: a bearer token's user, else the logged-in session's, else None."""
     if (token := bearer_token(request)) is not None:
         return user_for_token(token)

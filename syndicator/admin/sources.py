@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from syndicator import decisions
 from syndicator.admin.common import badge, require_change
 from syndicator.admin.target_form import (
+    TargetFormBase,
     changed_templates,
     check_syntax,
     render_preview,
@@ -219,7 +220,7 @@ class TargetAdmin(admin.ModelAdmin):
     def _kind(self, request: HttpRequest, obj: Target | None) -> str:
         return obj.kind if obj else request.POST.get("kind") or request.GET.get("kind") or ""
 
-    def _form_class(self, request: HttpRequest, obj: Target | None) -> type:
+    def _form_class(self, request: HttpRequest, obj: Target | None) -> type[TargetFormBase]:
         kind = self._kind(request, obj)
         fmt = obj.message_format if obj else ""
         return target_form(kind, fmt, with_templates=obj is not None)
@@ -369,6 +370,7 @@ class TargetAdmin(admin.ModelAdmin):
         except PermanentError as exc:
             return JsonResponse({"ok": False, "error": str(exc)})
         subject_max = text_rules(fmt).subject_max
+        limit: int | None
         if subject_max is not None:  # the subject is what has a limit; the body has none
             length, limit = len(message.subject), subject_max
         else:
