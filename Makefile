@@ -54,9 +54,11 @@ test-long: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
 		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m faults_pg_stop
 
+## lint: ruff (rules and format), then mypy as `make typecheck` runs it; CI (.ci/run) runs this
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## typecheck: mypy with django-stubs over syndicator/ and tasks/ ([tool.mypy] in pyproject.toml)
 typecheck: $(STAMP)
