@@ -54,6 +54,12 @@ app.conf.beat_schedule = {
         "schedule": settings.SYNDICATOR_SWEEP_INTERVAL,
         "options": {"expires": settings.SYNDICATOR_SWEEP_INTERVAL},
     },
+    # Daily: a prune is idempotent and cheap when there is nothing new to prune.
+    "prune-history": {
+        "task": "tasks.maintenance.prune_history",
+        "schedule": 86400,
+        "options": {"expires": 3600},
+    },
 }
 
 

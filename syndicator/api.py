@@ -41,6 +41,7 @@ from syndicator.health import feed_health, target_health
 from syndicator.management.commands.log import delivery_row
 from syndicator.models import Delivery, Feed, Post, Target
 from syndicator.reposting import choose_targets, text_problems
+from syndicator.throttle import Throttled
 from syndicator.tokens import bearer_token, request_user, user_for_token
 
 
@@ -48,8 +49,9 @@ class TokenAuth(HttpBearer):
     """``Authorization: Bearer <token>``, a token made by ``syndicator tokens create``."""
 
     def authenticate(self, request: HttpRequest, token: str) -> AbstractBaseUser | None:
-        """The token's user, or None (revoked, unknown, or the user is inactive)."""
-        return user_for_token(token)
+        """The token's user, or None (revoked, expired, unknown, for /metrics only, or the user is
+        inactive); past too many bad tokens from one address, Throttled (429)."""
+        return user_for_token(token, request)
 
 
 class SessionAuth(APIKeyCookie):
@@ -275,7 +277,7 @@ def health(request: HttpRequest) -> Status:
         return Status(503, {"detail": f"the database does not answer: {type(exc).__name__}"})
     user = request_user(request)
     if user is None and bearer_token(request) is not None:
-        return Status(401, {"detail": "the token is unknown or revoked"})
+        return Status(401, {"detail": "the token is unknown, revoked or expired"})
     if user is None or not user.has_perms(["syndicator.view_feed", "syndicator.view_target"]):
         return Status(200, {"status": "ok"})
     return Status(200, {"status": "ok", **health_details()})
@@ -308,6 +310,14 @@ def invalid_request(request: HttpRequest, exc: ValidationError) -> HttpResponse:
         problems.append(f"{'.'.join(loc)}: {error.get('msg', '')}")
     detail = "invalid request: " + "; ".join(problems[:5])
     return api.create_response(request, {"detail": detail, "errors": exc.errors}, status=422)
+
+
+@api.exception_handler(Throttled)
+def throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    """429 with Retry-After: too many bad tokens from this address (syndicator.throttle)."""
+    response = api.create_response(request, {"detail": str(exc)}, status=429)
+    response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @api.exception_handler(DatabaseError)

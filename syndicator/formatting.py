@@ -42,7 +42,8 @@ from markupsafe import Markup
 
 from syndicator.errors import PermanentError
 from syndicator.feeds import clean_html
-from syndicator.sandbox import Sandbox
+from syndicator.sandbox import Sandbox, time_limit
+from syndicator.sandbox import render as render_bounded
 from syndicator.targets.registry import formats, text_rules
 from syndicator.textrules import (
     CONTROL_CHARS,
@@ -87,6 +88,7 @@ class Message:
         return self.text
 
 
+@time_limit  # one deadline for all the renderings of one message (syndicator.sandbox)
 def render_message(
     post: Any,
     fmt: str,
@@ -284,7 +286,7 @@ def template_renderer(
         for key in ("title", "summary", "content_text") if mark else ():
             values[key] = mark_rtl_lines(values[key])
         try:
-            text = template.render(values)
+            text = render_bounded(template, values)
         except Exception as exc:  # template code is admin input: any failure in it is a template error
             raise PermanentError(f"message template {label} failed: {type(exc).__name__}: {exc}") from exc
         if not tidy:

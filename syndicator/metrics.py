@@ -8,6 +8,7 @@ therefore counts of rows, exact and restart-proof.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -17,18 +18,20 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from syndicator.health import feed_health, target_health
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Target
-from syndicator.tokens import bearer_token, user_for_token
+from syndicator.models import ApiToken, Delivery, DeliveryAttempt, Feed, Target
+from syndicator.throttle import Throttled
+from syndicator.tokens import bearer_token, token_for
 
-# Deliveries sent within this window feed the first-seen-to-sent histogram.
+# Deliveries sent within this window feed the first-seen-to-sent quantiles.
 LATENCY_WINDOW = timedelta(hours=24)
-# Seconds from a post being first seen to its delivery being sent: a poll interval, a few retries,
-# up to a rate limit's or an outage's hours.
-LATENCY_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+# Exported as gauges, one per quantile ("1" is the slowest): a sliding window's counts fall as
+# deliveries leave it, so as a histogram its buckets and _count would go down and rate() over
+# them would be wrong; a gauge may go down. The query reads the window only (delivery_sent_auto).
+LATENCY_QUANTILES = (0.5, 0.9, 0.99, 1.0)
 
 
 NOT_ATTEMPTS = (DeliveryAttempt.Outcome.RETRIED, DeliveryAttempt.Outcome.CANCELLED)
@@ -44,7 +47,7 @@ class DatabaseCollector(Collector):
         yield self.oldest_queued()
         yield from self.feeds()
         yield self.targets()
-        yield self.latency()
+        yield from self.latency()
 
     def deliveries(self) -> Metric:
         by_target = GaugeMetricFamily(
@@ -120,7 +123,7 @@ class DatabaseCollector(Collector):
             family.add_metric([target.name, verdict.state], 1 if verdict.ok else 0)
         return family
 
-    def latency(self) -> Metric:
+    def latency(self) -> Iterator[Metric]:
         """Seconds from a post first seen to its automatic delivery sent, over the recent window.
 
         Manual reposts are left out: they are sent whenever an editor asks, not late.
@@ -130,16 +133,25 @@ class DatabaseCollector(Collector):
             status=Delivery.Status.SENT, origin=Delivery.Origin.AUTO, sent_at__gte=since
         ).values_list("sent_at", "post__first_seen_at")
         # sent_at__gte leaves out NULLs; the test tells the type checker so.
-        seconds = [max((sent - seen).total_seconds(), 0.0) for sent, seen in rows if sent is not None]
-        buckets = [(str(float(le)), sum(1 for s in seconds if s <= le)) for le in LATENCY_BUCKETS]
-        buckets.append(("+Inf", len(seconds)))
-        return HistogramMetricFamily(
+        seconds = sorted(max((sent - seen).total_seconds(), 0.0) for sent, seen in rows if sent is not None)
+        hours = int(LATENCY_WINDOW.total_seconds() // 3600)
+        quantiles = GaugeMetricFamily(
             "syndicator_post_to_sent_seconds",
-            f"Seconds from a post first seen to its delivery sent (automatic, sent in the last "
-            f"{int(LATENCY_WINDOW.total_seconds() // 3600)} h).",
-            buckets=buckets,
-            sum_value=sum(seconds),
+            f"Seconds from a post first seen to its automatic delivery sent: quantiles (nearest rank; "
+            f'quantile="1" is the slowest) of the deliveries sent in the last {hours} h.',
+            labels=["quantile"],
         )
+        for q in LATENCY_QUANTILES if seconds else ():
+            quantiles.add_metric([f"{q:g}"], seconds[max(math.ceil(q * len(seconds)) - 1, 0)])
+        yield quantiles
+        yield GaugeMetricFamily(
+            "syndicator_post_to_sent_window_deliveries",
+            f"Automatic deliveries sent in the last {hours} h (what the quantiles are over).",
+            value=len(seconds),
+        )
+
+
+PERMISSION = "syndicator.view_metrics"  # the Admins role's, not the Editors'
 
 
 def allowed(request: HttpRequest) -> tuple[bool, int]:
@@ -147,20 +159,30 @@ def allowed(request: HttpRequest) -> tuple[bool, int]:
     if settings.SYNDICATOR_METRICS_PUBLIC:
         return True, 200
     if (token := bearer_token(request)) is not None:
-        return (user_for_token(token) is not None), 401
+        row = token_for(token, request)
+        if row is None:
+            return False, 401
+        return row.scope == ApiToken.Scope.METRICS or row.user.has_perm(PERMISSION), 403
     user = request.user
     if not user.is_authenticated:
         return False, 401
-    return user.is_staff, 403
+    return user.has_perm(PERMISSION), 403
 
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The metrics, for a staff session, a token, or anyone when SYNDICATOR_METRICS_PUBLIC is set."""
-    ok, status = allowed(request)
+    """The metrics, for an admin's session or token, a metrics token, or anyone when
+    SYNDICATOR_METRICS_PUBLIC is set."""
+    try:
+        ok, status = allowed(request)
+    except Throttled as exc:
+        response = HttpResponse(f"{exc}\n", status=429, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(exc.retry_after)
+        return response
     if not ok:
         response = HttpResponse(
-            "metrics need an API token (Authorization: Bearer) or a staff login\n",
+            "metrics need the admin role: an admin's login or API token, or a token made with "
+            "`syndicator tokens create USER --scope metrics`\n",
             status=status,
             content_type="text/plain; charset=utf-8",
         )

@@ -166,7 +166,17 @@ class Delivery(models.Model):
                 fields=["post", "target"], condition=Q(origin="auto"), name="delivery_unique_auto"
             )
         ]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due"),
+            # health.target_health's "failed or uncertain in the last day": a range, not the history.
+            models.Index(fields=["target", "status", "updated_at"], name="delivery_target_status_upd"),
+            # /metrics latency: the automatic deliveries sent in the last day.
+            models.Index(
+                fields=["sent_at"], condition=Q(status="sent", origin="auto"), name="delivery_sent_auto"
+            ),
+        ]
+        # The Admins role has it (every syndicator permission); Editors do not (syndicator.roles).
+        permissions = [("view_metrics", "Can read /metrics")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.post} → {self.target}"
@@ -219,6 +229,12 @@ class DeliveryAttempt(models.Model):
     class Meta:
         ordering = ["delivery_id", "number"]
         constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_unique_number")]
+        indexes = [
+            # target_health reads a target's newest finished attempts, failing_streak those since
+            # its last success, prune those before the retention: each walks this index from the
+            # recent end (or the old end) instead of sorting every attempt of the target.
+            models.Index(fields=["finished_at"], name="attempt_finished"),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome or 'in progress'}"
@@ -295,6 +311,8 @@ class EmailRecipientResult(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["delivery", "subscriber"], name="email_result_unique_recipient")
         ]
+        # retention.prune deletes the results older than SYNDICATOR_RETENTION.
+        indexes = [models.Index(fields=["updated_at"], name="email_result_updated")]
 
     def __str__(self) -> str:
         return f"delivery {self.delivery_id} to {self.subscriber_id}: {self.status}"
@@ -303,6 +321,10 @@ class EmailRecipientResult(models.Model):
 class ApiToken(models.Model):
     """A user's key to the JSON API and /metrics; only its SHA-256 is stored (see syndicator.tokens)."""
 
+    class Scope(models.TextChoices):
+        ALL = "", "the user's role"
+        METRICS = "metrics", "/metrics only"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, blank=True, help_text="What the token is for, e.g. the CMS hook.")
     # The token is shown once, at creation; a leaked database gives no usable key.
@@ -310,6 +332,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Past this instant the token is refused; None: until revoked.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    scope = models.CharField(max_length=20, choices=Scope.choices, blank=True, default=Scope.ALL)
 
     class Meta:
         ordering = ["id"]
@@ -320,7 +345,11 @@ class ApiToken(models.Model):
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
 
 
 class Heartbeat(models.Model):

@@ -2,8 +2,10 @@
 
 Editors read the posts, the delivery log, the feeds and the targets, and repost (a repost adds a
 delivery); they change no feed, target, template, secret name, subscriber or user. Admins have
-every right on syndicator's models, plus users and groups. The admin pages, the API and /metrics
-all decide by these permissions (``user.has_perm``), never by group name.
+every right on syndicator's models (/metrics included), and manage the users who are editors or
+admins: never a superuser (syndicator.admin.accounts), and never the groups or their permissions,
+which only a superuser changes (else an admin could grant the Admins group anything). The admin
+pages, the API and /metrics all decide by these permissions (``user.has_perm``), never by group name.
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ EDITOR_PERMISSIONS = (
     ("syndicator", "add_delivery"),
 )
 ADMIN_AUTH_PERMISSIONS = (
-    *(
-        ("auth", f"{action}_{model}")
-        for model in ("user", "group")
-        for action in ("add", "change", "delete", "view")
-    ),
+    *(("auth", f"{action}_user") for action in ("add", "change", "delete", "view")),
+    ("auth", "view_group"),
     ("auth", "view_permission"),
 )
+# Rights an older version gave the Admins group; ensure_roles takes them back.
+NOT_FOR_ADMINS = (("auth", "add_group"), ("auth", "change_group"), ("auth", "delete_group"))
 
 
 def ensure_roles(apps: Any = global_apps) -> None:
@@ -71,6 +72,7 @@ def ensure_roles(apps: Any = global_apps) -> None:
             *permission_model.objects.filter(content_type__app_label="syndicator"),
             *permissions(ADMIN_AUTH_PERMISSIONS),
         )
+        admins.permissions.remove(*permissions(NOT_FOR_ADMINS))
 
 
 def set_role(user: AbstractUser, role: str) -> None:

@@ -11,6 +11,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 
@@ -35,9 +36,27 @@ def _env_float_list(name: str, default: list[float]) -> list[float]:
 DATA_DIR = Path(os.environ.get("SYNDICATOR_DATA_DIR", "var")).resolve()
 
 
+# Production mode is said, not guessed: SYNDICATOR_ENV=production (docker-compose.yml sets it).
+# Then SECRET_KEY must be given, and be a real one; the embedded default generates its own.
+PRODUCTION = os.environ.get("SYNDICATOR_ENV", "").strip().lower() == "production"
+# Keys that were shipped as examples: with one, anyone can forge unsubscribe links and sessions.
+EXAMPLE_SECRET_KEYS = frozenset({"change-me", "changeme", "secret", "django-insecure"})
+
+
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept in the data dir."""
-    if key := os.environ.get("SECRET_KEY") or os.environ.get("DJANGO_SECRET_KEY"):
+    """SECRET_KEY from the environment, else (not in production) one generated once and kept in the
+    data dir; in production a missing, example or short key stops the process with the reason."""
+    key = os.environ.get("SECRET_KEY") or os.environ.get("DJANGO_SECRET_KEY")
+    if PRODUCTION and (not key or key in EXAMPLE_SECRET_KEYS or len(key) < 50 or len(set(key)) < 5):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "SYNDICATOR_ENV=production needs SECRET_KEY: a random string of at least 50 characters, "
+            "the same on every web and worker process (e.g. "
+            'python3 -c "import secrets; print(secrets.token_urlsafe(50))"); '
+            + ("none is set" if not key else "the one set is an example or too short")
+        )
+    if key:
         return key
     path = DATA_DIR / "secret_key"
     try:
@@ -54,6 +73,28 @@ SECRET_KEY = _secret_key()
 DEBUG = _env_bool("DEBUG")
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")]
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# Base URL of the web app as the outside world sees it (one-click unsubscribe links in email).
+SYNDICATOR_PUBLIC_URL = os.environ.get("SYNDICATOR_PUBLIC_URL", "http://127.0.0.1:8000")
+_public = urlsplit(SYNDICATOR_PUBLIC_URL)
+if _public.hostname and _public.hostname not in ALLOWED_HOSTS:
+    ALLOWED_HOSTS.append(_public.hostname)
+if _public.scheme == "https" and f"https://{_public.netloc}" not in CSRF_TRUSTED_ORIGINS:
+    CSRF_TRUSTED_ORIGINS.append(f"https://{_public.netloc}")
+
+# --- behind TLS: an https public URL, or SYNDICATOR_BEHIND_TLS=1 ---------------------------------
+# The reverse proxy ends TLS and must set X-Forwarded-Proto (overwriting any the client sent):
+# nginx `proxy_set_header X-Forwarded-Proto $scheme;`, Caddy and Traefik do it by default.
+BEHIND_TLS = _env_bool("SYNDICATOR_BEHIND_TLS", _public.scheme == "https")
+if BEHIND_TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = _env_bool("SYNDICATOR_SSL_REDIRECT", True)
+    # Probes and scrapers inside the network speak plain http to the app itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$", r"^api/health$"]
+    SECURE_HSTS_SECONDS = int(os.environ.get("SYNDICATOR_HSTS_SECONDS", 365 * 86400))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SYNDICATOR_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("SYNDICATOR_HSTS_PRELOAD", True)
 
 INSTALLED_APPS = [
     # Django's admin with syndicator's start page as its index (syndicator/desk_site.py).
@@ -161,6 +202,34 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+
+# --- the cache: shared by every web process (failed-login and bad-token counts, syndicator.throttle)
+# The Redis every mode has: the broker's, or the private one `syndicator run` starts (its socket).
+def _cache_url(broker: str) -> str | None:
+    if broker.startswith("redis+socket://"):
+        return "unix://" + broker.removeprefix("redis+socket://")
+    return broker if broker.startswith(("redis://", "rediss://")) else None
+
+
+_CACHE_URL = os.environ.get("SYNDICATOR_CACHE_URL") or _cache_url(CELERY_BROKER_URL)
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _CACHE_URL,
+            "KEY_PREFIX": os.environ.get("SYNDICATOR_BROKER_PREFIX", "") + "syndicator-cache",
+            # A Redis that is away must not hold a login for seconds of reconnect back-off.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+        if _CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}  # an AMQP broker: per process
+    )
+}
+# Failed logins (per client address) and bad API tokens: past this many in the window, further
+# tries are refused until the window ends; each failure is logged (syndicator.throttle).
+SYNDICATOR_AUTH_FAILURES = int(os.environ.get("SYNDICATOR_AUTH_FAILURES", 10))
+SYNDICATOR_AUTH_WINDOW = int(os.environ.get("SYNDICATOR_AUTH_WINDOW", 900))
+
 # --- syndicator ---------------------------------------------------------------------------------
 # One retry policy, as data: delay before attempt n+1 is backoff[n-1] (the last entry repeats),
 # times a random factor in [1 - jitter, 1 + jitter], at least a rate limit's retry_after, at most
@@ -193,6 +262,9 @@ SYNDICATOR_TARGET_PAUSE_AFTER = {
     "failures": int(os.environ.get("SYNDICATOR_TARGET_PAUSE_FAILURES", 20)),
     "seconds": float(os.environ.get("SYNDICATOR_TARGET_PAUSE_SECONDS", 86400)),
 }
+# Days the delivery log keeps attempts' message text and per-recipient email results
+# (syndicator/retention.py); the deliveries and the attempts' outcomes stay.
+SYNDICATOR_RETENTION = int(os.environ.get("SYNDICATOR_RETENTION", 365))
 # A feed poll holds its lease this long; a second poll of the same feed waits it out.
 SYNDICATOR_POLL_LEASE = float(os.environ.get("SYNDICATOR_POLL_LEASE", 120))
 
@@ -229,8 +301,6 @@ SYNDICATOR_TARGET_ALLOW_PRIVATE = [
 SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15))
 # Graph API version for Facebook Pages, pinned (TARGETS.md: v25.0 is available until 2028-07).
 SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
-# Base URL of the web app as the outside world sees it (one-click unsubscribe links in email).
-SYNDICATOR_PUBLIC_URL = os.environ.get("SYNDICATOR_PUBLIC_URL", "http://127.0.0.1:8000")
 # How long an email's unsubscribe link works, in seconds (the token is signed and timestamped).
 SYNDICATOR_UNSUBSCRIBE_MAX_AGE = int(os.environ.get("SYNDICATOR_UNSUBSCRIBE_MAX_AGE", 90 * 86400))
 
@@ -239,6 +309,9 @@ SYNDICATOR_METRICS_PUBLIC = _env_bool("SYNDICATOR_METRICS_PUBLIC")
 
 # Jinja2 message templates (templates/messages/*.j2).
 SYNDICATOR_MESSAGE_TEMPLATES = BASE_DIR / "templates" / "messages"
+# Seconds all the renderings of one message may take together, in a worker or the web preview
+# (syndicator/sandbox.py bounds sizes and steps too); the bundled templates take milliseconds.
+SYNDICATOR_TEMPLATE_TIMEOUT = float(os.environ.get("SYNDICATOR_TEMPLATE_TIMEOUT", 5))
 
 LOGGING = {
     "version": 1,

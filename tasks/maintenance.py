@@ -1,11 +1,11 @@
-"""Housekeeping: re-enqueue due and stranded deliveries, expire lost sends."""
+"""Housekeeping: re-enqueue due and stranded deliveries, expire lost sends, prune old details."""
 
 from __future__ import annotations
 
 from celery import Task
 
 from celeryproject import app
-from syndicator import delivery, desk
+from syndicator import delivery, desk, retention
 
 
 @app.task(name="tasks.maintenance.sweep_deliveries")
@@ -18,3 +18,10 @@ def sweep_deliveries() -> dict[str, int]:
 def heartbeat(self: Task) -> str:
     """Record that a worker runs (and beat schedules): one row, one write, every 30 s."""
     return desk.record_heartbeat(self.request.hostname or "").isoformat()
+
+
+@app.task(name="tasks.maintenance.prune_history")
+def prune_history() -> dict[str, int]:
+    """Apply SYNDICATOR_RETENTION (syndicator/retention.py)."""
+    done = retention.prune()
+    return {"attempt_messages": done.attempt_messages, "email_results": done.email_results}

@@ -152,7 +152,7 @@ def test_the_cancel_button_cancels_a_queued_delivery(admin_role_client, target):
     assert (verdict.number, verdict.kind, verdict.outcome) == (1, "verdict", "cancelled")
     assert verdict.actor.get_username() == "ada" and verdict.actor_name == "ada"
     page = admin_role_client.get(detail(delivery)).content.decode()
-    assert 'data-kind="verdict"' in page and '<td class="actor">ada</td>' in page
+    assert 'data-kind="verdict"' in page and '<td class="attempt-by"><strong>ada</strong></td>' in page
 
 
 def test_a_verdict_keeps_the_name_of_a_user_deleted_since(admin_role_client, target):

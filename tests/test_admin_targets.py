@@ -178,6 +178,29 @@ def test_the_preview_shows_a_sandbox_violation_as_an_error(admin_role_client, te
     assert data["ok"] is False and "telegram.html.j2" in data["error"]
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ('{{ "x"|center(300000000) }}', "a centred width of 300,000,000"),
+        ('{{ "%0300000000d" % 1 }}', "a % format width of 300,000,000"),
+        ('{{ "{:>300000000}".format("x") }}', "a format width of 300,000,000"),
+        ("{{ title|indent(300000000) }}", "an indented text of"),
+        (
+            '{% for i in range(100000) %}{{ ("x" * 300000).upper()|length }}{% endfor %}',
+            "took longer than 0.3 s",
+        ),
+    ],
+    ids=["center", "percent", "format", "indent", "slow loop"],
+)
+def test_the_preview_stops_a_template_at_its_limits_and_says_which(
+    admin_role_client, telegram, post, settings, source, says
+):
+    settings.SYNDICATOR_TEMPLATE_TIMEOUT = 0.3  # the web process has the same time limit as a worker
+    data = preview(admin_role_client, telegram, **{template_field("telegram.html.j2"): source})
+    assert data["ok"] is False and "telegram.html.j2" in data["error"] and says in data["error"], data
+
+
 def test_editors_cannot_use_the_preview(editor_client, telegram, post):
     url = reverse("admin:syndicator_target_preview", args=[telegram.pk])
     assert editor_client.post(url, {template_field("telegram.html.j2"): "{{ title }}"}).status_code == 403

@@ -86,7 +86,9 @@ def test_the_api_has_no_way_to_change_or_delete_a_delivery():
 
 def test_the_timeline_names_the_admin_who_gave_a_verdict(superuser_client):
     delivery = make_delivery("uncertain")
-    DeliveryAttempt.objects.create(delivery=delivery, number=2, outcome="marked_sent", worker="admin:ada")
+    DeliveryAttempt.objects.create(
+        delivery=delivery, number=2, kind="verdict", outcome="marked_sent", actor_name="ada"
+    )
     page = superuser_client.get(reverse("admin:syndicator_delivery_change", args=[delivery.pk]))
     html = page.content.decode()
     assert '<td class="attempt-by"><strong>ada</strong></td>' in html

@@ -200,8 +200,9 @@ SANDBOX_ESCAPES = {
     "the post object": ("{{ post.__init__.__globals__ }}", "of 'StrictUndefined' object is unsafe"),
     "range bomb": ("{% for i in range(10**9) %}{% endfor %}", "MAX_RANGE"),
     # Bounded by syndicator/sandbox.py: Jinja2's own sandbox would let these take all memory or CPU.
-    "string bomb": ("{{ title * 10**10 }}", "repetition longer than"),
-    "power bomb": ("{{ 10 ** (10 ** 10) }}", "power larger than"),
+    "string bomb": ("{{ title * 10**10 }}", "a repetition of"),
+    "power bomb": ("{{ 10 ** (10 ** 10) }}", "a power's bit count of"),
+    "padding bomb": ('{{ "x"|center(300000000) }}', "a centred width of 300,000,000"),
 }
 
 

@@ -9,16 +9,21 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-from django.core.exceptions import PermissionDenied
+from django.contrib.auth.models import Group
+from django.contrib.auth.signals import user_login_failed
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
 from django.db.models import Q, QuerySet
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from syndicator import throttle
 from syndicator.admin.common import badge
 from syndicator.models import ApiToken, Subscriber, Target
 from syndicator.roles import clear_role, role_of, set_role
@@ -185,6 +190,20 @@ class UserRoleAdmin(UserAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("groups")
 
+    # A superuser's account (its password included: UserAdmin's password page asks
+    # has_change_permission) is changed only by a superuser; an admin manages editors and admins.
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and _may_manage(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and _may_manage(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        # The bulk action checks the model permission only, not each row.
+        if not request.user.is_superuser and queryset.filter(is_superuser=True).exists():
+            raise PermissionDenied("only a superuser can delete a superuser")
+        super().delete_queryset(request, queryset)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         # The Admins role holds every syndicator right but not "superuser": only a superuser grants it.
         extra = () if request.user.is_superuser else ("is_superuser",)
@@ -199,6 +218,54 @@ class UserRoleAdmin(UserAdmin):
             clear_role(form.instance)
 
 
+def _may_manage(request: HttpRequest, user: Any) -> bool:
+    """Whether the request's user may change or delete this account: superusers only by superusers."""
+    return user is None or not user.is_superuser or request.user.is_superuser
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class SuperuserOnlyGroupAdmin(GroupAdmin):
+    """The groups (Editors, Admins) and their permissions: changed only by a superuser, whatever
+    rights a group holds (an admin who could edit the Admins group could grant it anything)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+
+# --- logins -------------------------------------------------------------------------------------
+
+
+class ThrottledLoginForm(AdminAuthenticationForm):
+    """The admin login, refused for a while after too many failures from one address."""
+
+    def clean(self) -> dict[str, Any]:
+        try:
+            throttle.check("login", self.request)
+        except throttle.Throttled as exc:
+            raise ValidationError(f"{str(exc)[0].upper()}{str(exc)[1:]}.", code="throttled") from exc
+        return super().clean()
+
+
+admin.site.login_form = ThrottledLoginForm
+
+
+@receiver(user_login_failed, dispatch_uid="syndicator-count-failed-logins")
+def count_failed_login(
+    sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **_: Any
+) -> None:
+    """Every failed authenticate() (the admin login, any other) counts against the client address."""
+    throttle.failed("login", request, str(credentials.get("username", ""))[:150])
+
+
 # --- API tokens ---------------------------------------------------------------------------------
 
 
@@ -206,14 +273,14 @@ class UserRoleAdmin(UserAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     """API tokens: listed and revoked here; made with `syndicator tokens create`, which shows one once."""
 
-    list_display = ("id", "user", "name", "created_at", "last_used_at", "revoked_at")
-    list_filter = ("revoked_at",)
+    list_display = ("id", "user", "name", "scope", "created_at", "last_used_at", "expires_at", "revoked_at")
+    list_filter = ("revoked_at", "scope")
     search_fields = ("user__username", "name")
     list_select_related = ("user",)
     list_per_page = 50
     ordering = ("-created_at", "-id")
-    fields = ("user", "name", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("user", "created_at", "last_used_at", "revoked_at")
+    fields = ("user", "name", "scope", "created_at", "last_used_at", "expires_at", "revoked_at")
+    readonly_fields = ("user", "scope", "created_at", "last_used_at", "expires_at", "revoked_at")
     actions = ["revoke_selected"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

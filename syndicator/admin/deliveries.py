@@ -27,6 +27,7 @@ from syndicator.admin.filters import DateRangeFilter
 from syndicator.delivery_states import CANCELLABLE, MARKABLE, RETRYABLE
 from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult
 from syndicator.reposting import visible_text
+from syndicator.targets import ADAPTERS
 from syndicator.targets.registry import text_rules
 
 Status = Delivery.Status
@@ -177,7 +178,11 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def get_inlines(self, request: HttpRequest, obj: Delivery | None) -> list:
         # Per-recipient results exist only for a mailing list; an empty table elsewhere misleads.
-        return [EmailRecipientInline] if obj is not None and obj.email_results.exists() else []
+        if obj is None:
+            return []
+        network = ADAPTERS.get(obj.target.kind)
+        shown = (network is not None and network.per_recipient_results) or obj.email_results.exists()
+        return [EmailRecipientInline] if shown else []
 
     def changeform_view(
         self,

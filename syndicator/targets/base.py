@@ -112,6 +112,8 @@ class Adapter:
     )
     # What happens next to an uncertain delivery, for adapters that can settle one (see ``verify``).
     verify_plan: ClassVar[str] = "it will be looked up on the network shortly"
+    # The network records a result per recipient (a mailing list): shown with each delivery.
+    per_recipient_results: ClassVar[bool] = False
     # Environment variable names this network's documentation suggests for its secrets (allowed
     # besides SYNDICATOR_SECRET_*: syndicator.targets.guard).
     documented_secrets: ClassVar[tuple[str, ...]] = ()

@@ -81,6 +81,7 @@ class EmailAdapter(Adapter):
     kind = "email"
     label = "email"
     documented_secrets = ("SMTP_PASSWORD",)  # README: connecting the networks
+    per_recipient_results = True
     text = TEXT_RULES
     errors = _smtp.ERRORS
     capabilities = Capabilities(note="a sent email cannot be changed or taken back")
