@@ -13,17 +13,17 @@ import pytest
 from syndicator.errors import PermanentError
 from syndicator.formatting import render_message
 from syndicator.models import Post
-from syndicator.targets.registry import formats
+from syndicator.targets.registry import formats, text_rules
 from syndicator.targets.telegram.text import telegram_length
 from syndicator.targets.twitter.text import twitter_length
 from syndicator.textrules import RLM, add_utm, hashtags, plain_text, truncate
 from tests.helpers import Tags
 
 FORMATS = formats()
+LIMITS = {"telegram": 4096, "twitter": 280, "facebook": 63206, "mastodon": 500, "bluesky": 10**6}
 
 FEEDS = Path(__file__).resolve().parent.parent / "syndicator" / "demo_feeds"
 CONTENT_ENCODED = "{http://purl.org/rss/1.0/modules/content/}encoded"
-LIMITS = {"telegram": 4096, "twitter": 280, "facebook": 63206}
 EN_URL = "https://www.nejatngo.org/en/?p=90005"
 
 
@@ -79,17 +79,20 @@ def make_post(**fields: object) -> SimpleNamespace:
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("post", FIXTURE_POSTS)
 def test_demo_feed_posts_keep_title_and_link_within_the_limit(post: Post, fmt: str) -> None:
+    rules = text_rules(fmt)
     message = render_message(post, fmt)
 
     link = utm_link(post.url, fmt)
-    visible = telegram_visible(message.text) if fmt == "telegram" else message.text
+    visible = telegram_visible(message.text) if rules.markup == "html" else message.text
     assert message.link == link
-    assert post.title in visible
-    assert message.subject == (post.title if fmt == "email" else "")
-    if fmt != "facebook":  # Facebook sends the link beside the text
+    # A composed message (a subject line, a Pin's title) carries the title there.
+    assert post.title in (message.subject.replace(RLM, "") if rules.compose else visible)
+    assert bool(message.subject) == (rules.compose is not None)
+    if not rules.link_beside:  # a network that shows the link beside the text needs it not inside
         assert link in visible
-    measure = {"telegram": telegram_length, "twitter": twitter_length}.get(fmt, len)
-    assert measure(message.text) <= LIMITS.get(fmt, 10**6)
+    measure, limit = rules.limits({})
+    assert limit is None or measure(message.text) <= limit
+    assert measure(message.text) <= LIMITS.get(fmt, 10**6)  # the numbers, independently of the rules
     assert message.direction == ("rtl" if post.language in ("ar", "fa") else "ltr")
     assert message.language == post.language
 
@@ -403,19 +406,15 @@ def test_hashtags_from_categories(categories: list[str], limit: int, expected: l
     assert hashtags(categories, limit) == expected
 
 
-def test_hashtags_default_on_for_twitter_telegram_mastodon_and_bluesky_only() -> None:
+def test_hashtags_follow_each_networks_default() -> None:
     post = make_post(title="Title", categories=["MEK"])
 
     shown = {fmt: "#MEK" in render_message(post, fmt).text for fmt in FORMATS}
 
-    assert shown == {
-        "telegram": True,
-        "twitter": True,
-        "facebook": False,
-        "email": False,
-        "mastodon": True,
-        "bluesky": True,
-    }
+    assert shown == {fmt: text_rules(fmt).hashtags for fmt in FORMATS}
+    # The defaults as the networks declare them today, so a change to one is seen here.
+    assert {fmt for fmt, on in shown.items() if on} >= {"telegram", "twitter", "mastodon", "bluesky"}
+    assert not shown["facebook"] and not shown["email"]
     assert "#MEK" not in render_message(post, "twitter", options={"hashtags": False}).text
 
 
@@ -465,11 +464,13 @@ def test_farsi_post_is_rtl_with_title_latin_word_and_link_intact() -> None:
     post = feed_posts("nejat-fa.rss")[0]  # its title ends in the Latin "(MEK)"
 
     for fmt in FORMATS:
+        rules = text_rules(fmt)
         message = render_message(post, fmt)
-        visible = telegram_visible(message.text) if fmt == "telegram" else message.text
+        visible = telegram_visible(message.text) if rules.markup == "html" else message.text
         assert message.direction == "rtl"
-        assert "نمایندگان پارلمان اروپا و ماهیت سازمان (MEK)" in visible
-        assert ("#اروپا" in visible) == (fmt in ("telegram", "twitter", "mastodon", "bluesky"))
+        shown = message.subject if rules.compose else visible
+        assert "نمایندگان پارلمان اروپا و ماهیت سازمان (MEK)" in shown, fmt
+        assert ("#اروپا" in visible) == rules.hashtags, fmt
 
 
 def test_email_html_for_an_rtl_post_sets_dir_and_lang() -> None:

@@ -205,6 +205,13 @@ class NetworkHarness:
     # After the outage script, a delivery whose request hung is settled by a re-send under its
     # idempotency key (all end sent), rather than left uncertain.
     outage_settles_hangs: bool = False
+    # Words in the message of a look-up that settled an uncertain delivery ("" for no check), and
+    # how many such look-ups the outage script leads to (None for no count).
+    settled_note: str = ""
+    outage_lookups: int | None = None
+    # The fault suite's flaky answer (transient_reply) leaves the delivery uncertain, to be settled
+    # by one look-up (Mastodon's 503 on posting), rather than a plain retry.
+    flaky_is_uncertain: bool = False
 
     # Whether the network gives a sent post a public URL (a mailing list does not).
     public_urls: bool = True

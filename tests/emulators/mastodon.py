@@ -281,6 +281,9 @@ class Harness(HttpHarness):
         return Reply(503, json={"error": "Service Unavailable"})
 
     outage_settles_hangs = True  # a 5xx or a hang on posting is re-sent under its Idempotency-Key
+    settled_note = "resent_with_idempotency_key"
+    outage_lookups = 3  # its 502, 503 and hang (the 429 is a plain wait)
+    flaky_is_uncertain = True
 
     def script_outage(self, hang: float) -> None:
         # Only first sends fail; the re-send that settles an uncertain one must get through (one

@@ -70,9 +70,7 @@ def test_a_worker_killed_mid_send_loses_nothing_and_posts_nothing_twice(networks
         if harness.outage_settles_hangs:
             assert books.counts[kind]["uncertain"] == 0, books.counts[kind]
             resent = looked_up.filter(delivery__target__kind=kind)
-            assert all("resent_with_idempotency_key" in a.message for a in resent), list(
-                resent.values("message")
-            )
+            assert all(harness.settled_note in a.message for a in resent), list(resent.values("message"))
     for delivery in Delivery.objects.filter(pk__in=looked_up.values("delivery")):
         assert delivery.status == "sent" and delivery.external_url.startswith("https://")
     # What stays uncertain waits for an admin, who sees it and why: the others cannot look a post

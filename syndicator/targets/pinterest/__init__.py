@@ -69,7 +69,7 @@ class PinterestAdapter(HttpAdapter):
     capabilities = Capabilities(
         edit=True, delete=True, note="edits a Pin's title, description and link (not its image); deletes Pins"
     )
-    documented_secrets = ("PINTEREST_ACCESS_TOKEN",)  # the name the README gives (lead: add it there)
+    documented_secrets = ("PINTEREST_ACCESS_TOKEN",)  # README: connecting the networks
     verify_plan = "it will be looked up on the board shortly, and pinned only if it is not there"
     settings_spec = (
         Setting("board_id", "The board to pin to (its numeric id)", required=True),

@@ -85,7 +85,7 @@ class ThreadsAdapter(HttpAdapter):
     default_base_url = API
     # DELETE /{threads-media-id} (threads_delete; 100 a day); no edit endpoint was found.
     capabilities = Capabilities(delete=True, note="deletes its posts (100 a day); posts cannot be edited")
-    documented_secrets = ("THREADS_ACCESS_TOKEN",)  # the name the README gives (lead: add it there)
+    documented_secrets = ("THREADS_ACCESS_TOKEN",)  # README: connecting the networks
     verify_plan = (
         "its container will be looked up shortly: published if it never was, found among the "
         "profile's posts if it was, so it cannot appear twice"
