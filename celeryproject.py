@@ -49,6 +49,11 @@ app.conf.beat_schedule = {
         "schedule": settings.SYNDICATOR_HEARTBEAT_INTERVAL,
         "options": {"expires": settings.SYNDICATOR_HEARTBEAT_INTERVAL},
     },
+    "maintain-push": {
+        "task": "tasks.watch.maintain_push",
+        "schedule": settings.SYNDICATOR_WEBSUB_TICK,
+        "options": {"expires": settings.SYNDICATOR_WEBSUB_TICK},
+    },
     "sweep-deliveries": {
         "task": "tasks.maintenance.sweep_deliveries",
         "schedule": settings.SYNDICATOR_SWEEP_INTERVAL,

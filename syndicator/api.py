@@ -22,13 +22,14 @@ from ninja.errors import HttpError, ValidationError
 from ninja.responses import Status
 from ninja.security import APIKeyCookie, HttpBearer
 
-from syndicator import decisions
+from syndicator import decisions, websub
 from syndicator import delivery as deliveries
 from syndicator.api_schemas import (
     DeliveryDetail,
     DeliveryFilters,
     DeliveryPage,
     Error,
+    FeedOut,
     HealthOut,
     Id,
     PostFilters,
@@ -95,6 +96,40 @@ def aware(moment: datetime | None, name: str) -> datetime | None:
         return (moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except (OverflowError, ValueError):
         raise HttpError(422, f"{name} is out of range") from None
+
+
+# --- feeds ------------------------------------------------------------------------------------
+
+
+@api.get("/feeds", response={200: list[FeedOut], 403: Error}, tags=["feeds"])
+def list_feeds(request: HttpRequest) -> list[dict[str, Any]]:
+    """Every feed with its polling and its push state (WebSub)."""
+    require(request, "syndicator.view_feed")
+    return [feed_out(feed) for feed in Feed.objects.order_by("id")]
+
+
+def feed_out(feed: Feed) -> dict[str, Any]:
+    """A feed as the API shows it."""
+    sub = websub.current(feed)
+    state = websub.push_state(feed, sub)
+    return {
+        "id": feed.pk,
+        "name": str(feed),
+        "url": feed.url,
+        "enabled": feed.enabled,
+        "poll_interval": feed.poll_interval,
+        "poll_interval_max": feed.poll_interval_max,
+        "last_polled_at": feed.last_polled_at,
+        "next_poll_at": feed.next_poll_at,
+        "last_error": feed.last_error,
+        "push": {
+            "state": state.state,
+            "detail": str(state),
+            "hub_url": feed.hub_url,
+            "expires_at": state.expires_at,
+            "last_push_at": feed.last_push_at,
+        },
+    }
 
 
 # --- posts ------------------------------------------------------------------------------------

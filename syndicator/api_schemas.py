@@ -183,6 +183,31 @@ class PostFilters(Paging):
     feed: Id | None = Field(None, description="A feed's id.")
 
 
+class PushOut(Schema):
+    """A feed's push: WebSub state and when a push last arrived (syndicator.websub)."""
+
+    state: str = Field(description="none, pending, subscribed or failed.")
+    detail: str = Field(description='As the feeds list shows it: "subscribed until …", "failed: <reason>".')
+    hub_url: str
+    expires_at: datetime | None
+    last_push_at: datetime | None
+
+
+class FeedOut(Schema):
+    """A watched feed, its polling and its push."""
+
+    id: int
+    name: str
+    url: str
+    enabled: bool
+    poll_interval: int = Field(description="Seconds between polls; with poll_interval_max, the shortest.")
+    poll_interval_max: int | None = Field(description="Longest seconds between polls (adaptive); null: fixed")
+    last_polled_at: datetime | None
+    next_poll_at: datetime
+    last_error: str
+    push: PushOut
+
+
 class HealthItem(Schema):
     """One feed's or target's verdict (syndicator.health)."""
 

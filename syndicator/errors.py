@@ -72,7 +72,12 @@ class FeedError(SyndicatorError):
 
 
 class FeedFetchError(FeedError):
-    """Network error, timeout, HTTP error status or a redirect problem."""
+    """Network error, timeout, HTTP error status or a redirect problem; a 429 or 503 may say
+    how long to wait (``retry_after`` seconds)."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(message, http_status=http_status)
+        self.retry_after = retry_after
 
 
 class FeedTooLarge(FeedError):

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import socket
 import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -45,6 +47,11 @@ class FetchResult:
     body_hash: str  # sha256 hex; for "not_modified" and "unchanged" the previous one
     final_url: str  # after redirects
     content_type: str = ""  # its charset is the body's encoding when the XML does not declare one
+    # WebSub discovery from the HTTP Link header (W3C WebSub §4): rel="hub" and rel="self".
+    hub_url: str = ""
+    self_url: str = ""
+    # Cache-Control max-age in seconds, when the server sent one: no point polling sooner.
+    max_age: int | None = None
 
 
 _REDIRECT_STATUSES = {301, 302, 303, 307, 308}
@@ -182,24 +189,38 @@ def fetch(
                 if status in _REDIRECT_STATUSES and response.headers.get("location"):
                     current = urljoin(current, response.headers["location"].strip())
                     continue
+                hints = _hints(response, current)
                 if status == 304:  # a 304 may omit the validators: the ones we sent still hold
                     kept_etag = response.headers.get("etag", etag)
                     kept_last_modified = response.headers.get("last-modified", last_modified)
                     return FetchResult(
-                        "not_modified", 304, b"", kept_etag, kept_last_modified, previous_hash, current
+                        "not_modified",
+                        304,
+                        b"",
+                        kept_etag,
+                        kept_last_modified,
+                        previous_hash,
+                        current,
+                        **hints,
                     )
                 if not 200 <= status < 300:
                     reason = httpx.codes.get_reason_phrase(status) or response.reason_phrase
-                    raise FeedFetchError(f"HTTP {status} {reason}".strip(), http_status=status)
+                    raise FeedFetchError(
+                        f"HTTP {status} {reason}".strip(),
+                        http_status=status,
+                        retry_after=retry_after(response.headers.get("retry-after", "")),
+                    )
                 body = _read_body(response, max_bytes, deadline)
                 new_etag = response.headers.get("etag", "")
                 new_last_modified = response.headers.get("last-modified", "")
                 content_type = response.headers.get("content-type", "")
             body_hash = hashlib.sha256(body).hexdigest()
             if previous_hash and body_hash == previous_hash:
-                return FetchResult("unchanged", status, b"", new_etag, new_last_modified, body_hash, current)
+                return FetchResult(
+                    "unchanged", status, b"", new_etag, new_last_modified, body_hash, current, **hints
+                )
             return FetchResult(
-                "ok", status, body, new_etag, new_last_modified, body_hash, current, content_type
+                "ok", status, body, new_etag, new_last_modified, body_hash, current, content_type, **hints
             )
         raise FeedFetchError(f"too many redirects (more than {max_redirects})")
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
@@ -208,6 +229,82 @@ def fetch(
         deadline.cancel()
         if own_client:
             client.close()
+
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*(?:s-)?max-age\s*=\s*\"?(\d{1,10})", re.IGNORECASE)
+
+
+def _hints(response: httpx.Response, url: str) -> dict[str, Any]:
+    """What the headers say beyond the body: WebSub links and how long the answer stays fresh."""
+    links = response.links  # httpx joins repeated Link headers, as RFC 8288 allows
+    hub = urljoin(url, (links.get("hub") or {}).get("url", "").strip())
+    own = urljoin(url, (links.get("self") or {}).get("url", "").strip())
+    cache = response.headers.get("cache-control", "")
+    found = _MAX_AGE.search(cache)
+    # no-cache / no-store say nothing about how often to ask; only max-age does (RFC 9111 §5.2.2.1).
+    max_age = int(found.group(1)) if found else None
+    return {
+        "hub_url": hub if hub.startswith(("http://", "https://")) and "hub" in links else "",
+        "self_url": own if own.startswith(("http://", "https://")) and "self" in links else "",
+        "max_age": max_age,
+    }
+
+
+def retry_after(value: str, *, now: float | None = None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date, RFC 9110 §10.2.3)."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(moment - (time.time() if now is None else now), 0.0)
+
+
+def post_form(url: str, fields: dict[str, str], *, timeout: float | None = None) -> tuple[int, str]:
+    """POST a form to url through the same guard as feeds (a WebSub hub); (status, first 500
+    characters of the answer). Redirects are not followed: a hub that moved says so."""
+    timeout = float(_setting("SYNDICATOR_FEED_TIMEOUT", 20.0) if timeout is None else timeout)
+    allowance = netguard.Allowance.parse(_setting("SYNDICATOR_FEED_ALLOW_PRIVATE", ()))
+    _check_url(url)
+    target = httpx.URL(url)
+    headers = {"User-Agent": _setting("SYNDICATOR_USER_AGENT", "syndicator")}
+    deadline = _Deadline(timeout)
+    try:
+        addresses = netguard.check(target, allowance, timeout=timeout)
+        with httpx.Client(follow_redirects=False, timeout=timeout, verify=ssl_context()) as client:
+            for index, address in enumerate(addresses):
+                pinned, host_header, tls_name = netguard.pin(target, address)
+                try:
+                    with client.stream(
+                        "POST",
+                        pinned,
+                        data=fields,
+                        headers={**headers, **host_header},
+                        extensions={"trace": deadline.trace, **tls_name},
+                    ) as response:
+                        text = b"".join(_capped(response.iter_raw(), 4096)).decode("utf-8", "replace")
+                        return response.status_code, redact(" ".join(text.split())[:500])
+                except (httpx.ConnectError, httpx.ConnectTimeout):
+                    if index == len(addresses) - 1 or deadline.remaining() <= 0:
+                        raise
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+        raise FeedFetchError(_describe(exc, deadline)) from None
+    finally:
+        deadline.cancel()
+    raise AssertionError("netguard.check returns at least one address")
+
+
+def _capped(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """At most limit bytes of chunks; the rest is not read."""
+    for chunk in chunks:
+        yield chunk[:limit]
+        limit -= len(chunk)
+        if limit <= 0:
+            return
 
 
 def _connect(

@@ -69,6 +69,8 @@ class ParsedFeed:
     items: list[ParsedItem] = field(default_factory=list)
     # Items left out, by reason: {"same guid as an earlier item": 2, "empty (no title, link or text)": 1}.
     skipped: dict[str, int] = field(default_factory=dict)
+    # <atom:link rel="self">: the WebSub topic when the HTTP headers name none.
+    self_url: str = ""
 
 
 # --- parse ---------------------------------------------------------------------------------------
@@ -120,6 +122,7 @@ def parse(
             continue
         skipped[reason] = skipped.get(reason, 0) + 1
     hub = next((lnk.get("href", "") for lnk in feed.get("links", []) if lnk.get("rel") == "hub"), "")
+    own = next((lnk.get("href", "") for lnk in feed.get("links", []) if lnk.get("rel") == "self"), "")
     return ParsedFeed(
         title=_plain_text(feed.get("title", ""), feed.get("title_detail", {}).get("type", "")),
         link=link,
@@ -127,6 +130,7 @@ def parse(
         hub_url=_absolute(hub, base_url).replace("\x00", ""),
         items=items,
         skipped=skipped,
+        self_url=_absolute(own, base_url).replace("\x00", ""),
     )
 
 

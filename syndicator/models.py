@@ -23,7 +23,14 @@ class Feed(models.Model):
     name = models.CharField(max_length=200, blank=True)
     language = models.CharField(max_length=16, blank=True, help_text="Edition language, e.g. en, ar, fa.")
     enabled = models.BooleanField(default=True)
-    poll_interval = models.PositiveIntegerField(default=300, help_text="Seconds between polls.")
+    poll_interval = models.PositiveIntegerField(
+        default=300, help_text="Seconds between polls; with a longest interval, the shortest one."
+    )
+    # Adaptive polling (syndicator/rhythm.py): the feed is polled by its publishing rhythm between
+    # poll_interval and this; empty: every poll_interval.
+    poll_interval_max = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Longest seconds between polls (adaptive polling); empty: fixed."
+    )
     # Newest items the first poll delivers; the rest of a new feed's backlog is only recorded.
     backfill = models.PositiveIntegerField(default=0)
 
@@ -31,6 +38,14 @@ class Feed(models.Model):
     last_modified = models.CharField(max_length=100, blank=True)
     body_hash = models.CharField(max_length=64, blank=True)
     hub_url = models.URLField(max_length=2000, blank=True, help_text="WebSub hub the feed names.")
+    # The feed's own URL as it names it (rel="self"): the WebSub topic.
+    self_url = models.URLField(max_length=2000, blank=True, help_text="The feed's self URL (WebSub topic).")
+    last_push_at = models.DateTimeField(null=True, blank=True)
+    # Random, not a secret by itself: the webhook secret is derived from it and SECRET_KEY
+    # (syndicator/webhook.py); empty means no webhook; a new one rotates the secret.
+    webhook_key = models.CharField(max_length=64, blank=True, editable=False)
+    # webhook-id → unix time, for the last few minutes: a replayed call is refused.
+    webhook_seen = models.JSONField(default=dict, blank=True, editable=False)
 
     next_poll_at = models.DateTimeField(default=timezone.now, db_index=True)
     # Lease held by the poll in progress: a feed is never polled twice at once.
@@ -49,6 +64,51 @@ class Feed(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.url
+
+
+class PushSubscription(models.Model):
+    """A WebSub subscription of a feed at its hub (syndicator/websub.py).
+
+    The row outlives its feed (feed set to NULL) until the hub has confirmed the unsubscription.
+    Its hub.secret is derived from callback_key and SECRET_KEY, never stored.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        SUBSCRIBED = "subscribed"
+        FAILED = "failed"
+        UNSUBSCRIBING = "unsubscribing"
+
+    feed = models.ForeignKey(
+        Feed, null=True, blank=True, on_delete=models.SET_NULL, related_name="push_subscriptions"
+    )
+    hub_url = models.URLField(max_length=2000)
+    topic_url = models.URLField(max_length=2000)
+    # The last segment of the callback URL: random, so no one can guess another's callback.
+    callback_key = models.CharField(max_length=64, unique=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    # The request the hub has yet to verify ("subscribe", "unsubscribe"), and when it was made.
+    pending_mode = models.CharField(max_length=20, blank=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+    lease_seconds = models.PositiveIntegerField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, help_text="The hub's reason, redacted.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # A poll and the beat's round deciding to subscribe at the same moment make one.
+            models.UniqueConstraint(
+                fields=["feed"],
+                condition=Q(state__in=["pending", "subscribed", "failed"]),
+                name="push_one_live_subscription_per_feed",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"push subscription {self.pk} of feed {self.feed_id}: {self.state}"
 
 
 class Target(models.Model):

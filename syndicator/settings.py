@@ -301,6 +301,20 @@ SYNDICATOR_TARGET_ALLOW_PRIVATE = [
 SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15))
 # Graph API version for Facebook Pages, pinned (TARGETS.md: v25.0 is available until 2028-07).
 SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
+# Push (WebSub callbacks, the publish webhook) needs a URL the outside world reaches us at: only
+# an explicitly set SYNDICATOR_PUBLIC_URL turns it on (the default above is for links in mail).
+# SYNDICATOR_PUSH=0 turns it off anyway (`syndicator run` does, for the address it sets itself).
+SYNDICATOR_PUSH_ENABLED = _env_bool("SYNDICATOR_PUSH", default=bool(os.environ.get("SYNDICATOR_PUBLIC_URL")))
+# WebSub (syndicator/websub.py): the lease we ask for, how long a hub may take to verify, how long
+# before a failed subscription is tried again, and how often a subscribed feed is still polled.
+SYNDICATOR_WEBSUB_LEASE = int(os.environ.get("SYNDICATOR_WEBSUB_LEASE", 10 * 86400))
+SYNDICATOR_WEBSUB_VERIFY_TIMEOUT = float(os.environ.get("SYNDICATOR_WEBSUB_VERIFY_TIMEOUT", 300))
+SYNDICATOR_WEBSUB_RETRY_AFTER = float(os.environ.get("SYNDICATOR_WEBSUB_RETRY_AFTER", 3600))
+SYNDICATOR_WEBSUB_SAFETY_INTERVAL = int(os.environ.get("SYNDICATOR_WEBSUB_SAFETY_INTERVAL", 3600))
+SYNDICATOR_WEBSUB_TICK = float(os.environ.get("SYNDICATOR_WEBSUB_TICK", 30))
+# Adaptive polling bounds for feeds added without --interval (syndicator/rhythm.py).
+SYNDICATOR_FEED_MIN_INTERVAL = int(os.environ.get("SYNDICATOR_FEED_MIN_INTERVAL", 60))
+SYNDICATOR_FEED_MAX_INTERVAL = int(os.environ.get("SYNDICATOR_FEED_MAX_INTERVAL", 3600))
 # How long an email's unsubscribe link works, in seconds (the token is signed and timestamped).
 SYNDICATOR_UNSUBSCRIBE_MAX_AGE = int(os.environ.get("SYNDICATOR_UNSUBSCRIBE_MAX_AGE", 90 * 86400))
 

@@ -1,10 +1,10 @@
-"""URL routes: the admin (delivery log, feeds, targets), the JSON API, /metrics, demo feeds, unsubscribe."""
+"""URL routes: the admin, the JSON API, /metrics, demo feeds, unsubscribe, and the push endpoints."""
 
 from django.contrib import admin
 from django.urls import path
 from django.views.generic import RedirectView
 
-from syndicator import views
+from syndicator import pushviews, views
 from syndicator.api import api
 from syndicator.metrics import metrics_view
 
@@ -20,4 +20,6 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("demo/feeds/<str:name>", views.demo_feed, name="demo-feed"),
     path("unsubscribe/<str:token>", views.unsubscribe, name="unsubscribe"),
+    path("websub/<str:key>", pushviews.websub_callback, name="websub-callback"),
+    path("hooks/feeds/<int:feed_id>", pushviews.feed_webhook, name="feed-webhook"),
 ]

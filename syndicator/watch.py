@@ -6,6 +6,13 @@ or the build time in them, a migration that renumbered everything): by guid alon
 would look new on every poll and be posted again each time. Two items with the same link and the
 same title are the same post in practice; a link that is the feed's own home page is no
 identity, since some feeds link every item there.
+
+A body pushed by a WebSub hub goes through the same ``_store_body`` as a polled one, so a push
+and a poll of the same item store one post and one delivery per target.
+
+The new deliveries of one body go to each target in publishing order, oldest first: per target
+they are sent as one Celery chain, so the next is handed to a worker only once the one before it
+has been attempted, however many worker processes there are.
 """
 
 from __future__ import annotations
@@ -19,10 +26,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from syndicator import feeds
-from syndicator.delivery import create_auto_deliveries
+from syndicator import feeds, rhythm
+from syndicator.delivery import enqueue, queue_name, target_matches
 from syndicator.errors import FeedError
-from syndicator.models import Feed, Post
+from syndicator.models import Delivery, Feed, Post, PushSubscription, Target
 from syndicator.redact import redact
 
 log = logging.getLogger(__name__)
@@ -42,17 +49,28 @@ class PollReport:
 
 def claim_due_feeds(*, now: datetime | None = None) -> list[int]:
     """Mark every enabled, due, idle feed as scheduled and return their ids."""
+    return [feed_id for feed_id, _ in claim_feeds_due_within(0, now=now)]
+
+
+def claim_feeds_due_within(seconds: float, *, now: datetime | None = None) -> list[tuple[int, float]]:
+    """Claim the enabled, idle feeds due within the next `seconds`; (id, seconds until due) each.
+
+    The scheduler ticks every SYNDICATOR_SCHEDULE_INTERVAL and claims what falls due before the
+    next tick, to be polled on time (a countdown): a feed due a moment after a tick would
+    otherwise wait for the next one, and an interval equal to the tick would double.
+    """
     now = now or timezone.now()
-    due = Feed.objects.filter(enabled=True, next_poll_at__lte=now).filter(
+    due = Feed.objects.filter(enabled=True, next_poll_at__lte=now + timedelta(seconds=seconds)).filter(
         Q(polling_until__isnull=True) | Q(polling_until__lt=now)
     )
     claimed = []
     for feed_id, next_poll_at, interval in due.values_list("pk", "next_poll_at", "poll_interval"):
-        # Conditional on the value we read: two beat ticks never both enqueue the same poll.
+        # Conditional on the value we read: two beat ticks never both enqueue the same poll. The
+        # poll sets the real next time when it ends; this one holds if its task is lost.
         if Feed.objects.filter(pk=feed_id, next_poll_at=next_poll_at).update(
-            next_poll_at=now + timedelta(seconds=interval)
+            next_poll_at=max(next_poll_at, now) + timedelta(seconds=max(interval, seconds))
         ):
-            claimed.append(feed_id)
+            claimed.append((feed_id, max((next_poll_at - now).total_seconds(), 0.0)))
     return claimed
 
 
@@ -92,13 +110,16 @@ def _poll_leased(feed: Feed, now: datetime) -> PollReport:
         "last_http_status": fetched.http_status,
         "last_error": "",
         "consecutive_failures": 0,
-        "next_poll_at": now + timedelta(seconds=feed.poll_interval),
         "etag": fetched.etag[:500] or feed.etag,
         "last_modified": fetched.last_modified[:100] or feed.last_modified,
     }
+    if fetched.hub_url:  # headers name hub and topic even when the body has not changed
+        ok |= {"hub_url": fetched.hub_url[:2000], "self_url": fetched.self_url[:2000]}
     if fetched.status != "ok":
         # 304 or a byte-identical body: nothing can be new, so nothing is parsed.
-        Feed.objects.filter(pk=feed.pk).update(last_status=Feed.Status.NOT_MODIFIED, **ok)
+        Feed.objects.filter(pk=feed.pk).update(
+            last_status=Feed.Status.NOT_MODIFIED, next_poll_at=_next_poll(feed, fetched.max_age), **ok
+        )
         return PollReport(feed=feed, status=fetched.status)
 
     parsed = feeds.parse(
@@ -107,34 +128,104 @@ def _poll_leased(feed: Feed, now: datetime) -> PollReport:
         default_language=feed.language,
         content_type=fetched.content_type,
     )
-    unseen, left_out = _unseen(feed, parsed)
-    new_items = [feeds.sanitize(item) for item in unseen]
-    first_poll = feed.first_polled_at is None
     with transaction.atomic():
-        stored = [post for item in new_items if (post := _store_post(feed, item, now)) is not None]
-        deliverable = _newest(stored, feed.backfill) if first_poll else stored
-        # Oldest first, so the networks show them in publishing order.
-        deliverable.sort(key=lambda p: (p.published_at or p.first_seen_at, p.pk))
-        deliveries = create_auto_deliveries(deliverable)
+        stored, deliveries = _store_body(feed, parsed, now)
+        # Link headers first: the spec makes them the publisher's main way to name hub and topic.
         Feed.objects.filter(pk=feed.pk).update(
             last_status=Feed.Status.OK,
             body_hash=fetched.body_hash,
-            hub_url=parsed.hub_url[:2000] or feed.hub_url,
             first_polled_at=feed.first_polled_at or now,
-            **ok,
+            **{"hub_url": parsed.hub_url[:2000], "self_url": parsed.self_url[:2000], **ok},
         )
+    # From when the poll finished, after the posts are counted in the rhythm.
+    Feed.objects.filter(pk=feed.pk).update(next_poll_at=_next_poll(feed, fetched.max_age))
+    return PollReport(feed=feed, status="ok", parsed=True, new_posts=stored, deliveries=deliveries)
+
+
+def store_pushed(feed: Feed, body: bytes, content_type: str = "") -> PollReport:
+    """Store the new items of a body a WebSub hub pushed, exactly as a poll would."""
+    now = timezone.now()
+    parsed = feeds.parse(body, base_url=feed.url, default_language=feed.language, content_type=content_type)
+    with transaction.atomic():
+        stored, deliveries = _store_body(feed, parsed, now)
+        Feed.objects.filter(pk=feed.pk).update(last_push_at=now)
+    return PollReport(feed=feed, status="ok", parsed=True, new_posts=stored, deliveries=deliveries)
+
+
+def _next_poll(feed: Feed, max_age: int | None) -> datetime:
+    """When to poll next, counted from now (the end of this poll)."""
+    finished = timezone.now()
+    pushed = PushSubscription.objects.filter(
+        feed=feed, state=PushSubscription.State.SUBSCRIBED, expires_at__gt=finished
+    ).exists()
+    return finished + timedelta(seconds=rhythm.next_interval(feed, finished, pushed=pushed, max_age=max_age))
+
+
+def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[list[Post], int]:
+    """Store a parsed body's new posts with their deliveries (inside the caller's transaction);
+    the posts stored, and how many deliveries were created."""
+    unseen, left_out = _unseen(feed, parsed)
+    new_items = [feeds.sanitize(item) for item in unseen]
+    first_poll = feed.first_polled_at is None
+    stored = [post for item in new_items if (post := _store_post(feed, item, now)) is not None]
+    deliverable = _newest(stored, feed.backfill) if first_poll else stored
+    # Oldest first, so the networks show them in publishing order.
+    deliverable.sort(key=lambda p: (p.published_at or p.first_seen_at, p.pk))
+    deliveries = _create_deliveries_in_order(deliverable)
     if stored:
         log.info(
             "feed %s: %d new posts, %d deliveries%s",
             feed.pk,
             len(stored),
-            len(deliveries),
+            deliveries,
             " (first poll: backlog recorded, not delivered)" if first_poll and not feed.backfill else "",
         )
     if left_out:
         reasons = ", ".join(f"{count} {reason}" for reason, count in left_out.items())
         log.info("feed %s: items left out: %s", feed.pk, reasons)
-    return PollReport(feed=feed, status="ok", parsed=True, new_posts=stored, deliveries=len(deliveries))
+    return stored, deliveries
+
+
+def _create_deliveries_in_order(posts: list[Post]) -> int:
+    """One automatic delivery per matching enabled target for each post (in the order given),
+    sent on commit as one chain per target; how many were created.
+
+    Like delivery.create_auto_deliveries, whose enqueueing sends every delivery at once: with
+    several workers the first of 20 new items then often landed 6th to 9th.
+    """
+    chains: dict[tuple[int, str], list[int]] = {}
+    for target in Target.objects.filter(enabled=True).prefetch_related("feeds"):
+        for post in posts:
+            if target_matches(target, post):
+                created = Delivery.objects.create(post=post, target=target, origin=Delivery.Origin.AUTO)
+                chains.setdefault((target.pk, target.kind), []).append(created.pk)
+    if chains:
+        transaction.on_commit(lambda: _enqueue_chains(chains))
+    return sum(len(ids) for ids in chains.values())
+
+
+def _enqueue_chains(chains: dict[tuple[int, str], list[int]]) -> None:
+    """Send each target's deliveries as a chain: one after the other, oldest first.
+
+    A broker that is down loses nothing: the rows stay queued and the sweeper sends them later.
+    """
+    from celery import chain
+
+    from tasks.deliver import deliver
+
+    for (_, kind), ids in chains.items():
+        if len(ids) == 1:
+            enqueue([(ids[0], kind)])
+            continue
+        try:
+            chain(deliver.si(pk).set(queue=queue_name(kind)) for pk in ids).apply_async()
+        except Exception as exc:  # kombu raises many classes for a broker that is away
+            log.warning(
+                "broker unavailable, %d deliveries wait for the sweeper: %s", len(ids), redact(str(exc))
+            )
+            continue
+        # What delivery.enqueue records: the sweeper leaves them to the chain for a while.
+        Delivery.objects.filter(pk__in=ids).update(enqueued_at=timezone.now())
 
 
 def _unseen(feed: Feed, parsed: feeds.ParsedFeed) -> tuple[list[feeds.ParsedItem], dict[str, int]]:
@@ -211,6 +302,9 @@ def _record_feed_error(feed: Feed, exc: FeedError, now: datetime) -> PollReport:
     """Record a failed poll on the feed and back off exponentially."""
     failures = feed.consecutive_failures + 1
     backoff = min(feed.poll_interval * 2 ** min(failures - 1, 16), settings.SYNDICATOR_FEED_MAX_BACKOFF)
+    # A 429 or 503 that says how long to wait is obeyed (RFC 9110 §10.2.3), up to the longest back-off.
+    asked = getattr(exc, "retry_after", None) or 0
+    backoff = max(backoff, min(asked, settings.SYNDICATOR_FEED_MAX_BACKOFF))
     message = redact(f"{type(exc).__name__}: {exc}")
     Feed.objects.filter(pk=feed.pk).update(
         last_status=Feed.Status.ERROR,
@@ -218,7 +312,7 @@ def _record_feed_error(feed: Feed, exc: FeedError, now: datetime) -> PollReport:
         last_http_status=getattr(exc, "http_status", None),
         last_error=message[:5000],
         consecutive_failures=failures,
-        next_poll_at=now + timedelta(seconds=max(backoff, feed.poll_interval)),
+        next_poll_at=timezone.now() + timedelta(seconds=max(backoff, feed.poll_interval)),
     )
     log.warning("feed %s (%s): poll failed (%d in a row): %s", feed.pk, redact(feed.url), failures, message)
     return PollReport(feed=feed, status="error", error=message)

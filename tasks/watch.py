@@ -1,21 +1,42 @@
-"""Feed tasks: the beat tick that finds due feeds, and the poll of one feed."""
+"""Feed tasks: the beat tick that finds due feeds, the poll of one feed, the WebSub round."""
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from celeryproject import app
-from syndicator import watch
+from syndicator import watch, websub
+from syndicator.models import Feed, Post
+
+# A webhook that names its article polls again until the article is in the feed (a cached feed
+# may lag behind the publish call), after these many seconds.
+LOOK_AGAIN = (1, 2, 4, 8, 15)
 
 
 @app.task(name="tasks.watch.schedule_due_feeds")
 def schedule_due_feeds() -> int:
-    """Enqueue a poll for every enabled feed that is due; return how many."""
-    feed_ids = watch.claim_due_feeds()
-    for feed_id in feed_ids:
-        poll_feed.delay(feed_id)
-    return len(feed_ids)
+    """Enqueue a poll, on time, for every enabled feed due before the next tick; return how many."""
+    claimed = watch.claim_feeds_due_within(settings.SYNDICATOR_SCHEDULE_INTERVAL)
+    for feed_id, countdown in claimed:
+        poll_feed.apply_async(args=[feed_id], countdown=countdown or None)
+    return len(claimed)
 
 
 @app.task(name="tasks.watch.poll_feed")
-def poll_feed(feed_id: int) -> None:
-    """Poll one feed; failures are recorded on the feed, never raised."""
-    watch.poll_feed(feed_id)
+def poll_feed(feed_id: int, look_for: str = "", attempt: int = 0) -> None:
+    """Poll one feed; failures are recorded on the feed, never raised. With look_for (a webhook's
+    article URL), poll again shortly while the article is not there or another poll was running."""
+    if not Feed.objects.filter(pk=feed_id).exists():
+        return
+    report = watch.poll_feed(feed_id)
+    if report.status in ("ok", "not_modified", "unchanged") and websub.enabled():
+        websub.ensure(Feed.objects.get(pk=feed_id))
+    missing = bool(look_for) and not Post.objects.filter(feed_id=feed_id, url=look_for).exists()
+    if (report.status == "busy" or missing) and attempt < len(LOOK_AGAIN) and report.status != "error":
+        poll_feed.apply_async(args=[feed_id, look_for, attempt + 1], countdown=LOOK_AGAIN[attempt])
+
+
+@app.task(name="tasks.watch.maintain_push")
+def maintain_push() -> dict[str, int]:
+    """Renew, time out and end WebSub subscriptions (syndicator/websub.py)."""
+    return websub.maintain()

@@ -129,7 +129,8 @@ def data_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def env(data_dir: Path) -> dict[str, str]:
     """The embedded default: no database, broker or Redis configured; a fast scheduler."""
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL"}}
+    unset = {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "SYNDICATOR_PUBLIC_URL"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env.update(
         SYNDICATOR_DATA_DIR=str(data_dir),
         SYNDICATOR_SCHEDULE_INTERVAL="1",
@@ -209,6 +210,8 @@ def test_run_delivers_a_new_post_once_and_ctrl_c_stops_everything(
     assert code == 0, run.log_tail()
     rows = deliveries_of(env, NEW_POST)
     assert [(r["target"], r["status"], r["attempts"]) for r in rows] == [("test-outbox", "sent", 1)]
+    said = run.output.read_text(errors="replace")
+    assert said.count("need SYNDICATOR_PUBLIC_URL") == 1, "without a public URL, said once: push is off"
     assert rows[0]["text"]
     _, alive = psutil.wait_procs(started, timeout=5)
     assert alive == [], f"left running: {[p.pid for p in alive]}"

@@ -55,6 +55,7 @@ class FeedAdmin(admin.ModelAdmin):
         "status_badge",
         "last_polled_at",
         "next_poll_at",
+        "push_state",
         "consecutive_failures",
         "short_error",
     )
@@ -66,7 +67,16 @@ class FeedAdmin(admin.ModelAdmin):
     change_form_template = "admin/syndicator/feed/change_form.html"
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, now
     fieldsets = (
-        (None, {"fields": ("url", "name", "language", "enabled", "poll_interval", "backfill")}),
+        (
+            None,
+            {
+                "fields": (
+                    *("url", "name", "language", "enabled"),
+                    *("poll_interval", "poll_interval_max", "backfill"),
+                )
+            },
+        ),
+        ("Push", {"fields": ("push_state", "last_push_at", "hub_url", "self_url")}),
         (
             "Health",
             {
@@ -81,7 +91,7 @@ class FeedAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Fetching", {"classes": ("collapse",), "fields": ("etag", "last_modified", "body_hash", "hub_url")}),
+        ("Fetching", {"classes": ("collapse",), "fields": ("etag", "last_modified", "body_hash")}),
     )
     readonly_fields = (
         "status_badge",
@@ -89,6 +99,9 @@ class FeedAdmin(admin.ModelAdmin):
         "last_modified",
         "body_hash",
         "hub_url",
+        "self_url",
+        "push_state",
+        "last_push_at",
         "last_polled_at",
         "last_success_at",
         "last_status",
@@ -105,6 +118,13 @@ class FeedAdmin(admin.ModelAdmin):
     def status_badge(self, obj: Feed) -> str:
         health = feed_health(obj)
         return format_html('<span title="{}">{}</span>', health.reason, badge(health.state))
+
+    @admin.display(description="push")
+    def push_state(self, obj: Feed) -> str:
+        """WebSub: none, pending, subscribed until …, failed with the hub's reason."""
+        from syndicator import websub
+
+        return str(websub.push_state(obj))
 
     @admin.display(description="last error")
     def short_error(self, obj: Feed) -> str:

@@ -11,6 +11,7 @@ from django.core.management.base import CommandParser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from syndicator import webhook, websub
 from syndicator.cli_util import (
     SyndicatorCommand,
     add_actions,
@@ -65,6 +66,7 @@ def feed_row(feed: Feed) -> dict[str, Any]:
         "status": feed.last_status,
         "health": feed_health(feed).state,
         "poll_interval": feed.poll_interval,
+        "poll_interval_max": feed.poll_interval_max,
         "backfill": feed.backfill,
         "last_polled_at": iso(feed.last_polled_at),
         "last_success_at": iso(feed.last_success_at),
@@ -72,6 +74,8 @@ def feed_row(feed: Feed) -> dict[str, Any]:
         "last_http_status": feed.last_http_status,
         "consecutive_failures": feed.consecutive_failures,
         "last_error": feed.last_error,
+        "push": str(websub.push_state(feed)),
+        "last_push_at": iso(feed.last_push_at),
     }
 
 
@@ -80,6 +84,23 @@ def next_poll(feed: Feed) -> str:
     if not feed.enabled:
         return ""
     return relative(feed.next_poll_at) if feed.next_poll_at > timezone.now() else "due"
+
+
+def poll_bounds(interval: int | None, shortest: int | None, longest: int | None) -> tuple[int, int | None]:
+    """(poll_interval, poll_interval_max) from the options: --interval fixes it, else adaptive."""
+    if interval is not None:
+        if shortest is not None or longest is not None:
+            raise UserError("give either --interval (fixed) or --min-interval/--max-interval (adaptive)")
+        if interval < 1:
+            raise UserError(f"bad --interval {interval}: at least 1 second")
+        return interval, None
+    shortest = settings.SYNDICATOR_FEED_MIN_INTERVAL if shortest is None else shortest
+    longest = settings.SYNDICATOR_FEED_MAX_INTERVAL if longest is None else longest
+    if shortest < 1:
+        raise UserError(f"bad --min-interval {shortest}: at least 1 second")
+    if longest < shortest:
+        raise UserError(f"bad --max-interval {longest}: at least --min-interval ({shortest})")
+    return shortest, longest
 
 
 class Command(SyndicatorCommand):
@@ -96,7 +117,19 @@ class Command(SyndicatorCommand):
             "--interval",
             type=int,
             default=None,
-            help=f"seconds between polls (default {settings.SYNDICATOR_FEED_DEFAULT_INTERVAL})",
+            help="poll every this many seconds, whatever the feed's rhythm (default: adaptive polling)",
+        )
+        add.add_argument(
+            "--min-interval",
+            type=int,
+            default=None,
+            help=f"adaptive polling: at most this often (default {settings.SYNDICATOR_FEED_MIN_INTERVAL} s)",
+        )
+        add.add_argument(
+            "--max-interval",
+            type=int,
+            default=None,
+            help=f"adaptive polling: at least this often (default {settings.SYNDICATOR_FEED_MAX_INTERVAL} s)",
         )
         add.add_argument(
             "--backfill",
@@ -107,6 +140,10 @@ class Command(SyndicatorCommand):
 
         listing = action("list", "show the feeds and how their polls went")
         listing.add_argument("--json", action="store_true", help="one JSON object per line")
+
+        hook = action("webhook", "print the feed's signed publish webhook: its URL and secret")
+        hook.add_argument("feed_id", help="the feed's id (see `feeds list`)")
+        hook.add_argument("--rotate", action="store_true", help="make a new secret (the old one stops)")
 
         for name, text in (
             ("remove", "stop watching a feed and delete its posts and their delivery log"),
@@ -121,14 +158,21 @@ class Command(SyndicatorCommand):
         getattr(self, f"handle_{action}")(**options)
 
     def handle_add(
-        self, *, url: str, name: str, language: str, interval: int | None, backfill: int, **_: Any
+        self,
+        *,
+        url: str,
+        name: str,
+        language: str,
+        interval: int | None,
+        min_interval: int | None,
+        max_interval: int | None,
+        backfill: int,
+        **_: Any,
     ) -> None:
         """Create a feed; the scheduler polls it at once."""
         url = validate_feed_url(url)
         language = validate_language(language)
-        interval = settings.SYNDICATOR_FEED_DEFAULT_INTERVAL if interval is None else interval
-        if interval < 1:
-            raise UserError(f"bad --interval {interval}: at least 1 second")
+        interval, longest = poll_bounds(interval, min_interval, max_interval)
         if backfill < 0:
             raise UserError(f"bad --backfill {backfill}: 0 or more")
         if existing := Feed.objects.filter(url=url).first():
@@ -140,6 +184,7 @@ class Command(SyndicatorCommand):
                     name=name.strip()[:200],
                     language=language,
                     poll_interval=interval,
+                    poll_interval_max=longest,
                     backfill=backfill,
                 )
         except IntegrityError:  # added concurrently between the check and the insert
@@ -164,6 +209,8 @@ class Command(SyndicatorCommand):
             "health",
             "last poll",
             "next poll",
+            "push",
+            "last push",
             "failures",
             "last error",
         )
@@ -177,10 +224,21 @@ class Command(SyndicatorCommand):
                 styled(feed_health(feed).state),
                 relative(feed.last_polled_at),
                 next_poll(feed),
+                plain(str(websub.push_state(feed))[:200]),
+                relative(feed.last_push_at),
                 styled(str(feed.consecutive_failures), "error") if feed.consecutive_failures else "0",
                 plain(feed.last_error[:200]),
             )
         self.write_table(table)
+
+    def handle_webhook(self, *, feed_id: str, rotate: bool, **_: Any) -> None:
+        """Print the webhook's URL and secret (the only place the secret is ever shown)."""
+        feed = get_feed(feed_id)
+        secret = webhook.configure(feed, rotate=rotate)
+        self.stdout.write(f"url: {webhook.url(feed)}")
+        self.stdout.write(f"secret: {secret}")
+        if not websub.enabled():
+            self.stderr.write("note: set SYNDICATOR_PUBLIC_URL to the address your CMS reaches syndicator at")
 
     def handle_remove(self, *, feed_id: str, **_: Any) -> None:
         """Delete a feed with its posts and their deliveries."""

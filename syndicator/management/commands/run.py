@@ -192,8 +192,11 @@ class Command(BaseCommand):
             env = {**os.environ, "SYNDICATOR_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
             if own_demo:  # the demo feeds this web app serves may be polled
                 env = allowing_own_address(env, host)
-            # Unsubscribe links in email point at this web app unless the user said otherwise.
-            env.setdefault("SYNDICATOR_PUBLIC_URL", base_url(host, port))
+            # Unsubscribe links in email point at this web app unless the user said otherwise; that
+            # address is for this machine's browser, not for hubs and CMSs: push stays off.
+            if "SYNDICATOR_PUBLIC_URL" not in env:
+                env["SYNDICATOR_PUBLIC_URL"] = base_url(host, port)
+                env["SYNDICATOR_PUSH"] = "0"
             children["web"] = self._spawn(self._web_argv(host, port), env)
             # The worker starts once the web app answers: the demo feeds are served by it, and a
             # first poll that found nothing listening would back the feed off for a minute.
@@ -375,6 +378,14 @@ class Command(BaseCommand):
             lines.append(
                 f"  mailbox:     SMTP on 127.0.0.1:{mailbox.port} takes the {DEMO_MAILBOX_TARGET!r} "
                 f"target's mail; read it at {url}/admin/demo-mailbox/"
+            )
+        if settings.SYNDICATOR_PUSH_ENABLED:
+            lines.append(f"  push:        WebSub callbacks and webhooks at {settings.SYNDICATOR_PUBLIC_URL}")
+        else:
+            # Said once, here: a hub or a CMS cannot call back a machine it cannot reach.
+            lines.append(
+                "  push:        off: WebSub and the publish webhook need SYNDICATOR_PUBLIC_URL "
+                "(the URL hubs and your CMS reach this app at); feeds are polled"
             )
         lines += [
             "  admin user:  syndicator createsuperuser",
