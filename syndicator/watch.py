@@ -218,7 +218,7 @@ def _enqueue_chains(chains: dict[tuple[int, str], list[int]]) -> None:
             enqueue([(ids[0], kind)])
             continue
         try:
-            chain(deliver.si(pk).set(queue=queue_name(kind)) for pk in ids).apply_async()
+            chain(*(deliver.si(pk).set(queue=queue_name(kind)) for pk in ids)).apply_async()
         except Exception as exc:  # kombu raises many classes for a broker that is away
             log.warning(
                 "broker unavailable, %d deliveries wait for the sweeper: %s", len(ids), redact(str(exc))
