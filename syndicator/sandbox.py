@@ -52,7 +52,10 @@ from jinja2.utils import generate_lorem_ipsum
 from markupsafe import Markup
 
 MAX_LENGTH = 1_000_000  # characters (or items) of any one value a template makes
-MAX_OUTPUT = 1_000_000  # characters one rendering outputs; a message is far shorter
+# Characters one rendering outputs. A message body may carry a whole article: a feed may bring up
+# to SYNDICATOR_FEED_MAX_BYTES (10 MB) and an email has it twice (text and HTML), so the cap sits
+# above that (the hostile-feed catalogue's "one huge item" is 1.3 M characters), not at 1 M.
+MAX_OUTPUT = 24_000_000
 MAX_STEPS = 1_000_000  # loop iterations and calls in one rendering (range() alone allows 100,000)
 MAX_BITS = 100_000  # an integer made by * or ** (~30,000 digits)
 MAX_INDENT = 64  # tojson's indent: repeated once per nesting level on every line
