@@ -46,6 +46,7 @@ from syndicator.errors import (
     OutcomeUnknown,
     PermanentError,
     RateLimited,
+    Skipped,
     TargetBroken,
     TransientError,
 )
@@ -219,6 +220,8 @@ def _finish_attempt(
 
 
 def _outcome(exc: DeliveryError) -> str:
+    if isinstance(exc, Skipped):
+        return Outcome.SKIPPED
     if isinstance(exc, RateLimited):
         return Outcome.RATE_LIMITED
     if isinstance(exc, TransientError):
@@ -241,6 +244,8 @@ def _record_failure(
         # The target is broken, not the post: hold this delivery until an admin resumes it.
         pause_target(delivery.target, message)
         event = Event.HOLD
+    elif isinstance(exc, Skipped):
+        event = Event.SKIP  # the post does not suit the network: not a failure, nothing to retry
     elif isinstance(exc, PermanentError):
         event = Event.FAILED
     elif isinstance(exc, OutcomeUnknown) and not adapter_is_idempotent:
