@@ -28,6 +28,7 @@ from syndicator.admin.target_form import (
     target_form,
     template_field,
 )
+from syndicator.dispatch import queue_poll
 from syndicator.errors import PermanentError
 from syndicator.formatting import message_length, message_templates
 from syndicator.health import feed_health, target_health
@@ -140,10 +141,8 @@ class FeedAdmin(admin.ModelAdmin):
     def _queue_poll(self, request: HttpRequest, feed: Feed) -> bool:
         """Hand the poll to a worker: a web worker that fetched inline would hang on a slow feed
         (and on the demo feeds, which this same web app serves: issue 14)."""
-        from tasks.watch import poll_feed  # imported here: admin loads at start-up, polling is rare
-
         try:
-            poll_feed.delay(feed.pk)
+            queue_poll(feed.pk)
         except Exception as exc:  # kombu raises many classes for a broker that is away
             self.message_user(request, f"{feed}: the poll could not be queued: {exc}", messages.ERROR)
             return False
