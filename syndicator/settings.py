@@ -299,8 +299,6 @@ SYNDICATOR_TARGET_ALLOW_PRIVATE = [
 
 # Timeout of one call to a network's API (connect is capped at 10 s).
 SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15))
-# Graph API version for Facebook Pages, pinned (TARGETS.md: v25.0 is available until 2028-07).
-SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
 # Push (WebSub callbacks, the publish webhook) needs a URL the outside world reaches us at: only
 # an explicitly set SYNDICATOR_PUBLIC_URL turns it on (the default above is for links in mail).
 # SYNDICATOR_PUSH=0 turns it off anyway (`syndicator run` does, for the address it sets itself).
