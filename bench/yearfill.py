@@ -21,13 +21,14 @@ YEAR = timedelta(days=365)
 EDITIONS = (("en", "World"), ("en", "Politics"), ("en", "Business"), ("en", "Sport"), ("ar", "Arabic"),
             ("fa", "Persian"), ("en", "Culture"), ("en", "Science"), ("es", "Mundo"), ("fr", "Monde"),
             ("en", "Opinion"), ("en", "Local"))  # fmt: skip
-WORDS = tuple(
+_VOCABULARY = (
     "minister council election budget vote talks border court ruling strike storm flood market "
     "shares bank rates inflation league final match coach season film festival award museum study "
     "climate energy health hospital school police protest reform treaty summit ceasefire trade "
     "port river city village mayor senate parliament report inquiry crisis deal growth drought "
     "harvest rail airport bridge fire quake rescue aid refugees talks leader party coalition"
-).split()
+)
+WORDS = tuple(_VOCABULARY.split())
 BACKLOG_POSTS = 3  # the newest, with deliveries queued, being sent or retrying
 # One word in about 200 titles: what an editor types in the log's search box.
 RARE_WORD = "referendum"
