@@ -14,7 +14,7 @@ UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --p
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install lock run test test-long test-sqlite lint typecheck bench clean
+.PHONY: install lock run test test-long test-sqlite lint typecheck bench bench-history clean
 
 # Dependencies only from the lock (hash-checked); then the project itself, editable, adding nothing.
 $(STAMP): pyproject.toml $(LOCK)
@@ -66,6 +66,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+
+## bench-history: the pages read every day, timed on a year of a newsroom (PostgreSQL, bench/history.py)
+bench-history: $(STAMP)
+	$(BIN)/python bench/history.py
 
 clean:
 	rm -rf $(VENV) var
