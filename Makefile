@@ -14,7 +14,7 @@ UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --generate-hashes --p
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install lock run test test-long test-sqlite lint typecheck bench clean
+.PHONY: install lock run test test-long test-sqlite lint typecheck bench bench-history clean
 
 # Dependencies only from the lock (hash-checked); then the project itself, editable, adding nothing.
 $(STAMP): pyproject.toml $(LOCK)
@@ -56,9 +56,11 @@ test-long: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
 		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m faults_pg_stop
 
+## lint: ruff (rules and format), then mypy as `make typecheck` runs it; CI (.ci/run) runs this
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## typecheck: mypy with django-stubs over syndicator/ and tasks/ ([tool.mypy] in pyproject.toml)
 typecheck: $(STAMP)
@@ -66,6 +68,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/pipeline.py
+
+## bench-history: the pages read every day, timed on a year of a newsroom (PostgreSQL, bench/history.py)
+bench-history: $(STAMP)
+	$(BIN)/python bench/history.py
 
 clean:
 	rm -rf $(VENV) var

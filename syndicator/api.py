@@ -82,7 +82,7 @@ api = NinjaAPI(
 
 def require(request: HttpRequest, *permissions: str) -> AbstractBaseUser:
     """The caller, if their role has every permission; else a 403 naming what is missing."""
-    user = request.auth
+    user = request.auth  # type: ignore[attr-defined]  # django-ninja sets it after authentication
     if missing := [p for p in permissions if not user.has_perm(p)]:
         raise HttpError(403, f"your role does not allow this (it needs {', '.join(missing)})")
     return user

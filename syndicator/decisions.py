@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import transaction
 
 from syndicator import dispatch
@@ -28,16 +29,16 @@ log = logging.getLogger(__name__)
 Status = Delivery.Status
 Outcome = DeliveryAttempt.Outcome
 # Who decided: a user (admin pages, API), a name (the command line's OS user), or nobody known.
-Actor = AbstractBaseUser | str | None
+Actor = AbstractBaseUser | AnonymousUser | str | None
 
 
-def _actor(by: Actor) -> tuple[AbstractBaseUser | None, str]:
+def _actor(by: Actor) -> tuple[User | None, str]:
     """The user to link (None for a name or the system) and the name to keep."""
     if by is None:
         return None, ""
     if isinstance(by, str):
         return None, by[:150]
-    return (by if by.pk is not None else None), by.get_username()[:150]
+    return (by if isinstance(by, User) and by.pk is not None else None), by.get_username()[:150]
 
 
 def _verdict(
@@ -128,6 +129,7 @@ def mark_uncertain(delivery: Delivery, *, sent: bool, by: Actor, url: str = "") 
         current = Delivery.objects.select_for_update().get(pk=delivery.pk)
         if current.status != Status.UNCERTAIN:
             return None
+        changes: dict[str, Any]
         if sent:
             verdict = f"marked as sent by {name}" + (f": {url}" if url else "")
             event, changes = Event.MARK_SENT, {"sent_at": now, "last_error": ""}

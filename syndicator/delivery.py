@@ -47,6 +47,7 @@ from syndicator.errors import (
     OutcomeUnknown,
     PermanentError,
     RateLimited,
+    Skipped,
     TargetBroken,
     TransientError,
 )
@@ -137,8 +138,8 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
         error = exc if isinstance(exc, DeliveryError) else PermanentError(f"rendering failed: {exc!r}")
         if error is not exc:
             log.exception("delivery %s: rendering failed", delivery_id)
-        attempt = _log_attempt(delivery, task_id, worker, rendered="")
-        return durably(lambda: _record_failure(delivery, attempt, error, started)) if attempt else None
+        failed = _log_attempt(delivery, task_id, worker, rendered="")
+        return durably(lambda: _record_failure(delivery, failed, error, started)) if failed else None
     # The attempt row is the mark that a request may leave: the sweeper puts a lost claim without
     # one back in the queue, and treats one with it as uncertain.
     attempt = _log_attempt(delivery, task_id, worker, rendered=message.as_log_text())
@@ -231,6 +232,8 @@ def _finish_attempt(
 
 
 def _outcome(exc: DeliveryError) -> str:
+    if isinstance(exc, Skipped):
+        return Outcome.SKIPPED
     if isinstance(exc, RateLimited):
         return Outcome.RATE_LIMITED
     if isinstance(exc, TransientError):
@@ -256,6 +259,8 @@ def _record_failure(
         # The target is broken, not the post: hold this delivery until an admin resumes it.
         pause_target(delivery.target, message)
         event = Event.HOLD
+    elif isinstance(exc, Skipped):
+        event = Event.SKIP  # the post does not suit the network: not a failure, nothing to retry
     elif isinstance(exc, PermanentError):
         event = Event.FAILED
     elif isinstance(exc, OutcomeUnknown) and not adapter_is_idempotent:

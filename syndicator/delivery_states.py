@@ -33,6 +33,7 @@ class Event(enum.StrEnum):
     LOOK_UP = "look_up"
     SENT = "sent"
     FAILED = "failed"
+    SKIP = "skip"
     RETRY_LATER = "retry_later"
     HOLD = "hold"
     UNCERTAIN = "uncertain"
@@ -72,6 +73,7 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.LOOK_UP: _t((Status.UNCERTAIN,), Status.SENDING, By.WORKER),
     Event.SENT: _t((Status.SENDING, Status.UNCERTAIN), Status.SENT, By.WORKER),
     Event.FAILED: _t((Status.SENDING, Status.UNCERTAIN), Status.FAILED, By.WORKER),
+    Event.SKIP: _t((Status.SENDING,), Status.SKIPPED, By.WORKER),
     Event.RETRY_LATER: _t((Status.SENDING, Status.UNCERTAIN), Status.RETRYING, By.WORKER),
     Event.HOLD: _t((Status.SENDING, Status.UNCERTAIN), Status.QUEUED, By.WORKER),
     Event.UNCERTAIN: _t((Status.SENDING, Status.UNCERTAIN), Status.UNCERTAIN, By.WORKER),

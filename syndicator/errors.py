@@ -5,7 +5,8 @@
     │   ├── TransientError         timeout before the request left, connection refused, 5xx: retry
     │   │   └── RateLimited        429 and friends: retry, not before ``retry_after`` seconds
     │   ├── PermanentError         this content or this configuration will never work: fail now
-    │   │   └── TargetBroken       the target itself is broken (dead token, kicked bot): pause it
+    │   │   ├── TargetBroken       the target itself is broken (dead token, kicked bot): pause it
+    │   │   └── Skipped            this post does not suit this network (a Pin needs an image)
     │   └── OutcomeUnknown         the request left and no answer came: it may have been posted
     ├── FeedError                  raised while fetching or parsing a feed; recorded on the feed
     │   ├── FeedFetchError         network error, timeout, HTTP error status, too many redirects
@@ -53,6 +54,11 @@ class RateLimited(TransientError):
 
 class PermanentError(DeliveryError):
     """Retrying cannot help: the content was rejected or the configuration is wrong."""
+
+
+class Skipped(PermanentError):
+    """This post does not suit this network (a Pin without an image): nothing is sent, and that
+    is not a failure of the target; the delivery ends ``skipped`` with the reason."""
 
 
 class TargetBroken(PermanentError):

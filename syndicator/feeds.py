@@ -294,7 +294,8 @@ def _published(entry: Mapping[str, Any]) -> datetime | None:
             continue
         try:
             # min(…, 59): a leap second (tm_sec 60) would make datetime() refuse the whole date.
-            return datetime(*value[:5], min(value[5], 59), tzinfo=UTC)
+            year, month, day, hour, minute, second = value[:6]
+            return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
         except (TypeError, ValueError, OverflowError, IndexError):
             continue
     return None

@@ -28,11 +28,17 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 if TYPE_CHECKING:
+    from email.headerregistry import BaseHeader as _Header
+
     from syndicator.formatting import Message
     from syndicator.models import Subscriber
+else:
+    # HeaderRegistry makes the real class from this one and BaseHeader (its fold, its name), which
+    # typeshed's UnstructuredHeader does not say; a base for the type checker only.
+    _Header = object
 
 
-class UriListHeader(UnstructuredHeader):
+class UriListHeader(UnstructuredHeader, _Header):
     """List-Unsubscribe: <URI>s (RFC 2369), folded only between them and never encoded.
 
     The default policy would turn a URI longer than a line into RFC 2047 encoded-words, which

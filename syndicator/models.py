@@ -258,6 +258,8 @@ class DeliveryAttempt(models.Model):
         # A person's retry or cancel (syndicator.decisions), recorded so the timeline credits them.
         RETRIED = "retried", "retried"
         CANCELLED = "cancelled", "cancelled"
+        # The post does not suit the network (errors.Skipped): nothing was sent, nothing failed.
+        SKIPPED = "skipped", "skipped"
 
     class Kind(models.TextChoices):
         SEND = "send"

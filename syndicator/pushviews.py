@@ -12,6 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
 from syndicator import watch, webhook, websub
+from syndicator.dispatch import queue_poll
 from syndicator.errors import FeedError
 from syndicator.models import Feed, PushSubscription
 from syndicator.redact import redact
@@ -68,10 +69,8 @@ def feed_webhook(request: HttpRequest, feed_id: int) -> JsonResponse:
         return JsonResponse({"error": str(exc)}, status=401)
     if not feed.enabled:
         return JsonResponse({"error": "the feed is disabled"}, status=409)
-    from tasks.watch import poll_feed
-
     try:
-        poll_feed.delay(feed.pk, call.url)
+        queue_poll(feed.pk, call.url)
     except Exception as exc:  # kombu raises many classes for a broker that is away
         # The call is not lost: the scheduler polls the feed as soon as the broker is back.
         Feed.objects.filter(pk=feed.pk).update(next_poll_at=timezone.now())

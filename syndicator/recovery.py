@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
@@ -76,7 +76,8 @@ def unverified() -> Q:
     looked_up = DeliveryAttempt.objects.filter(
         delivery=OuterRef("pk"), number=OuterRef("attempts"), kind=Kind.LOOKUP
     )
-    return Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & ~Exists(looked_up)
+    # Q & an expression is a Q (Q._combine); django-stubs type it Combinable, hence the casts here.
+    return cast(Q, Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & ~Exists(looked_up))
 
 
 def uncertain_cause(delivery_id: int, *, before: int) -> str:
@@ -115,7 +116,7 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
         requeued += move(
             pk,
             Event.LOST_BEFORE_SEND,
-            where=expired & ~Exists(started),
+            where=cast(Q, expired & ~Exists(started)),
             now=now,
             lease_until=None,
             next_attempt_at=None,
@@ -125,10 +126,16 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
         # A look-up sent nothing: the delivery was uncertain before it and stays so, with the reason
         # it had. It is not looked up again (once per uncertain episode), so an admin decides.
         looking_up = started.filter(kind=Kind.LOOKUP)
-        settle = {"lease_until": None, "enqueued_at": None, "now": now}
+        settle: dict[str, Any] = {"lease_until": None, "enqueued_at": None, "now": now}
         lost_look_up = f"{LOOK_UP_LOST}; before: {uncertain_cause(pk, before=number)}"[:5000]
         mine = expired & Q(attempts=number)
-        if move(pk, Event.LOST_MID_SEND, where=mine & Exists(looking_up), last_error=lost_look_up, **settle):
+        if move(
+            pk,
+            Event.LOST_MID_SEND,
+            where=cast(Q, mine & Exists(looking_up)),
+            last_error=lost_look_up,
+            **settle,
+        ):
             lost_what = "look-up"
         elif move(
             pk,

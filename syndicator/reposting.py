@@ -15,7 +15,7 @@ from syndicator.errors import PermanentError
 from syndicator.formatting import length_unit, message_length, override_length, render_message
 from syndicator.models import Post, Target
 
-_TAG = re.compile(r"<[^>]*>")  # Telegram's HTML has passed formatting's tag check by now
+_TAG = re.compile(r"<[^>]*>")  # HTML markup has passed its network's tag check by now
 
 
 @dataclass
@@ -25,8 +25,8 @@ class TargetPreview:
     target: str
     kind: str
     format: str
-    text: str  # as readers see it (Telegram's HTML shown as its visible text)
-    markup: str = ""  # as sent, when that differs (Telegram's HTML)
+    text: str  # as readers see it (HTML markup shown as its visible text)
+    markup: str = ""  # as sent, when that differs (HTML markup)
     subject: str = ""
     length: int = 0
     limit: int | None = None
@@ -110,7 +110,7 @@ def preview(post: Post, target: Target, text: str = "") -> TargetPreview:
 
 
 def visible_text(markup: str) -> str:
-    """Telegram HTML as readers see it: tags dropped, entities decoded."""
+    """HTML markup as readers see it: tags dropped, entities decoded."""
     return html.unescape(_TAG.sub("", markup))
 
 

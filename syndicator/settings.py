@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -233,7 +234,7 @@ SYNDICATOR_AUTH_WINDOW = int(os.environ.get("SYNDICATOR_AUTH_WINDOW", 900))
 # One retry policy, as data: delay before attempt n+1 is backoff[n-1] (the last entry repeats),
 # times a random factor in [1 - jitter, 1 + jitter], at least a rate limit's retry_after, at most
 # max_delay; after max_attempts the delivery is failed.
-SYNDICATOR_RETRY = {
+SYNDICATOR_RETRY: dict[str, Any] = {
     "backoff": _env_float_list("SYNDICATOR_RETRY_BACKOFF", [10, 60, 300, 1800, 7200, 21600]),
     "jitter": float(os.environ.get("SYNDICATOR_RETRY_JITTER", 0.2)),
     "max_attempts": int(os.environ.get("SYNDICATOR_RETRY_MAX_ATTEMPTS", 8)),
@@ -299,8 +300,6 @@ SYNDICATOR_TARGET_ALLOW_PRIVATE = [
 
 # Timeout of one call to a network's API (connect is capped at 10 s).
 SYNDICATOR_TARGET_TIMEOUT = float(os.environ.get("SYNDICATOR_TARGET_TIMEOUT", 15))
-# Graph API version for Facebook Pages, pinned (TARGETS.md: v25.0 is available until 2028-07).
-SYNDICATOR_GRAPH_API_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
 # Push (WebSub callbacks, the publish webhook) needs a URL the outside world reaches us at: only
 # an explicitly set SYNDICATOR_PUBLIC_URL turns it on (the default above is for links in mail).
 # SYNDICATOR_PUSH=0 turns it off anyway (`syndicator run` does, for the address it sets itself).

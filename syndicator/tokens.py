@@ -16,7 +16,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -35,7 +35,7 @@ def hash_token(token: str) -> str:
 
 
 def create_token(
-    user: AbstractBaseUser, name: str = "", *, scope: str = "", expires_at: datetime | None = None
+    user: User, name: str = "", *, scope: str = "", expires_at: datetime | None = None
 ) -> tuple[ApiToken, str]:
     """Make a token for a user; return the row and the token itself, which is never shown again."""
     token = PREFIX + secrets.token_urlsafe(32)
@@ -66,7 +66,7 @@ def token_for(token: str, request: HttpRequest | None = None) -> ApiToken | None
     return row
 
 
-def user_for_token(token: str, request: HttpRequest | None = None) -> AbstractBaseUser | None:
+def user_for_token(token: str, request: HttpRequest | None = None) -> User | None:
     """The user of a working token for the API, or None (a /metrics-only token is not one)."""
     row = token_for(token, request)
     if row is None or row.scope != ApiToken.Scope.ALL:
@@ -82,7 +82,7 @@ def bearer_token(request: HttpRequest) -> str | None:
     return token.strip() or None
 
 
-def request_user(request: HttpRequest) -> AbstractBaseUser | None:
+def request_user(request: HttpRequest) -> User | None:
     """Who a request comes from: a bearer token's user, else the logged-in session's, else None."""
     if (token := bearer_token(request)) is not None:
         return user_for_token(token, request)

@@ -27,10 +27,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from syndicator import feeds, rhythm
-from syndicator.clock import Now
-from syndicator.delivery import enqueue, queue_name, target_matches
+from syndicator.dispatch import create_auto_deliveries
 from syndicator.errors import FeedError
-from syndicator.models import Delivery, Feed, Post, PushSubscription, Target
+from syndicator.models import Feed, Post, PushSubscription
 from syndicator.redact import redact
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,7 @@ def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[li
     deliverable = _newest(stored, feed.backfill) if first_poll else stored
     # Oldest first, so the networks show them in publishing order.
     deliverable.sort(key=lambda p: (p.published_at or p.first_seen_at, p.pk))
-    deliveries = _create_deliveries_in_order(deliverable)
+    deliveries = len(create_auto_deliveries(deliverable))
     if stored:
         log.info(
             "feed %s: %d new posts, %d deliveries%s",
@@ -185,48 +184,6 @@ def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[li
         reasons = ", ".join(f"{count} {reason}" for reason, count in left_out.items())
         log.info("feed %s: items left out: %s", feed.pk, reasons)
     return stored, deliveries
-
-
-def _create_deliveries_in_order(posts: list[Post]) -> int:
-    """One automatic delivery per matching enabled target for each post (in the order given),
-    sent on commit as one chain per target; how many were created.
-
-    Like delivery.create_auto_deliveries, whose enqueueing sends every delivery at once: with
-    several workers the first of 20 new items then often landed 6th to 9th.
-    """
-    chains: dict[tuple[int, str], list[int]] = {}
-    for target in Target.objects.filter(enabled=True).prefetch_related("feeds"):
-        for post in posts:
-            if target_matches(target, post):
-                created = Delivery.objects.create(post=post, target=target, origin=Delivery.Origin.AUTO)
-                chains.setdefault((target.pk, target.kind), []).append(created.pk)
-    if chains:
-        transaction.on_commit(lambda: _enqueue_chains(chains))
-    return sum(len(ids) for ids in chains.values())
-
-
-def _enqueue_chains(chains: dict[tuple[int, str], list[int]]) -> None:
-    """Send each target's deliveries as a chain: one after the other, oldest first.
-
-    A broker that is down loses nothing: the rows stay queued and the sweeper sends them later.
-    """
-    from celery import chain
-
-    from tasks.deliver import deliver
-
-    for (_, kind), ids in chains.items():
-        if len(ids) == 1:
-            enqueue([(ids[0], kind)])
-            continue
-        try:
-            chain(deliver.si(pk).set(queue=queue_name(kind)) for pk in ids).apply_async()
-        except Exception as exc:  # kombu raises many classes for a broker that is away
-            log.warning(
-                "broker unavailable, %d deliveries wait for the sweeper: %s", len(ids), redact(str(exc))
-            )
-            continue
-        # What delivery.enqueue records: the sweeper leaves them to the chain for a while.
-        Delivery.objects.filter(pk__in=ids).update(enqueued_at=Now())
 
 
 def _unseen(feed: Feed, parsed: feeds.ParsedFeed) -> tuple[list[feeds.ParsedItem], dict[str, int]]:

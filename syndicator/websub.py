@@ -222,7 +222,8 @@ def verify_intent(key: str, params: dict[str, str], *, now: datetime | None = No
     log.info("feed %s: subscribed at its hub for %d s", sub.feed_id, lease)
     # From now on polling is only the safety net (syndicator/rhythm.py).
     safety = now + timedelta(seconds=settings.SYNDICATOR_WEBSUB_SAFETY_INTERVAL)
-    Feed.objects.filter(pk=sub.feed_id, next_poll_at__lt=safety).update(next_poll_at=safety)
+    if sub.feed_id is not None:  # None: the feed was deleted meanwhile (the row outlives it)
+        Feed.objects.filter(pk=sub.feed_id, next_poll_at__lt=safety).update(next_poll_at=safety)
     return challenge
 
 
@@ -263,7 +264,9 @@ def maintain(*, now: datetime | None = None) -> dict[str, int]:
     for sub in subscribed.filter(pending_mode="", expires_at__gt=now).select_related("feed"):
         # Renew within the last tenth of the lease, and at least two rounds before it ends.
         margin = max((sub.lease_seconds or 0) / 10, 2 * settings.SYNDICATOR_WEBSUB_TICK)
-        if sub.expires_at - now <= timedelta(seconds=margin) and not _recently_failed(sub, now):
+        # expires_at__gt leaves out NULLs; the test tells the type checker so.
+        due = sub.expires_at is not None and sub.expires_at - now <= timedelta(seconds=margin)
+        if due and not _recently_failed(sub, now):
             _request(sub, "subscribe", now)
             counts["renewed"] += 1
     for feed in Feed.objects.filter(enabled=True).exclude(hub_url=""):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from celery import Task
+
 from celeryproject import app
 from syndicator import delivery
 
 
 @app.task(name="tasks.deliver.deliver", bind=True)
-def deliver(self, delivery_id: int) -> None:
+def deliver(self: Task, delivery_id: int) -> None:
     """Attempt one delivery; a duplicate message finds nothing to claim and returns."""
     delivery.attempt_delivery(delivery_id, task_id=self.request.id or "", worker=self.request.hostname or "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from celery import Task
+
 from celeryproject import app
 from syndicator import delivery, desk, retention
 
@@ -13,7 +15,7 @@ def sweep_deliveries() -> dict[str, int]:
 
 
 @app.task(name="tasks.maintenance.heartbeat", bind=True)
-def heartbeat(self) -> str:
+def heartbeat(self: Task) -> str:
     """Record that a worker runs (and beat schedules): one row, one write, every 30 s."""
     return desk.record_heartbeat(self.request.hostname or "").isoformat()
 

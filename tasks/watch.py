@@ -18,7 +18,8 @@ def schedule_due_feeds() -> int:
     """Enqueue a poll, on time, for every enabled feed due before the next tick; return how many."""
     claimed = watch.claim_feeds_due_within(settings.SYNDICATOR_SCHEDULE_INTERVAL)
     for feed_id, countdown in claimed:
-        poll_feed.apply_async(args=[feed_id], countdown=countdown or None)
+        # A countdown of 0 sets no ETA, as None would (Celery converts only a truthy countdown).
+        poll_feed.apply_async(args=(feed_id,), countdown=countdown)
     return len(claimed)
 
 
@@ -33,7 +34,7 @@ def poll_feed(feed_id: int, look_for: str = "", attempt: int = 0) -> None:
         websub.ensure(Feed.objects.get(pk=feed_id))
     missing = bool(look_for) and not Post.objects.filter(feed_id=feed_id, url=look_for).exists()
     if (report.status == "busy" or missing) and attempt < len(LOOK_AGAIN) and report.status != "error":
-        poll_feed.apply_async(args=[feed_id, look_for, attempt + 1], countdown=LOOK_AGAIN[attempt])
+        poll_feed.apply_async(args=(feed_id, look_for, attempt + 1), countdown=LOOK_AGAIN[attempt])
 
 
 @app.task(name="tasks.watch.maintain_push")

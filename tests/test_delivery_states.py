@@ -200,3 +200,12 @@ def test_a_late_answer_still_settles_its_own_uncertain_delivery(post, box, monke
     assert deliveries.attempt_delivery(d.pk).outcome == "sent"
     d.refresh_from_db()
     assert (d.status, d.external_id) == ("sent", "slow-1")
+
+
+def test_a_skip_leaves_only_a_send_in_flight():
+    """A post the network cannot take (errors.Skipped) ends skipped, only from sending."""
+    from syndicator.delivery_states import TRANSITIONS, Event
+
+    assert TRANSITIONS[Event.SKIP].sources == ("sending",)
+    assert TRANSITIONS[Event.SKIP].to == "skipped"
+    assert not any("skipped" in t.sources for t in TRANSITIONS.values()), "skipped is final"

@@ -13,6 +13,7 @@ from syndicator import delivery as deliveries
 from syndicator.demo import DEMO_MAILBOX_TARGET, repoint_demo_mailbox, seed_demo, seed_demo_mailbox_target
 from syndicator.demo_mailbox import DemoMailbox, list_messages, read_message
 from syndicator.models import Delivery, Feed, Post, Subscriber, Target
+from syndicator.targets.registry import formats
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
@@ -34,7 +35,7 @@ def test_seeding_makes_an_email_target_with_two_subscribers_pointed_at_the_mailb
         target.kind == "email" and target.settings["port"] == 2525 and target.settings["security"] == "none"
     )
     assert Subscriber.objects.filter(target=target).active().count() == 2
-    assert Target.objects.filter(kind="outbox").count() == 6  # next to the outbox targets
+    assert Target.objects.filter(kind="outbox").count() == len(formats())  # next to the outbox targets
     assert repoint_demo_mailbox(2626) == 1
     assert Target.objects.get(name=DEMO_MAILBOX_TARGET).settings["port"] == 2626
     assert repoint_demo_mailbox(2626) == 0

@@ -6,7 +6,9 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -15,6 +17,7 @@ from syndicator.admin.filters import PRESETS
 from syndicator.models import Delivery, Feed, Heartbeat, Post, Target
 from tests.accounts import make_user
 from tests.conftest import wait_for
+from tests.helpers import require_postgresql
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +97,37 @@ def test_waiting_deliveries_say_why_they_wait(admin_role_client, feed):
     assert "1 retrying after an error" in toot_row and "HTTP 503" in toot_row and "1 queued" in toot_row
     url = re.search(r'<a href="([^"]+)" class="count-waiting', toot_row).group(1).replace("&amp;", "&")
     assert len(admin_role_client.get(url).context["cl"].result_list) == 2
+
+
+def test_a_delivery_waiting_for_weeks_still_counts_as_waiting(admin_role_client, feed):
+    stuck = Target.objects.create(name="stuck", kind="outbox", paused_at=timezone.now())
+    deliver(feed, stuck, "queued", days_ago=40)  # older than the counts' 7-day window
+    deliver(feed, stuck, "sent", days_ago=40)
+    html = admin_role_client.get(reverse(INDEX)).content.decode()
+    row = html.split('<tr data-target="stuck">')[1].split("</tr>")[0]
+    assert re.search(r'class="count-waiting">1</a>', row), row
+    assert cell(html, "stuck", "7d", "sent")[0] == 0
+
+
+def test_the_counts_read_the_past_week_and_what_waits_not_the_whole_log(feed):
+    """A year's log is ~160,000 deliveries (bench/history.py): counting every one of them on each
+    start page took most of its time. The counting query must bound the deliveries it reads by an
+    index: created_at (the week) or status (what waits)."""
+    require_postgresql("the query plan is PostgreSQL's")
+    target = Target.objects.create(name="x", kind="outbox")
+    deliver(feed, target, "sent", days_ago=30)
+    with CaptureQueriesContext(connection) as captured:
+        rows = desk.target_rows()
+    assert [r.target.name for r in rows] == ["x"]
+    counting = [q["sql"] for q in captured.captured_queries if "GROUP BY" in q["sql"]]
+    assert len(counting) == 1, captured.captured_queries
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table is cheaper to scan; ask what else
+        cursor.execute(f"EXPLAIN {counting[0]}")
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+    conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+    assert any("created_at" in line for line in conditions), plan
+    assert any("status" in line for line in conditions), plan
 
 
 def test_feeds_and_targets_that_need_attention_show_the_reason_and_the_action(admin_role_client, feed):

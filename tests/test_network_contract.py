@@ -209,3 +209,25 @@ def test_workers_consume_every_networks_queue_and_the_cli_prints_them():
     out = io.StringIO()
     call_command("queues", "--deliveries", "--lines", stdout=out)
     assert out.getvalue().split() == delivery_queues()
+
+
+def test_the_domain_sends_tasks_by_name_and_never_imports_them():
+    """syndicator/ → tasks/ would be an import cycle (tasks import the domain): tasks go by name."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "syndicator"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(root)}: {n}" for n in names if n == "tasks" or n.startswith("tasks.")
+            ]
+    assert offenders == []

@@ -84,8 +84,11 @@ def test_a_post_becomes_an_image_pin_with_title_description_alt_text_and_link(pi
 def test_a_post_without_an_image_is_skipped_with_the_reason_and_nothing_is_sent(pinterest):
     delivery = deliver(pinterest.make_target(fallback_image=""), new_post(pinterest, image_url=""))
 
-    assert delivery.status == "failed" and NO_IMAGE in delivery.last_error
+    assert delivery.status == "skipped" and NO_IMAGE in delivery.last_error
+    assert delivery.attempt_log.get().outcome == "skipped"
     assert pinterest.emulator.requests == [], "no request left"
+    delivery.target.refresh_from_db()
+    assert delivery.target.paused_at is None, "a skipped post says nothing against the target"
 
 
 def test_the_fallback_image_is_pinned_for_a_post_without_one(pinterest):

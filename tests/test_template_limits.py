@@ -55,12 +55,12 @@ BOMBS = {
     "list.append": ("{% set l = [] %}{% for i in range(10) %}{{ l.append(l) }}{% endfor %}", "unsafe"),
     "output flood": (
         '{% for i in range(100000) %}{{ "x"|center(100000) }}{% endfor %}',
-        "output passed 1,000,000",
+        "output passed 24,000,000",
     ),
     "macro buffer": (
         '{% macro m() %}{% for i in range(100000) %}{{ "x" * 100000 }}{% endfor %}{% endmacro %}'
         "{% set y = m() %}",
-        "a block's output of 1,",
+        "a block's output of 24,",
     ),
     "nested loops": (
         "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",

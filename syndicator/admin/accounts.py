@@ -47,8 +47,8 @@ class SubscriberStateFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return (
-            queryset.filter(SUBSCRIBER_STATES[self.value()])
-            if self.value() in SUBSCRIBER_STATES
+            queryset.filter(SUBSCRIBER_STATES[state])
+            if (state := self.value()) in SUBSCRIBER_STATES
             else queryset
         )
 

@@ -13,7 +13,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import URLValidator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -222,7 +222,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         context = {"can_export": self.has_change_permission(request), **(extra_context or {})}
         return super().changelist_view(request, context)
 
-    def export_view(self, request: HttpRequest) -> HttpResponse:
+    def export_view(self, request: HttpRequest) -> StreamingHttpResponse:
         """The list as CSV, exactly as filtered and searched (same query string), all pages."""
         require_change(self, request)
         rows = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -25,7 +26,9 @@ class DateRangeFilter(admin.ListFilter):
     field = "created_at"
     period_param, from_param, to_param = "period", "created_from", "created_to"
 
-    def __init__(self, request: HttpRequest, params: dict, model: Any, model_admin: Any) -> None:
+    def __init__(
+        self, request: HttpRequest, params: dict[str, list[str]], model: Any, model_admin: Any
+    ) -> None:
         super().__init__(request, params, model, model_admin)
         for name in self.expected_parameters():
             if name in params:
@@ -35,7 +38,7 @@ class DateRangeFilter(admin.ListFilter):
         ours = set(self.expected_parameters()) | {"p"}
         self.hidden_params = [(k, v) for k, values in request.GET.lists() if k not in ours for v in values]
 
-    def expected_parameters(self) -> list[str]:
+    def expected_parameters(self) -> list[str | None]:
         return [self.period_param, self.from_param, self.to_param]
 
     def has_output(self) -> bool:
@@ -44,11 +47,11 @@ class DateRangeFilter(admin.ListFilter):
     def bounds(self) -> tuple[datetime | None, datetime | None]:
         """The chosen range as [start, end) instants in the current time zone; None is open."""
         today = timezone.localdate()
-        if preset := PRESETS.get(self.used_parameters.get(self.period_param, "")):
+        if preset := PRESETS.get(self._param(self.period_param)):
             return _midnight(today - timedelta(days=preset[1])), None
         start, end = (
-            _day(self.used_parameters.get(self.from_param)),
-            _day(self.used_parameters.get(self.to_param)),
+            _day(self._param(self.from_param)),
+            _day(self._param(self.to_param)),
         )
         return (
             _midnight(start) if start else None,
@@ -63,19 +66,19 @@ class DateRangeFilter(admin.ListFilter):
             queryset = queryset.filter(**{f"{self.field}__lt": end})
         return queryset
 
-    def choices(self, changelist: Any) -> list[dict]:
+    def choices(self, changelist: Any) -> Iterator[dict[str, object]]:
         period = self.used_parameters.get(self.period_param)
         custom = not period and (
             self.from_param in self.used_parameters or self.to_param in self.used_parameters
         )
-        everything = [
+        everything: list[dict[str, object]] = [
             {
                 "selected": not period and not custom,
                 "query_string": changelist.get_query_string(remove=self.expected_parameters()),
                 "display": "Any date",
             }
         ]
-        return everything + [
+        everything += [
             {
                 "selected": period == key,
                 "query_string": changelist.get_query_string(
@@ -85,14 +88,21 @@ class DateRangeFilter(admin.ListFilter):
             }
             for key, (label, _days) in PRESETS.items()
         ]
+        # An iterator, as ListFilter.choices is typed (the admin's filter tag takes list() of it).
+        return iter(everything)
 
     @property
     def date_from(self) -> str:
-        return self.used_parameters.get(self.from_param, "")
+        return self._param(self.from_param)
 
     @property
     def date_to(self) -> str:
-        return self.used_parameters.get(self.to_param, "")
+        return self._param(self.to_param)
+
+    def _param(self, name: str) -> str:
+        # ListFilter types used_parameters as dict[str, object]; __init__ stores query-string strings.
+        value = self.used_parameters.get(name, "")
+        return value if isinstance(value, str) else ""
 
 
 def _day(value: str | None) -> date | None:

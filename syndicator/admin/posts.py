@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -75,13 +76,15 @@ class RepostForm(forms.Form):
         "the text does not have it.",
     )
 
-    def __init__(self, post: Post, *args: object, **kwargs: object) -> None:
+    def __init__(self, post: Post, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.post = post
-        self.fields["targets"].queryset = Target.objects.filter(enabled=True).order_by("name")
+        targets = cast(forms.ModelMultipleChoiceField, self.fields["targets"])  # declared above
+        targets.queryset = Target.objects.filter(enabled=True).order_by("name")
 
-    def clean(self) -> dict:
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns, typed without its "| None"
         targets = list(data.get("targets") or [])
         for name, reason in text_problems(self.post, targets, data.get("text", "")).items():
             self.add_error("text", f"{name}: {reason}")
@@ -211,10 +214,11 @@ class PostAdmin(admin.ModelAdmin):
             )
             return redirect("admin:syndicator_post_change", post.pk)
         text = form.data.get("text", "") if form.is_bound else ""
-        chosen = {str(pk) for pk in form.data.getlist("targets")} if form.is_bound else set()
+        chosen = {str(pk) for pk in request.POST.getlist("targets")} if form.is_bound else set()
+        offered = cast(forms.ModelMultipleChoiceField, form.fields["targets"]).queryset
         cards = [
             (target, str(target.pk) in chosen, preview(post, target, text))
-            for target in form.fields["targets"].queryset
+            for target in offered or ()  # never None: RepostForm.__init__ sets it
         ]
         context = {
             **self.admin_site.each_context(request),

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from syndicator import decisions
 from syndicator.admin.common import badge, require_change
 from syndicator.admin.target_form import (
+    TargetFormBase,
     changed_templates,
     check_syntax,
     render_preview,
@@ -27,6 +28,7 @@ from syndicator.admin.target_form import (
     target_form,
     template_field,
 )
+from syndicator.dispatch import queue_poll
 from syndicator.errors import PermanentError
 from syndicator.formatting import message_length, message_templates
 from syndicator.health import feed_health, target_health
@@ -139,10 +141,8 @@ class FeedAdmin(admin.ModelAdmin):
     def _queue_poll(self, request: HttpRequest, feed: Feed) -> bool:
         """Hand the poll to a worker: a web worker that fetched inline would hang on a slow feed
         (and on the demo feeds, which this same web app serves: issue 14)."""
-        from tasks.watch import poll_feed  # imported here: admin loads at start-up, polling is rare
-
         try:
-            poll_feed.delay(feed.pk)
+            queue_poll(feed.pk)
         except Exception as exc:  # kombu raises many classes for a broker that is away
             self.message_user(request, f"{feed}: the poll could not be queued: {exc}", messages.ERROR)
             return False
@@ -239,7 +239,7 @@ class TargetAdmin(admin.ModelAdmin):
     def _kind(self, request: HttpRequest, obj: Target | None) -> str:
         return obj.kind if obj else request.POST.get("kind") or request.GET.get("kind") or ""
 
-    def _form_class(self, request: HttpRequest, obj: Target | None) -> type:
+    def _form_class(self, request: HttpRequest, obj: Target | None) -> type[TargetFormBase]:
         kind = self._kind(request, obj)
         fmt = obj.message_format if obj else ""
         return target_form(kind, fmt, with_templates=obj is not None)
@@ -389,6 +389,7 @@ class TargetAdmin(admin.ModelAdmin):
         except PermanentError as exc:
             return JsonResponse({"ok": False, "error": str(exc)})
         subject_max = text_rules(fmt).subject_max
+        limit: int | None
         if subject_max is not None:  # the subject is what has a limit; the body has none
             length, limit = len(message.subject), subject_max
         else:

@@ -179,7 +179,8 @@ class TargetFormBase(forms.ModelForm):
         return _split(self.cleaned_data.get("categories", ""))
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns, typed without its "| None"
         if self.setting_specs:
             self.instance.settings = self._clean_settings(cleaned)
         if self.template_names:

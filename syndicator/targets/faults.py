@@ -91,7 +91,7 @@ def seconds_until(value: object, *, now: float | None = None) -> float | None:
 
     Accepts a number of seconds (``Retry-After: 30``), a Unix reset time (``x-rate-limit-reset:
     1767225600``; told apart by size), an HTTP date (``Retry-After: Wed, 21 Oct 2026 07:28:00
-    GMT``, RFC 9110 §10.2.3) and an ISO 8601 time (Mastodon's ``X-RateLimit-Reset``).
+    GMT``, RFC 9110 §10.2.3) and an ISO 8601 time (some servers' ``X-RateLimit-Reset``).
     """
     if value is None or isinstance(value, bool):
         return None

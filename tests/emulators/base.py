@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json as json_module
+import os
 import re
 import threading
 import time
@@ -219,6 +220,20 @@ class NetworkHarness:
     def secrets(self) -> list[str]:
         """Every secret value this harness configures, for the sweep that none ever shows up."""
         raise NotImplementedError
+
+    def set_secret_env(self, name: str, value: str) -> None:
+        """Put a secret in a variable of the harness's own; ``restore_secret_env`` undoes it (a
+        developer's real variables stay untouched)."""
+        saved = self.__dict__.setdefault("_saved_env", {})
+        saved.setdefault(name, os.environ.get(name))
+        os.environ[name] = value
+
+    def restore_secret_env(self) -> None:
+        for name, old in self.__dict__.pop("_saved_env", {}).items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
     def issued_secrets(self) -> list[str]:
         """Secrets the emulator issued at run time (session tokens), searched for too."""

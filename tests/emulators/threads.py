@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import re
 import threading
 import time
@@ -390,20 +389,15 @@ class Harness(HttpHarness):
 
     def __init__(self, **emulator_options: Any) -> None:
         self.emulator = ThreadsEmulator(**emulator_options)
-        self._saved_env: str | None = None
 
     def __enter__(self) -> Harness:
         self.emulator.start()
-        self._saved_env = os.environ.get(self.TOKEN_ENV)
-        os.environ[self.TOKEN_ENV] = self.emulator.token
+        self.set_secret_env(self.TOKEN_ENV, self.emulator.token)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.emulator.stop()
-        if self._saved_env is None:
-            os.environ.pop(self.TOKEN_ENV, None)
-        else:
-            os.environ[self.TOKEN_ENV] = self._saved_env
+        self.restore_secret_env()
 
     def make_target(self, name: str = "threads-test", **settings: Any) -> Any:
         """A saved threads Target publishing as the emulator's profile, with a 1 s timeout."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -29,7 +29,7 @@ from syndicator.models import Delivery, Feed
 
 # A BCP 47-ish tag: en, fa, pt-BR, zh-Hant. Posts are routed by it, so a typo would silently match nothing.
 LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*")
-URL_MAX_LENGTH = Feed._meta.get_field("url").max_length
+URL_MAX_LENGTH = cast(int, Feed._meta.get_field("url").max_length)  # set on the field, never None
 
 
 def validate_feed_url(url: str) -> str:

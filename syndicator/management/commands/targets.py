@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import Any, cast
 
 from django.core.management.base import CommandParser
 from django.db import IntegrityError, transaction
@@ -153,7 +153,7 @@ class Command(SyndicatorCommand):
         """Create a target; prints its id."""
         cls = adapter_class(kind)
         name = name.strip()
-        if not name or len(name) > Target._meta.get_field("name").max_length:
+        if not name or len(name) > cast(int, Target._meta.get_field("name").max_length):
             raise UserError("bad --name: give a name of 1 to 100 characters")
         target_settings = parse_settings(cls, set_values)
         if format:

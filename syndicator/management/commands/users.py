@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import AbstractUser, User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandParser
@@ -20,7 +20,7 @@ from syndicator.roles import ROLES, role_of, set_role
 ROLE_STYLES = {"superuser": "failing", "admin": "warning", "editor": "ok", "none": "disabled"}
 
 
-def get_user(name: str) -> AbstractUser:
+def get_user(name: str) -> User:
     """The user with this user name, or a UserError."""
     user = get_user_model().objects.filter(username=name).first()
     if user is None:

@@ -20,7 +20,7 @@ The error table (``ERRORS``) and the session cache are in xrpc.py.
 
 createRecord takes no idempotency key, so a post whose answer was lost is ``uncertain``; ``verify``
 then looks for it among the account's newest posts (listRecords) by its exact text, made after
-the delivery was, as the Facebook adapter does with the Page feed.
+the delivery was, as other networks that can list recent posts do.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ class SmtpConfig:
 class Progress:
     """How far an attempt got, for a failure of ours mid-send (``_smtp.own_failure``)."""
 
-    session: smtplib.SMTP | None = None
+    session: _smtp.TrackedSMTP | None = None
     waiting: int = 0  # recipients of the attempt without a final answer yet (none, or deferred)
 
     @property
@@ -218,7 +218,7 @@ class EmailAdapter(Adapter):
             try:
                 for number, subscriber in enumerate(recipients, start=1):
                     outcome = self.send_one(smtp, config, message, delivery, subscriber, password)
-                    smtp.payload_sent = False  # type: ignore[attr-defined]  (its answer is recorded)
+                    smtp.payload_sent = False  # its answer is recorded
                     progress.waiting -= outcome.status != "deferred"
                     if outcome.stop:
                         slow_down = outcome.slow_down
@@ -245,7 +245,7 @@ class EmailAdapter(Adapter):
 
     def send_one(
         self,
-        smtp: smtplib.SMTP,
+        smtp: _smtp.TrackedSMTP,
         config: SmtpConfig,
         message: Message,
         delivery: Delivery,
@@ -264,8 +264,9 @@ class EmailAdapter(Adapter):
                 delivery, subscriber, message_id, Outcome(Status.REFUSED, reply="non-ASCII address")
             )
         payload = build_message(config.sender, message, subscriber, message_id).as_bytes(policy=WIRE)
-        smtp.payload_sent = False  # type: ignore[attr-defined]  (set by _Tracked)
+        smtp.payload_sent = False  # set by TrackedSMTP.send
         stage = "MAIL"
+        reply: bytes | str  # bytes from smtplib's replies, bytes | str in SMTPResponseException
         try:
             code, reply = smtp.mail(sender)
             if 500 <= code < 600:  # the sender, not this reader, is refused: configuration
@@ -351,6 +352,7 @@ class EmailAdapter(Adapter):
         if not counts[Result.Status.ACCEPTED] and counts[Result.Status.REFUSED]:
             first = next(reply for status, reply in rows if status == Result.Status.REFUSED)
             raise _smtp.fault("all_refused", "email", said=first, refused=counts["refused"])
+        details: dict[str, object]  # counts, and a note when there was no one to send to
         details = {"recipients": len(rows), **{status: counts[status] for status in Result.Status.values}}
         if not rows:
             details["note"] = "no active subscribers: nothing to send"

@@ -9,6 +9,7 @@ with the one table in errors.py (``ERRORS``).
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
+# Graph API version, pinned (TARGETS.md: v25.0 is available until 2028-07); the environment
+# variable (or a Django setting of the same name) moves every target at once.
+GRAPH_VERSION = os.environ.get("SYNDICATOR_GRAPH_API_VERSION", "v25.0")
 # After an ambiguous attempt, a 506 duplicate is looked up among the Page's newest posts.
 DUPLICATE_LOOKUP_LIMIT = 25
 _VERSION = re.compile(r"v\d+\.\d+")
@@ -138,7 +142,8 @@ class FacebookAdapter(HttpAdapter):
         return page_id
 
     def _version(self) -> str:
-        version = str(self.setting("graph_version") or settings.SYNDICATOR_GRAPH_API_VERSION).strip()
+        default = getattr(settings, "SYNDICATOR_GRAPH_API_VERSION", None) or GRAPH_VERSION
+        version = str(self.setting("graph_version") or default).strip()
         version = version if version.startswith("v") else f"v{version}"
         if not _VERSION.fullmatch(version):
             raise TargetBroken(f"Facebook: bad graph_version {version!r}: use the form v25.0")

@@ -2,10 +2,10 @@
 
 A Pin is the article's image with a title, a description, alt text and the article's link; the
 text rules (limits, template) are in ``text.py``, the API facts and their sources in
-docs/pinterest-api.md. Pinterest needs an image: a post without one is not sent —
-a PermanentError saying it was skipped, raised while rendering, so no request leaves and the
-preview says so — unless the target names a ``fallback_image`` (the site's logo, say). The
-contract has no "skipped" outcome for an adapter, so the delivery ends ``failed`` with that reason.
+docs/pinterest-api.md. Pinterest needs an image: a post without one is not sent — ``Skipped``
+is raised while rendering, so no request leaves, the preview says so and the delivery ends
+``skipped`` with the reason (not ``failed``: nothing is wrong with the target) — unless the
+target names a ``fallback_image`` (the site's logo, say).
 
 A 5xx or a lost answer on creating a Pin is uncertain (Pinterest does not say whether it made the
 Pin first); ``verify`` looks the Pin up on the board by its link and title, and makes it only if
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, TargetBroken
+from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, Skipped, TargetBroken
 from syndicator.redact import redact
 from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
@@ -38,7 +38,7 @@ API = "https://api.pinterest.com"
 RETRY_HEADERS = ("retry-after", "x-ratelimit-reset")
 CLOCK_SKEW = 300  # seconds the look-up reaches back before the first attempt (clocks differ)
 LOOKUP_PAGE = 100  # Pins of the board ``verify`` reads (the newest; paging is not followed)
-NO_IMAGE = "skipped: the post has no image, and a Pin is an image (set fallback_image to pin one anyway)"
+NO_IMAGE = "the post has no image, and a Pin is an image (set fallback_image to pin one anyway)"
 
 _MAYBE_MADE = "the Pin may or may not be made"
 # HTTP status → what it means (PinsApi: 400 bad data, 401 authentication, 403 refused, 404 not
@@ -87,13 +87,13 @@ class PinterestAdapter(HttpAdapter):
         message = super().render(delivery)
         message.image_url = message.image_url or str(self.setting("fallback_image") or "")
         if not message.image_url:
-            raise PermanentError(f"{self.label}: {NO_IMAGE}")
+            raise Skipped(f"{self.label}: {NO_IMAGE}")
         return message
 
     def send(self, message: Message, delivery: Delivery) -> SendResult:
         """Create the Pin; return its id and URL."""
         if not message.image_url:
-            raise PermanentError(f"{self.label}: {NO_IMAGE}")
+            raise Skipped(f"{self.label}: {NO_IMAGE}")
         token, board = self.secret(), self._board_id()
         alt = truncate(" ".join(str(delivery.post.title or "").split()), ALT_TEXT_MAX)
         body: dict[str, Any] = {

@@ -350,7 +350,7 @@ class TelegramAdapter(HttpAdapter):
     def _result(self, answer: dict, fallback: str) -> SendResult:
         """The SendResult of a sent Message object."""
         message_id = answer.get("message_id")
-        chat = answer.get("chat") if isinstance(answer.get("chat"), dict) else {}
+        chat = found if isinstance(found := answer.get("chat"), dict) else {}
         if not isinstance(message_id, int):
             raise self.no_id("sendMessage", 200)
         chat_id = chat.get("id", self._chat_id())
