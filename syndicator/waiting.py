@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Q
+
 from syndicator.clock import Now
 from syndicator.dispatch import DELIVER_TASK
 from syndicator.models import Delivery
@@ -36,9 +38,10 @@ from syndicator.targets.registry import queue_name
 log = logging.getLogger(__name__)
 
 
-def in_broker(kinds: Iterable[str]) -> set[int] | None:
-    """Ids of deliveries with a deliver task message waiting in these kinds' queues or reserved by
-    a worker; None when the broker cannot be read so (not Redis, or away)."""
+def in_broker(kinds: Iterable[str]) -> tuple[set[int], dict[int, set[int]]] | None:
+    """Deliveries with a deliver task message in the broker: the ids waiting in these kinds'
+    queues, and the messages workers reserved (by the delivery each runs first: the ids it
+    carries); None when the broker cannot be read so (not Redis, or away)."""
     from celeryproject import app  # imported here, as in dispatch.enqueue
 
     try:
@@ -61,10 +64,12 @@ def in_broker(kinds: Iterable[str]) -> set[int] | None:
     except Exception as exc:  # kombu and redis raise many classes for a broker that is away
         log.warning("broker unreadable: the sweeper re-sends without looking: %s", redact(str(exc)))
         return None
-    found: set[int] = set()
-    for raw in [message for messages in queued for message in messages] + list(reserved):
-        found.update(_deliveries(raw))
-    return found
+    ready = {pk for messages in queued for raw in messages for pk in _deliveries(raw)}
+    held: dict[int, set[int]] = {}
+    for raw in reserved:
+        if carried := list(_deliveries(raw)):
+            held.setdefault(carried[0], set()).update(carried)
+    return ready, held
 
 
 def _deliveries(raw: bytes | str) -> Iterator[int]:
@@ -95,9 +100,17 @@ def lost(candidates: list[tuple[int, str, datetime | None]]) -> list[tuple[int, 
     SYNDICATOR_STRANDED_AFTER: a backlog costs one read of the queue per that span, not per sweep.
     """
     kinds = {kind for _, kind, at in candidates if at is not None}
-    waiting = in_broker(kinds) if kinds else set()
-    if waiting is None:
+    found = in_broker(kinds) if kinds else (set(), {})
+    if found is None:
         return [(pk, kind) for pk, kind, _ in candidates]
+    ready, held = found
+    # A reserved message counts only while a live worker runs it: its first delivery is being sent
+    # under a lease. A dead worker's stays reserved until kombu restores it (visibility_timeout,
+    # minutes); the later links of its chain come back as soon as the lease of the one it ran
+    # expires, as they did before.
+    live = Q(status=Delivery.Status.SENDING, lease_until__gt=Now())
+    running = Delivery.objects.filter(live, pk__in=list(held)).values_list("pk", flat=True) if held else []
+    waiting = ready.union(*(held[pk] for pk in running))
     seen = [pk for pk, _, at in candidates if at is not None and pk in waiting]
     if seen:
         Delivery.objects.filter(pk__in=seen).update(enqueued_at=Now())

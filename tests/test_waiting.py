@@ -3,6 +3,7 @@ item 10), counted in the real Redis broker the tests publish to, with no worker 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -130,3 +131,41 @@ def test_the_later_links_of_a_waiting_chain_are_not_lost(broker, celery_app):
 
     assert [c["enqueued"] for c in counts] == [0, 0, 0] and client.llen(key) == 1
     assert carried(client, key) == Counter({d.pk: 1 for d in ordered})
+
+
+def test_a_chain_a_worker_holds_waits_while_it_runs_and_comes_back_when_its_lease_expires(broker, celery_app):
+    from celery import chain
+
+    from syndicator.dispatch import DELIVER_TASK
+
+    client, key = broker
+    feed = Feed.objects.create(url="https://news.example/feed", enabled=False)
+    target = Target.objects.create(name="out", kind="outbox", settings={"format": "telegram"})
+    head, *later = [
+        Delivery.objects.create(
+            post=Post.objects.create(
+                feed=feed, guid=f"g-{n}", url=f"https://news.example/{n}", title="Story"
+            ),
+            target=target,
+        )
+        for n in range(3)
+    ]
+    links = [
+        celery_app.signature(DELIVER_TASK, args=[d.pk], queue=QUEUE, immutable=True) for d in [head, *later]
+    ]
+    chain(*links).apply_async()
+    Delivery.objects.update(enqueued_at=db_now())
+    # A worker takes the message (kombu moves it to the `unacked` hash) and claims the first.
+    unacked = celery_app.conf.broker_transport_options.get("global_keyprefix", "") + "unacked"
+    client.hset(unacked, "tag-1", json.dumps([json.loads(client.rpop(key)), "", QUEUE]))
+    assert deliveries.claim(head.pk)
+    try:
+        assert [c["enqueued"] for c in sweeps_later(2)] == [0, 0], "its later links wait for it"
+
+        # The worker dies: once the lease of the one it ran expires, the later links are lost.
+        Delivery.objects.filter(pk=head.pk).update(lease_until=db_now() - timedelta(seconds=1))
+        [first, second] = sweeps_later(2)
+        assert first["requeued_lost"] == 1 and first["enqueued"] == 3 and second["enqueued"] == 0
+        assert carried(client, key) == Counter({d.pk: 1 for d in [head, *later]})
+    finally:
+        client.delete(unacked)
