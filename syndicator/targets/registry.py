@@ -9,6 +9,7 @@ functions import the adapters.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from pathlib import Path
@@ -23,13 +24,22 @@ _PACKAGE = "syndicator.targets"
 _FOLDER = Path(__file__).parent
 
 
+@functools.cache
+def _kinds() -> tuple[str, ...]:
+    # Listed once per process: the folder does not change while it runs, and every render and
+    # every delivery asks the registry (a directory listing each time would be I/O on that path).
+    return tuple(
+        sorted(
+            module.name
+            for module in pkgutil.iter_modules([str(_FOLDER)])
+            if module.ispkg and not module.name.startswith("_")
+        )
+    )
+
+
 def kinds() -> list[str]:
     """Every network's kind, from the package folders alone (no import), sorted."""
-    return sorted(
-        module.name
-        for module in pkgutil.iter_modules([str(_FOLDER)])
-        if module.ispkg and not module.name.startswith("_")
-    )
+    return list(_kinds())
 
 
 def load() -> dict[str, type[Adapter]]:

@@ -270,7 +270,27 @@ class HttpHarness(NetworkHarness):
         raise NotImplementedError
 
     def outage_served(self) -> bool:
-        return not self.emulator._script
+        return not self.emulator._script and not getattr(self, "_first_tries", [])
+
+    def fail_first_tries(self, replies: list[Reply], key_of: Callable[[EmulatedRequest], str | None]) -> None:
+        """Answer the first try of each key with the next of ``replies``, in order: a request for
+        which ``key_of`` gives None is no try; a repeat of a key, and every try once the replies
+        are spent, reach the emulator. So the re-send or look-up that settles an uncertain
+        delivery gets through, whichever order the worker takes them in."""
+        self._first_tries = list(replies)
+        original, emulator, tried = self.emulator.dispatch, self.emulator, set()
+
+        def dispatch(request: EmulatedRequest) -> Reply:
+            key = key_of(request)
+            if key is not None:
+                first = key not in tried
+                tried.add(key)
+                if first and self._first_tries:
+                    emulator.requests.append(request)
+                    return dataclasses.replace(self._first_tries.pop(0))
+            return original(request)
+
+        self.emulator.dispatch = dispatch  # type: ignore[method-assign]
 
     def install_faults(self, plan: FaultPlan) -> None:
         original = self.emulator.dispatch

@@ -16,7 +16,6 @@ media that has finished processing.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 import time
@@ -287,27 +286,16 @@ class Harness(HttpHarness):
             "X-RateLimit-Remaining": "0",
             "X-RateLimit-Reset": rate_limit_reset(2),
         }
-        self._first_sends = [
+        replies = [
             Reply(502, body=b"<html><title>502 Bad Gateway</title></html>"),
             Reply(503, json={"error": "Service Unavailable"}),
             Reply(429, json={"error": "Too many requests"}, headers=limited),
             Reply(504, body=b"", delay=hang),  # hangs, no status made
         ]
-        original, seen, emulator = self.emulator.dispatch, set(), self.emulator
-
-        def dispatch(request: EmulatedRequest) -> Reply:
-            key = request.headers.get("idempotency-key", "")
-            if request.path == "/api/v1/statuses" and key not in seen and self._first_sends:
-                seen.add(key)
-                emulator.requests.append(request)
-                return dataclasses.replace(self._first_sends.pop(0))
-            seen.add(key)
-            return original(request)
-
-        emulator.dispatch = dispatch  # type: ignore[method-assign]
-
-    def outage_served(self) -> bool:
-        return not getattr(self, "_first_sends", [])
+        self.fail_first_tries(
+            replies,
+            lambda r: r.headers.get("idempotency-key", "") if r.path == "/api/v1/statuses" else None,
+        )
 
     def secrets(self) -> list[str]:
         return [TOKEN]

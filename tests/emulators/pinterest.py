@@ -18,7 +18,6 @@ documents none), the adapter reads the HTTP status.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 import time
@@ -325,27 +324,18 @@ class Harness(HttpHarness):
     def script_outage(self, hang: float) -> None:
         """Two 5xx, a 429 with Retry-After, a hang: each on the first try of a Pin (by its link),
         so the look-up and the one pin that settle an uncertain one get through."""
-        self._outage = [
+        replies = [
             Reply(500, json=pinterest_error(3, "Internal error")),
             Reply(503, body=b"<html><h1>503 Service Unavailable</h1></html>"),
             Reply(429, json=pinterest_error(8, "Rate limit exceeded."), headers=rate_limit_headers(1)),
             Reply(504, body=b"", delay=hang),  # hangs; no Pin made
         ]
-        original, emulator, tried = self.emulator.dispatch, self.emulator, set()
-
-        def dispatch(request: EmulatedRequest) -> Reply:
-            if request.method == "POST" and request.path == "/v5/pins":
-                link = str((request.json or {}).get("link") or "")
-                first, _ = link not in tried, tried.add(link)
-                if first and self._outage:
-                    emulator.requests.append(request)
-                    return dataclasses.replace(self._outage.pop(0))
-            return original(request)
-
-        emulator.dispatch = dispatch  # type: ignore[method-assign]
-
-    def outage_served(self) -> bool:
-        return not getattr(self, "_outage", [])
+        self.fail_first_tries(
+            replies,
+            lambda r: (
+                str((r.json or {}).get("link") or "") if r.method == "POST" and r.path == "/v5/pins" else None
+            ),
+        )
 
     def inject(self, mode: str) -> None:
         """Make the next request fail the way ``mode`` names (see ``expected``)."""

@@ -20,7 +20,6 @@ Errors have the Graph shape {"error": {message, type, code, error_subcode, fbtra
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 import threading
@@ -433,27 +432,20 @@ class Harness(HttpHarness):
         hang: each on the first publish of a container, the step that can leave a post uncertain
         (the publish that settles one must get through)."""
         unknown = threads_error(1, "An unknown error occurred", type="")
-        self._outage = [
+        replies = [
             Reply(500, json=unknown),
             Reply(500, json=unknown),
             Reply(400, json=threads_error(4, "(#4) Application request limit reached")),
             Reply(504, json={}, delay=hang),  # hangs; nothing published
         ]
-        original, emulator, tried = self.emulator.dispatch, self.emulator, set()
-
-        def dispatch(request: EmulatedRequest) -> Reply:
-            if request.method == "POST" and request.path.endswith("/threads_publish"):
-                creation_id = str(request.params().get("creation_id") or "")
-                first, _ = creation_id not in tried, tried.add(creation_id)
-                if first and self._outage:
-                    emulator.requests.append(request)
-                    return dataclasses.replace(self._outage.pop(0))
-            return original(request)
-
-        emulator.dispatch = dispatch  # type: ignore[method-assign]
-
-    def outage_served(self) -> bool:
-        return not getattr(self, "_outage", [])
+        self.fail_first_tries(
+            replies,
+            lambda r: (
+                str(r.params().get("creation_id") or "")
+                if r.method == "POST" and r.path.endswith("/threads_publish")
+                else None
+            ),
+        )
 
     def inject(self, mode: str) -> None:
         """Make the step of ``mode`` fail (see ``expected``); "timeout" hangs the publish call."""
