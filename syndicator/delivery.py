@@ -203,6 +203,7 @@ def _record_success(
         sent_at=now,
         external_id=result.external_id[:200],
         external_url=result.external_url[:2000],
+        sent_details=result.details or {},
         last_error="",
         lease_until=None,
         next_attempt_at=None,

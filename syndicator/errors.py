@@ -61,6 +61,12 @@ class Skipped(PermanentError):
     is not a failure of the target; the delivery ends ``skipped`` with the reason."""
 
 
+class EditRefused(PermanentError):
+    """The network will not make this change to a post that is out (its edit window passed, it
+    was edited as often as allowed, this kind of post cannot be edited): the post stays as it
+    was, the delivery stays ``sent``, and the reason is shown. Never a failure of the delivery."""
+
+
 class TargetBroken(PermanentError):
     """The target cannot deliver anything until someone fixes it (dead token, no rights)."""
 

@@ -212,6 +212,9 @@ class Delivery(models.Model):
     rendered_text = models.TextField(blank=True, help_text="The message as sent, or as it would be sent.")
     external_id = models.CharField(max_length=200, blank=True)
     external_url = models.URLField(max_length=2000, blank=True)
+    # What the network said beyond the id when the post went out (SendResult.details: Telegram's
+    # message kind, Bluesky's record cid, …): what a later edit or delete needs to address it.
+    sent_details = models.JSONField(default=dict, blank=True)
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -233,6 +233,29 @@ class Adapter:
         """Publish the message; raise a DeliveryError subclass on failure."""
         raise NotImplementedError
 
+    def edit(self, message: Message, delivery: Delivery) -> SendResult:
+        """Change the network's post of a sent delivery (``delivery.external_id``, and what the
+        send recorded in ``delivery.sent_details``) to read as ``message``.
+
+        Only for networks whose ``capabilities.edit`` is true. Safe to repeat: the same edit
+        applied twice leaves the same post. Errors come from the network's ``errors`` table with
+        ``publishing=False`` (an edit whose answer was lost is retried, never uncertain); a
+        network that will not make the change (window passed, too many edits) raises
+        ``syndicator.errors.EditRefused``. Returns the post's id and URL (they may change, e.g.
+        Telegram's photo replaced) and what a later edit or delete needs in ``details``.
+        """
+        raise NotImplementedError(f"{self.label} posts cannot be edited")
+
+    def delete(self, delivery: Delivery) -> None:
+        """Delete the network's post of a sent delivery.
+
+        Only for networks whose ``capabilities.delete`` is true. Safe to repeat: a post that is
+        already gone (404, "message to delete not found") counts as deleted and returns normally.
+        Errors as for ``edit``; a network that will not delete it (the Bot API deletes only messages
+        sent less than 48 hours ago) raises ``EditRefused``.
+        """
+        raise NotImplementedError(f"{self.label} posts cannot be deleted")
+
     def check(self) -> str:
         """Verify the configuration and credentials; return a one-line verdict or raise."""
         return "ok"
