@@ -59,13 +59,22 @@ class Made:
 
 
 def copy_rows(model: Any, columns: list[str], rows: Iterable[tuple]) -> int:
-    """COPY rows into a model's table; every NOT NULL column must be given (a new field fails here)."""
-    from django.db import connection
+    """COPY rows into a model's table; every NOT NULL column must be given or have a constant
+    default (a new field with a computed default fails here, so the fill is taught about it)."""
+    from django.db import connection, models
 
     meta = model._meta
-    required = {f.attname for f in meta.concrete_fields if not f.null and not f.primary_key}
-    if missing := required - set(columns):
-        raise RuntimeError(f"{meta.label}: the fill gives no value for {sorted(missing)}")
+    required = {f.attname: f for f in meta.concrete_fields if not f.null and not f.primary_key}
+    defaults: list[Any] = []
+    for name in sorted(set(required) - set(columns)):
+        field = required[name]
+        if not field.has_default() or (callable(field.default) and field.default not in (dict, list)):
+            raise RuntimeError(f"{meta.label}: the fill gives no value for {name!r} (no constant default)")
+        value = field.get_default()
+        defaults.append(json.dumps(value) if isinstance(field, models.JSONField) else value)
+        columns = [*columns, name]
+    if defaults:
+        rows = (tuple(row) + tuple(defaults) for row in rows)
     names = ", ".join(connection.ops.quote_name(meta.get_field(c).column) for c in columns)
     n = 0
     with (
