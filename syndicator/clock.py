@@ -8,19 +8,54 @@ lost. The database's clock is one for all of them (issue 15, item 8), so these t
 computed in the SQL (``Now()``, Django's portable "now": STATEMENT_TIMESTAMP() on PostgreSQL, the
 UTC time on SQLite) or read once per operation with ``db_now()``, never from timezone.now().
 
+Tests inject a clock (``injected``): every "now" of the delivery path (the claim's due time, the
+sweeper's, syndicator/pacing.py's) is then the injected one, so a test runs hours of pacing,
+quiet hours and daily budgets through a real worker without sleeping through them.
+
 Spans a process measures for itself (an attempt's duration, a deadline to wait for) stay on its
 monotonic clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 
-__all__ = ["Now", "db_now"]
+__all__ = ["Now", "current", "db_now", "injected", "now_expr"]
+
+# A test's clock (``injected``); None in production: the database's.
+_override: Callable[[], datetime] | None = None
+
+
+@contextmanager
+def injected(clock: Callable[[], datetime]) -> Iterator[None]:
+    """Take every delivery "now" from ``clock`` (aware datetimes) in this process while inside."""
+    global _override
+    previous, _override = _override, clock
+    try:
+        yield
+    finally:
+        _override = previous
+
+
+def now_expr() -> datetime | Now:
+    """ "Now" for a filter or an UPDATE: the injected clock's time, else the database's ``Now()``."""
+    return _override() if _override is not None else Now()
+
+
+def current() -> datetime:
+    """ "Now" as a value: the injected clock's time, else the database's (one query)."""
+    return _override() if _override is not None else db_now()
+
+
+def injected_now() -> datetime | None:
+    """The injected clock's time, or None (no query either way)."""
+    return _override() if _override is not None else None
 
 
 def db_now(using: str = DEFAULT_DB_ALIAS) -> datetime:

@@ -23,8 +23,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
-from syndicator import waiting
-from syndicator.clock import Now, db_now
+from syndicator import clock, pacing, waiting
+from syndicator.clock import db_now
 from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API callers use)
     cancel,
     mark_uncertain,
@@ -103,7 +103,7 @@ def claim(delivery_id: int, *, now: datetime | None = None) -> bool:
     Due and the lease are judged by the database's clock, in the UPDATE itself (syndicator/clock.py):
     a worker whose clock is fast must neither take a retry early nor lease past the sweeper's view.
     """
-    at: datetime | Now = Now() if now is None else now
+    at = clock.now_expr() if now is None else now
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
     active = Q(pk__in=Delivery.objects.filter(ACTIVE_TARGET, pk=delivery_id).values("pk"))
@@ -130,6 +130,8 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
         log.info("delivery %s: nothing to claim (already handled, not due, or target paused)", delivery_id)
         return None
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=delivery_id)
+    if pacing.held(delivery):  # not yet (spacing, budgets, quiet hours) or too old: moved, nothing sent
+        return None
     started = time.monotonic()
     try:
         adapter = get_adapter(delivery.target)
@@ -207,6 +209,7 @@ def _record_success(
         last_error="",
         lease_until=None,
         next_attempt_at=None,
+        wait_reason="",
     )
     if moved:
         log.info("delivery %s sent to %s %s", delivery.pk, delivery.target.name, redact(result.external_url))
@@ -278,7 +281,11 @@ def _record_failure(
             changes["last_error"] = f"gave up after {failures} attempts; last: {message}"[:5000]
         else:
             event = Event.RETRY_LATER
-            changes.update(next_attempt_at=now + timedelta(seconds=delay), enqueued_at=None)
+            changes.update(
+                next_attempt_at=now + timedelta(seconds=delay),
+                enqueued_at=None,
+                wait_reason=Delivery.Wait.RATE_LIMIT if isinstance(exc, RateLimited) else Delivery.Wait.RETRY,
+            )
     # `uncertain` too, when this is still its latest attempt: the sweeper marked a slow send lost,
     # and the network's verdict that came after all is better knowledge than "maybe".
     move(delivery.pk, event, where=Q(attempts=attempt.number), now=now, **changes)
@@ -358,7 +365,7 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     Leases and due times are compared with the database's clock (syndicator/clock.py), the one
     the workers wrote them by: a sweeper whose own clock is fast takes no live send for lost.
     """
-    now = now or db_now()
+    now = now or clock.current()
     requeued_lost, lost = settle_lost_sends(now)
     stale = now - timedelta(seconds=settings.SYNDICATOR_STRANDED_AFTER)
     not_recently_sent = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale)
@@ -368,7 +375,7 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
             Q(status=Status.RETRYING, next_attempt_at__lte=now)
             | Q(status=Status.QUEUED) & (Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         )
-        .order_by("created_at")
+        .order_by("-breaking", "created_at")  # breaking first, then publishing order (docs/pacing.md)
         .values_list("pk", "target__kind", "enqueued_at")[:SWEEP_BATCH]
     )
     # Only messages that are really lost: in a backlog they wait in the broker, and re-sending them

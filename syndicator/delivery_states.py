@@ -43,6 +43,8 @@ class Event(enum.StrEnum):
     MARK_NOT_SENT = "mark_not_sent"
     RETRY = "retry"
     CANCEL = "cancel"
+    WAIT = "wait"
+    RESCHEDULE = "reschedule"
 
 
 class By(enum.StrEnum):
@@ -83,6 +85,11 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.MARK_NOT_SENT: _t((Status.UNCERTAIN,), Status.FAILED, By.PERSON),
     Event.RETRY: _t((Status.FAILED, Status.UNCERTAIN, Status.CANCELLED), Status.QUEUED, By.PERSON),
     Event.CANCEL: _t((Status.QUEUED, Status.RETRYING), Status.CANCELLED, By.PERSON),
+    # Pacing (syndicator/pacing.py): a claimed delivery that may not leave yet goes back to the
+    # queue with its time and reason, before anything is rendered or sent.
+    Event.WAIT: _t((Status.SENDING,), Status.QUEUED, By.WORKER),
+    # An editor's send now / reschedule from the queue page: a new time, still queued.
+    Event.RESCHEDULE: _t((Status.QUEUED, Status.RETRYING), Status.QUEUED, By.PERSON),
 }
 
 # Statuses a person can act on, for the buttons and the API's 409s.

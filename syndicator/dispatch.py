@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 
 from celery import chain
 from django.db import transaction
@@ -61,9 +62,19 @@ def create_auto_deliveries(posts: Iterable[Post]) -> list[Delivery]:
 
 
 def repost(
-    post: Post, targets: Iterable[Target], *, text: str = "", requested_by: str = ""
+    post: Post,
+    targets: Iterable[Target],
+    *,
+    text: str = "",
+    requested_by: str = "",
+    breaking: bool = False,
+    at: datetime | None = None,
 ) -> list[Delivery]:
-    """Create manual deliveries of a post to the given targets (an editor's repost)."""
+    """Create manual deliveries of a post to the given targets (an editor's repost).
+
+    ``breaking`` puts them in the breaking lane (no quiet hours, no spacing: docs/pacing.md);
+    ``at`` schedules them: they wait, `queued`, until then, and the sweeper sends them.
+    """
     targets = list(targets)
     if not targets:
         raise UserError("no target to repost to")
@@ -75,10 +86,14 @@ def repost(
                 origin=Delivery.Origin.MANUAL,
                 requested_by=requested_by,
                 text_override=text,
+                breaking=breaking,
+                next_attempt_at=at,
+                wait_reason=Delivery.Wait.SCHEDULED if at else "",
             )
             for target in targets
         ]
-        enqueue_on_commit(created)
+        if at is None:  # a scheduled one is the sweeper's once due
+            enqueue_on_commit(created)
     return created
 
 

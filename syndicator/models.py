@@ -195,11 +195,27 @@ class Delivery(models.Model):
         AUTO = "auto"
         MANUAL = "manual"
 
+    class Wait(models.TextChoices):
+        """Why a queued delivery waits until next_attempt_at (syndicator/pacing.py)."""
+
+        NONE = "", "not waiting"
+        PACING = "pacing"  # the target's min_interval
+        DAILY_LIMIT = "daily limit"  # the target's (or its tier's) sends in 24 h
+        QUIET_HOURS = "quiet hours"
+        RATE_LIMIT = "rate limit"  # a network's declared hard limit, or its 429
+        RETRY = "retry"
+        SCHEDULED = "scheduled"  # an editor picked the time
+
     post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="deliveries")
     target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="deliveries")
     origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.AUTO)
     requested_by = models.CharField(max_length=150, blank=True)
     text_override = models.TextField(blank=True)
+    # The breaking lane: skips quiet hours and the target's spacing, never a network's hard limit.
+    breaking = models.BooleanField(default=False)
+    # An editor's "send now" from the queue: like breaking, for this one delivery.
+    unpaced = models.BooleanField(default=False)
+    wait_reason = models.CharField(max_length=20, choices=Wait.choices, blank=True, default="")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
     # Attempts made before the current retry budget began (an admin retry starts a new one).

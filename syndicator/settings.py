@@ -225,6 +225,10 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}  # an AMQP broker: per process
     )
 }
+# The pacing limiter's Redis (syndicator/pacing.py): shared by every worker on every machine.
+# Default: the cache's (the broker's, or the embedded one); none (an AMQP broker): sends unpaced.
+SYNDICATOR_PACING_REDIS_URL = os.environ.get("SYNDICATOR_PACING_REDIS_URL") or _CACHE_URL
+SYNDICATOR_PACING_PREFIX = os.environ.get("SYNDICATOR_BROKER_PREFIX", "")
 # Failed logins (per client address) and bad API tokens: past this many in the window, further
 # tries are refused until the window ends; each failure is logged (syndicator.throttle).
 SYNDICATOR_AUTH_FAILURES = int(os.environ.get("SYNDICATOR_AUTH_FAILURES", 10))

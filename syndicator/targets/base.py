@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from syndicator.errors import DeliveryError, OutcomeUnknown, TargetBroken
-from syndicator.targets.config import TIMEOUT, Setting, SettingError, base_url_setting, format_settings
+from syndicator.targets.config import (
+    NO_PACING,
+    TIMEOUT,
+    Pacing,
+    Setting,
+    SettingError,
+    base_url_setting,
+    format_settings,
+    pacing_settings,
+)
 from syndicator.targets.faults import ErrorTable, Rule, as_delivery_error
 
 if TYPE_CHECKING:
@@ -102,6 +111,9 @@ class Adapter:
     text: ClassVar[TextRules | None] = None
     errors: ClassVar[ErrorTable] = ErrorTable()
     capabilities: ClassVar[Capabilities] = Capabilities()
+    # The network's hard rate limits and daily budgets, as its documentation states them
+    # (syndicator/pacing.py enforces them across every worker; docs/pacing.md lists the sources).
+    pacing: ClassVar[Pacing] = NO_PACING
     # Whether re-sending after an ambiguous outcome is harmless (nothing public happens twice).
     idempotent: ClassVar[bool] = False
     # Why an uncertain delivery of this network waits for an admin (shown in its last_error), for
@@ -125,7 +137,11 @@ class Adapter:
         if "settings_spec" not in cls.__dict__ and "text" not in cls.__dict__:
             return  # an intermediate base class: its subclasses compose their own
         own = {spec.name for spec in cls.settings_spec}
-        shared = (*cls.inherited_settings, *format_settings(cls.text.hashtags if cls.text else None))
+        shared = (
+            *cls.inherited_settings,
+            *format_settings(cls.text.hashtags if cls.text else None),
+            *pacing_settings(cls.pacing),
+        )
         cls.settings_spec = (*cls.settings_spec, *(s for s in shared if s.name not in own))
 
     def __init__(self, target: Target) -> None:

@@ -9,6 +9,7 @@ send time all go through ``Setting.parse``, so a bad value is the same clear err
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,16 @@ class SwitchOrText(str):
     """true/false, or a text that configures what "true" does (``utm=utm_source=x``)."""
 
 
-SETTING_TYPES = (bool, int, float, str, list, Duration, URL, Host, EnvName, SwitchOrText)
+class TimeZone(str):
+    """An IANA time zone name (``Europe/Berlin``), read with zoneinfo: daylight saving included."""
+
+
+class Span(str):
+    """A daily span of wall-clock time, ``23:00-06:30``; one whose end is before its start crosses
+    midnight."""
+
+
+SETTING_TYPES = (bool, int, float, str, list, Duration, URL, Host, EnvName, SwitchOrText, TimeZone, Span)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,8 @@ class Setting:
             Host: "host name",
             EnvName: "environment variable name",
             SwitchOrText: "true/false or a value",
+            TimeZone: "IANA time zone (Europe/Berlin)",
+            Span: "time span (23:00-06:30)",
         }[self.type]
 
     def parse(self, raw: object) -> Any:
@@ -150,6 +162,20 @@ class Setting:
             raise SettingError(f"setting {self.name}={raw!r}: expected a host name")
         if self.type is EnvName and not ENV_NAME_RE.fullmatch(text):
             raise SettingError(f"setting {self.name}={raw!r}: the name of an environment variable")
+        if self.type is TimeZone:
+            try:
+                zoneinfo.ZoneInfo(text)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise SettingError(
+                    f"setting {self.name}={raw!r}: an IANA time zone such as Europe/Berlin"
+                ) from None
+        if self.type is Span:
+            try:
+                parse_span(text)
+            except ValueError:
+                raise SettingError(
+                    f"setting {self.name}={raw!r}: a span of local time such as 23:00-06:30"
+                ) from None
         return text
 
     def _number(self, raw: object, bad: SettingError) -> float:
@@ -223,3 +249,95 @@ def parse_pairs(specs: tuple[Setting, ...], kind: str, pairs: list[str]) -> dict
             raise SettingError(f"unknown setting {key!r} for {kind} targets (settings: {known})")
         values[key] = by_name[key].parse(raw) if raw.strip() else None
     return values
+
+
+# --- pacing (syndicator/pacing.py; docs/pacing.md) -----------------------------------------------
+
+
+_SPAN = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
+
+
+def parse_span(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (hour, minute) start and end of a ``Span``; ValueError when it is not one."""
+    match = _SPAN.fullmatch(text.strip())
+    if not match:
+        raise ValueError(text)
+    h1, m1, h2, m2 = (int(part) for part in match.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59 or (h1, m1) == (h2, m2):
+        raise ValueError(text)
+    return (h1, m1), (h2, m2)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A network's hard limit: at most ``count`` sends in any ``seconds``, per ``per``.
+
+    ``per`` names what the network counts by: ``"account"`` (the credential: the token's
+    environment variable name, never the token), ``"chat"`` (the target's ``chat_id`` within the
+    account) or ``"target"``.
+    """
+
+    per: str
+    count: int
+    seconds: float
+    source: str = ""  # where the number comes from (docs/pacing.md)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What a network's package declares about sending rates: its hard limits, and the daily
+    budget of each of its tiers (the first tier is the default of the ``tier`` setting)."""
+
+    rate_limits: tuple[RateLimit, ...] = ()
+    daily_limit_by_tier: dict[str, int] | None = None
+    daily_limit: int | None = None  # the network's own daily cap when it has no tiers
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.rate_limits or self.daily_limit_by_tier or self.daily_limit)
+
+
+NO_PACING = Pacing()
+
+PACING_NAMES = ("min_interval", "daily_limit", "quiet_hours", "timezone", "breaking_categories", "max_age")
+
+
+def pacing_settings(pacing: Pacing) -> tuple[Setting, ...]:
+    """The pacing settings every network inherits, with a ``tier`` setting for a network whose
+    package declares daily budgets per tier (X: free, basic)."""
+    tiers = tuple(pacing.daily_limit_by_tier or ())
+    tier = (
+        (Setting("tier", "The API plan of the account (its daily budget)", choices=tiers, default=tiers[0]),)
+        if tiers
+        else ()
+    )
+    return (
+        *tier,
+        Setting(
+            "min_interval",
+            "Seconds between two sends to this target (0: no spacing)",
+            type=Duration,
+            minimum=0,
+        ),
+        Setting(
+            "daily_limit",
+            "Sends in any 24 hours (default: the network's budget for the tier, if it has one)",
+            type=int,
+            minimum=1,
+        ),
+        Setting("quiet_hours", "No sends in this daily span of local time, e.g. 23:00-06:30", type=Span),
+        Setting("timezone", "IANA time zone of quiet_hours, e.g. Asia/Tehran (default UTC)", type=TimeZone),
+        Setting(
+            "breaking_categories",
+            "Posts in these categories or tags skip quiet hours and spacing",
+            type=list,
+            default=[],
+        ),
+        Setting(
+            "max_age",
+            "An automatic delivery of an article published longer ago is skipped (default 48h)",
+            type=Duration,
+            default=48 * 3600.0,
+            minimum=1,
+        ),
+    )

@@ -42,7 +42,7 @@ from syndicator.targets.bluesky import xrpc
 from syndicator.targets.bluesky.richtext import facets
 from syndicator.targets.bluesky.text import RULES as TEXT_RULES
 from syndicator.targets.bluesky.xrpc import ERRORS, RATE_LIMIT_HEADERS, Session, SessionRefused
-from syndicator.targets.config import URL, Setting
+from syndicator.targets.config import URL, Pacing, RateLimit, Setting
 from syndicator.targets.faults import Rule, json_object, retry_after
 from syndicator.targets.images import download_image
 from syndicator.textrules import plain_text, truncate
@@ -76,6 +76,12 @@ class BlueskyAdapter(HttpAdapter):
     errors = ERRORS
     # com.atproto.repo.deleteRecord removes a post; Bluesky's apps show no edits of a post record.
     capabilities = Capabilities(delete=True, note="deletes its posts; posts cannot be edited")
+    pacing = Pacing(
+        rate_limits=(
+            RateLimit("account", 1666, 3600, "docs.bsky.app rate-limits: 5000 points/h, create=3"),
+            RateLimit("account", 11666, 86400, "docs.bsky.app rate-limits: 35000 points/day, create=3"),
+        )
+    )
     settings_spec = (
         Setting("handle", "Account handle (e.g. news.example.org) or DID to log in as", required=True),
         # The name of base_url before the network contract: targets made then (and the README's

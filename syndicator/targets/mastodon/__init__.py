@@ -42,7 +42,7 @@ from syndicator.errors import (
 from syndicator.redact import redact
 from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
-from syndicator.targets.config import URL, Duration, Setting
+from syndicator.targets.config import URL, Duration, Pacing, RateLimit, Setting
 from syndicator.targets.faults import ErrorTable, Rule, json_object, retry_after
 from syndicator.targets.images import download_image
 from syndicator.targets.mastodon.text import MAX_CHARACTERS as MASTODON_MAX
@@ -123,6 +123,7 @@ class MastodonAdapter(HttpAdapter):
         "it will be sent again shortly with the same Idempotency-Key, which the instance honours "
         "for about an hour, so it cannot appear twice"
     )
+    pacing = Pacing(rate_limits=(RateLimit("account", 300, 300, "docs.joinmastodon.org/api/rate-limits"),))
     settings_spec = (
         # No default: every target names its own instance (HttpAdapter inherits only timeout).
         Setting("base_url", "The instance, e.g. https://mastodon.social", type=URL, required=True),

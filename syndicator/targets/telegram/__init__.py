@@ -32,7 +32,7 @@ from syndicator.errors import (
 from syndicator.redact import redact
 from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
-from syndicator.targets.config import Setting
+from syndicator.targets.config import Pacing, RateLimit, Setting
 from syndicator.targets.faults import ErrorTable, Rule, retry_after
 from syndicator.targets.telegram.text import RULES as TEXT_RULES
 
@@ -181,6 +181,12 @@ class TelegramAdapter(HttpAdapter):
         note="edits its own posts at any time; deletes them within 48 hours",
     )
     idempotent = False  # the Bot API has no idempotency key: a lost answer may hide a posted message
+    pacing = Pacing(
+        rate_limits=(
+            RateLimit("chat", 20, 60, "core.telegram.org/bots/faq"),
+            RateLimit("account", 30, 1, "core.telegram.org/bots/faq"),
+        )
+    )
     settings_spec = (
         Setting("chat_id", "Channel to post to: @channelusername, or the numeric -100… id", required=True),
         Setting("silent", "Post without a notification (disable_notification)", type=bool, default=False),

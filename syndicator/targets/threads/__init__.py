@@ -32,7 +32,7 @@ from syndicator.errors import (
 from syndicator.redact import redact
 from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
-from syndicator.targets.config import Setting
+from syndicator.targets.config import Pacing, Setting
 from syndicator.targets.faults import ErrorTable, Rule, json_object
 from syndicator.targets.threads.text import RULES
 
@@ -90,6 +90,7 @@ class ThreadsAdapter(HttpAdapter):
         "its container will be looked up shortly: published if it never was, found among the "
         "profile's posts if it was, so it cannot appear twice"
     )
+    pacing = Pacing(daily_limit=250)  # 250 API-published posts per account in a moving 24 h
     settings_spec = (
         Setting("user_id", "The Threads user id to publish as (me: the token's own)", default="me"),
     )

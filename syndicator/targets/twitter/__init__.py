@@ -23,7 +23,7 @@ from django.conf import settings
 from syndicator.errors import DeliveryError, TargetBroken
 from syndicator.redact import redact
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
-from syndicator.targets.config import URL, Setting
+from syndicator.targets.config import URL, Pacing, Setting
 from syndicator.targets.faults import RATE_LIMIT_FALLBACK
 from syndicator.targets.images import download_image
 from syndicator.targets.twitter.errors import ERRORS, rate_limit_wait, transport_error
@@ -81,6 +81,7 @@ class TwitterAdapter(HttpAdapter):
     # X API v2: DELETE /2/tweets/:id. No edit endpoint for our tier could be confirmed
     # (docs/networks.md lists what was looked up).
     capabilities = Capabilities(delete=True, note="deletes its posts; editing is not offered by the API")
+    pacing = Pacing(daily_limit_by_tier={"free": 17, "basic": 100})  # POST /2/tweets per user, 24 h
     settings_spec = (
         Setting("username", "Account handle without @, for tweet URLs (else x.com/i/web/status/ID)"),
         Setting(
