@@ -277,6 +277,8 @@ class DeliveryAttempt(models.Model):
         # A person's retry or cancel (syndicator.decisions), recorded so the timeline credits them.
         RETRIED = "retried", "retried"
         CANCELLED = "cancelled", "cancelled"
+        # A person's send now or new time from the queue page (syndicator.queueing).
+        RESCHEDULED = "rescheduled", "rescheduled"
         # The post does not suit the network (errors.Skipped): nothing was sent, nothing failed.
         SKIPPED = "skipped", "skipped"
 

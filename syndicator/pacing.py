@@ -159,7 +159,23 @@ def held(delivery: Delivery) -> bool:
     """Hold a just-claimed delivery back (wait or skip) when it may not go now; False to send it.
 
     The delivery is `sending` under this worker's claim; a held one is moved on by one UPDATE.
+    A limiter that cannot be reached lets the delivery go (logged): a Redis restart must not stop
+    every channel, and a network's own 429 still holds it (docs/pacing.md).
     """
+    try:
+        return _held(delivery)
+    except redis_errors() as exc:
+        log.warning("pacing limiter unreachable, delivery %s sent unpaced: %s", delivery.pk, exc)
+        return False
+
+
+def redis_errors() -> tuple[type[Exception], ...]:
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.LockError)
+
+
+def _held(delivery: Delivery) -> bool:
     target = delivery.target
     target_rules = rules(target) if _has_own_settings(target) else None
     if stale := _stale(delivery, target_rules):

@@ -65,7 +65,7 @@ def test_sent_is_final_and_only_a_person_retries_cancels_or_gives_a_verdict():
     assert not [event for event, t in TRANSITIONS.items() if Status.SENT in t.sources]
     assert not [event for event, t in TRANSITIONS.items() if Status.SKIPPED in t.sources]
     person = {event for event, t in TRANSITIONS.items() if t.by == By.PERSON}
-    assert person == {Event.RETRY, Event.CANCEL, Event.MARK_SENT, Event.MARK_NOT_SENT}
+    assert person == {Event.RETRY, Event.CANCEL, Event.MARK_SENT, Event.MARK_NOT_SENT, Event.RESCHEDULE}
     sweeper = {event for event, t in TRANSITIONS.items() if t.by == By.SWEEPER}
     assert sweeper == {Event.LOST_BEFORE_SEND, Event.LOST_MID_SEND}
     assert all(TRANSITIONS[e].sources == (Status.SENDING,) for e in sweeper), "the sweeper takes only sends"

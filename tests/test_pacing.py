@@ -372,3 +372,54 @@ def test_rate_limit_dataclass_scope_keys_never_hold_the_secret(db, monkeypatch) 
     assert len(keys) == 2 and all("secret-token" not in key for key in keys)
     assert any(":chat:@x:" in key for key in keys)
     assert isinstance(pacing.network_limits(target)[0][1], RateLimit)
+
+
+# --- the queue: CLI, send now, reschedule, cancel ------------------------------------------------
+
+
+def run(*args: str) -> str:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_queue_lists_per_target_in_order_and_person_decisions_are_logged_by_name(limiter) -> None:
+    import json
+
+    from syndicator import queueing
+    from syndicator.models import DeliveryAttempt
+
+    target = Target.objects.create(name="out", kind="outbox", settings={"timezone": "Asia/Tehran"})
+    first, second = posts(2, datetime.now(UTC) - timedelta(hours=1))
+    out = run("repost", str(second.pk), "--to", "out", "--at", "2026-12-03T08:00", "--user", "edna")
+    assert "at 2026-12-03T04:30:00+00:00" in out  # 08:00 in Tehran (+03:30)
+    run("repost", str(first.pk), "--to", "out", "--breaking", "--user", "edna")
+    rows = json.loads(run("queue", "--target", "out", "--json"))
+    assert [(r["title"], r["reason"], r["breaking"]) for r in rows] == [
+        ("Story 00", "next", True),
+        ("Story 01", "scheduled", False),
+    ]
+    assert "out:" in run("queue") and "[breaking]" in run("queue")
+    scheduled = Delivery.objects.get(post=second)
+    later = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
+    assert queueing.reschedule([scheduled], later, by="edna") == 1
+    scheduled.refresh_from_db()
+    assert (scheduled.status, scheduled.next_attempt_at, scheduled.wait_reason) == (
+        "queued",
+        later,
+        "scheduled",
+    )
+    assert queueing.reschedule([scheduled], None, by="edna") == 1
+    scheduled.refresh_from_db()
+    assert (scheduled.next_attempt_at, scheduled.wait_reason, scheduled.unpaced) == (None, "", True)
+    verdicts = DeliveryAttempt.objects.filter(delivery=scheduled, kind="verdict").order_by("number")
+    assert [(v.outcome, v.actor_name) for v in verdicts] == [("rescheduled", "edna"), ("rescheduled", "edna")]
+    assert verdicts[1].message == "sent now (was queued) by edna"
+    assert deliveries.cancel([scheduled], by="edna") == 1
+    assert queueing.reschedule([scheduled], None, by="edna") == 0, "a cancelled delivery is not in the queue"
+    assert [r["title"] for r in json.loads(run("queue", "--json"))] == ["Story 00"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.core.management.base import CommandParser
 
 from syndicator import delivery
@@ -24,8 +27,28 @@ class Command(SyndicatorCommand):
         )
         parser.add_argument("--text", default="", help="send this text instead of the rendered message")
         parser.add_argument("--user", default="", help="who asked, for the log (default: your user name)")
+        parser.add_argument(
+            "--breaking", action="store_true", help="the breaking lane: skip quiet hours and spacing"
+        )
+        parser.add_argument(
+            "--at",
+            default="",
+            metavar="YYYY-MM-DDTHH:MM",
+            help="send at this time: in the target's timezone setting (else the site's TIME_ZONE), "
+            "or with an offset (…+03:30)",
+        )
 
-    def handle(self, *args: Any, post: str, to: str, text: str, user: str, **options: Any) -> None:
+    def handle(
+        self,
+        *args: Any,
+        post: str,
+        to: str,
+        text: str,
+        user: str,
+        breaking: bool = False,
+        at: str = "",
+        **options: Any,
+    ) -> None:
         """Create the deliveries and print their ids."""
         found = find_post(post)
         if names := split_list(to):
@@ -41,9 +64,17 @@ class Command(SyndicatorCommand):
             reasons = "; ".join(f"{name}: {reason}" for name, reason in problems.items())
             raise UserError(f"the text does not fit, nothing was queued: {reasons}")
         requested_by = (user.strip() or os_user())[: Delivery._meta.get_field("requested_by").max_length]
-        created = delivery.repost(found, targets, text=text, requested_by=requested_by)
+        created = []
+        for target in targets:  # each target's own time zone reads --at
+            when = scheduled_time(at, target) if at else None
+            created += delivery.repost(
+                found, [target], text=text, requested_by=requested_by, breaking=breaking, at=when
+            )
         self.stdout.write(f"post {found.pk}: {found.title or found.url}")
         for d in created:
+            if d.next_attempt_at:
+                self.stdout.write(f"delivery {d.pk} → {d.target.name} at {d.next_attempt_at.isoformat()}")
+                continue
             note = " (target paused: it waits until `targets resume`)" if d.target.paused_at else ""
             self.stdout.write(f"delivery {d.pk} → {d.target.name}{note}")
         count = len(created)
@@ -51,3 +82,16 @@ class Command(SyndicatorCommand):
             f"{count} {'delivery' if count == 1 else 'deliveries'} queued; a worker will send "
             f"{'it' if count == 1 else 'them'} (see `syndicator log`)"
         )
+
+
+def scheduled_time(text: str, target: Target) -> datetime:
+    """``--at`` as an aware time: an offset it carries, else the target's ``timezone`` setting,
+    else the site's TIME_ZONE."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UserError(f"--at {text!r}: a time such as 2026-12-03T08:00") from None
+    if value.tzinfo is None:
+        zone = target.settings.get("timezone") or settings.TIME_ZONE
+        value = value.replace(tzinfo=ZoneInfo(zone))
+    return value.astimezone(UTC)
