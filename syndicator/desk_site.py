@@ -5,10 +5,11 @@ Django's admin stays for the rest; "View site" is gone, since the site *is* the 
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.admin import AdminSite
 from django.contrib.admin.apps import AdminConfig
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path, reverse
 
@@ -40,6 +41,7 @@ class DeskAdminSite(AdminSite):
     def get_urls(self) -> list[URLResolver | URLPattern]:
         mailbox = self.admin_view(self.demo_mailbox_view)
         return [
+            path("queue/", self.admin_view(self.queue_view), name="queue"),
             path("demo-mailbox/", mailbox, name="demo_mailbox"),
             path("demo-mailbox/<str:message_id>/", mailbox, name="demo_mailbox_message"),
             *super().get_urls(),
@@ -69,6 +71,28 @@ class DeskAdminSite(AdminSite):
         }
         request.current_app = self.name
         return TemplateResponse(request, "admin/demo_mailbox.html", context)
+
+    def queue_view(self, request: HttpRequest) -> TemplateResponse | HttpResponseRedirect:
+        """The queue (docs/pacing.md): what will go out per target, in order, with time and
+        reason; send now, reschedule and cancel, each logged in the person's name."""
+        from syndicator import queueing
+
+        if not request.user.has_perm("syndicator.view_delivery"):
+            raise PermissionDenied
+        can_act = request.user.has_perm("syndicator.add_delivery")
+        if request.method == "POST":
+            if not can_act:
+                raise PermissionDenied
+            queueing.act_from_form(request.POST, by=request.user, notify=lambda m: messages.info(request, m))
+            return HttpResponseRedirect(reverse("admin:queue"))
+        context = {
+            **self.each_context(request),
+            "title": "Queue",
+            "groups": queueing.by_target(),
+            "can_act": can_act,
+        }
+        request.current_app = self.name
+        return TemplateResponse(request, "admin/queue.html", context)
 
 
 def has_demo_mailbox() -> bool:

@@ -327,8 +327,12 @@ def release(delivery_ids: list[int], target_id: int) -> None:
     """Forget the slots of deliveries a person cancelled or rescheduled (their place frees up for
     the daily count; the spacing of later slots stays as reserved)."""
     client = redis_client()
-    if client is not None and delivery_ids:
+    if client is None or not delivery_ids:
+        return
+    try:
         client.zrem(f"{_prefix()}target:{target_id}:slots", *[str(pk) for pk in delivery_ids])
+    except redis_errors() as exc:  # a slot left behind only counts one send too many for 24 h
+        log.warning("pacing limiter unreachable; slots of %s not released: %s", delivery_ids, exc)
 
 
 def quiet_end(at: datetime, target_rules: Rules) -> datetime | None:

@@ -7,10 +7,13 @@ move of the one table (Event.RESCHEDULE: queued or retrying → queued, with a n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
 
@@ -18,7 +21,7 @@ from syndicator import dispatch, pacing
 from syndicator.clock import current
 from syndicator.decisions import Actor, _actor, _credit, _verdict
 from syndicator.delivery_states import Event, move
-from syndicator.models import Delivery, DeliveryAttempt
+from syndicator.models import Delivery, DeliveryAttempt, Target
 
 Status = Delivery.Status
 WAITING = (Status.QUEUED, Status.RETRYING)
@@ -106,3 +109,65 @@ def reschedule(deliveries: Iterable[Delivery], at: datetime | None, *, by: Actor
         if at is None:
             dispatch.enqueue_on_commit(moved)
     return len(moved)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One target's part of the queue page."""
+
+    target: Target
+    zone: str  # the zone the page shows and reads times in
+    rows: list[tuple[Entry, str]]  # each entry with its time in that zone ("": next)
+
+
+def zone_of(target: Target) -> str:
+    return str(target.settings.get("timezone") or settings.TIME_ZONE)
+
+
+def by_target() -> list[Group]:
+    groups: dict[int, Group] = {}
+    for entry in entries():
+        target = entry.delivery.target
+        zone = zone_of(target)
+        group = groups.setdefault(target.pk, Group(target, zone, []))
+        # Formatted here: a template's date filter would show it in the site's zone instead.
+        local = entry.at.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M") if entry.at else ""
+        group.rows.append((entry, local))
+    return list(groups.values())
+
+
+def act_from_form(form: Any, *, by: Actor, notify: Callable[[str], None]) -> None:
+    """The queue page's buttons: send now, reschedule (a local time in the target's zone), cancel."""
+    from syndicator.decisions import cancel
+
+    try:
+        delivery = Delivery.objects.select_related("target").get(pk=int(form.get("delivery", "")))
+    except (ValueError, Delivery.DoesNotExist):
+        notify("no such delivery")
+        return
+    action = form.get("action")
+    if action == "cancel":
+        done = cancel([delivery], by=by)
+        if done:
+            pacing.release([delivery.pk], delivery.target_id)
+        notify(f"delivery {delivery.pk} cancelled" if done else f"delivery {delivery.pk} has already left")
+    elif action == "send_now":
+        done = reschedule([delivery], None, by=by)
+        notify(
+            f"delivery {delivery.pk} goes now (within the network's limits)"
+            if done
+            else "it has already left"
+        )
+    elif action == "reschedule":
+        try:
+            local = datetime.fromisoformat(str(form.get("at", "")))
+        except ValueError:
+            notify("pick a date and time to reschedule")
+            return
+        at = (local if local.tzinfo else local.replace(tzinfo=ZoneInfo(zone_of(delivery.target)))).astimezone(
+            UTC
+        )
+        done = reschedule([delivery], at, by=by)
+        notify(f"delivery {delivery.pk} rescheduled" if done else f"delivery {delivery.pk} has already left")
+    else:
+        notify("unknown action")

@@ -394,7 +394,7 @@ def test_queue_lists_per_target_in_order_and_person_decisions_are_logged_by_name
     from syndicator import queueing
     from syndicator.models import DeliveryAttempt
 
-    target = Target.objects.create(name="out", kind="outbox", settings={"timezone": "Asia/Tehran"})
+    Target.objects.create(name="out", kind="outbox", settings={"timezone": "Asia/Tehran"})
     first, second = posts(2, datetime.now(UTC) - timedelta(hours=1))
     out = run("repost", str(second.pk), "--to", "out", "--at", "2026-12-03T08:00", "--user", "edna")
     assert "at 2026-12-03T04:30:00+00:00" in out  # 08:00 in Tehran (+03:30)
