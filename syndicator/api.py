@@ -22,7 +22,7 @@ from ninja.errors import HttpError, ValidationError
 from ninja.responses import Status
 from ninja.security import APIKeyCookie, HttpBearer
 
-from syndicator import decisions, websub
+from syndicator import decisions, queueing, websub
 from syndicator import delivery as deliveries
 from syndicator.api_schemas import (
     DeliveryDetail,
@@ -195,7 +195,12 @@ def repost(request: HttpRequest, post_id: Path[Id], body: RepostIn) -> Status:
         )
         return Status(422, {"detail": f"cannot repost: {listed}", "targets": problems})
     requested_by = user.get_username()[: Delivery._meta.get_field("requested_by").max_length]
-    created = deliveries.repost(post, targets, text=body.text, requested_by=requested_by)
+    created = []
+    for target in targets:  # each target's own time zone reads a time without an offset
+        at = queueing.scheduled_time(body.at, target) if body.at else None
+        created += deliveries.repost(
+            post, [target], text=body.text, requested_by=requested_by, breaking=body.breaking, at=at
+        )
     return Status(201, [detail_row(d) for d in created])
 
 

@@ -62,6 +62,14 @@ class RepostIn(BaseModel):
     text: Annotated[StorableText, Field(max_length=MAX_TEXT)] = Field(
         "", description="Send this text instead of the rendered message; the post's link is added."
     )
+    breaking: bool = Field(
+        False, description="The breaking lane: skip quiet hours and spacing (docs/pacing.md)."
+    )
+    at: datetime | None = Field(
+        None,
+        description="Send at this time; without an offset it is read in each target's timezone setting "
+        "(else the site's). It waits, queued, and can be cancelled until it leaves.",
+    )
 
 
 class PostDelivery(Schema):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,6 +22,7 @@ from syndicator import dispatch, pacing
 from syndicator.clock import current
 from syndicator.decisions import Actor, _actor, _credit, _verdict
 from syndicator.delivery_states import Event, move
+from syndicator.errors import UserError
 from syndicator.models import Delivery, DeliveryAttempt, Target
 
 Status = Delivery.Status
@@ -103,9 +105,8 @@ def reschedule(deliveries: Iterable[Delivery], at: datetime | None, *, by: Actor
                 moved.append(d)
         for target_id in {d.target_id for d in moved}:
             # Their old slots free up; a rescheduled one reserves anew when it comes due.
-            transaction.on_commit(
-                lambda t=target_id: pacing.release([d.pk for d in moved if d.target_id == t], t)
-            )
+            freed = [d.pk for d in moved if d.target_id == target_id]
+            transaction.on_commit(partial(pacing.release, freed, target_id))
         if at is None:
             dispatch.enqueue_on_commit(moved)
     return len(moved)
@@ -171,3 +172,16 @@ def act_from_form(form: Any, *, by: Actor, notify: Callable[[str], None]) -> Non
         notify(f"delivery {delivery.pk} rescheduled" if done else f"delivery {delivery.pk} has already left")
     else:
         notify("unknown action")
+
+
+def scheduled_time(value: datetime | str, target: Target) -> datetime:
+    """An editor's chosen time as an aware UTC time: an offset it carries wins, else it is read in
+    the target's ``timezone`` setting, else in the site's TIME_ZONE (the CLI, the API, the page)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise UserError(f"{value!r}: a time such as 2026-12-03T08:00") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(zone_of(target)))
+    return value.astimezone(UTC)

@@ -167,6 +167,25 @@ def test_an_editor_reposts_to_chosen_targets_with_text(client: Client, world, ed
     assert x_text.startswith("Worth a second read") and "https://news.example/2" in x_text
 
 
+def test_an_editor_schedules_a_breaking_repost_through_the_api(client: Client, world, editor_token) -> None:
+    from datetime import UTC, datetime
+
+    post = world["new"]
+    response = client.post(
+        f"/api/posts/{post.pk}/repost",
+        {"targets": ["tg"], "breaking": True, "at": "2026-12-03T08:00:00+03:30"},
+        content_type="application/json",
+        **bearer(editor_token),
+    )
+    assert response.status_code == 201, response.content
+    made = Delivery.objects.get(post=post, origin="manual")
+    assert (made.breaking, made.wait_reason, made.next_attempt_at) == (
+        True,
+        "scheduled",
+        datetime(2026, 12, 3, 4, 30, tzinfo=UTC),
+    )
+
+
 def test_a_repost_without_targets_goes_to_every_enabled_target(client: Client, world, editor_token) -> None:
     response = client.post(
         f"/api/posts/{world['old'].pk}/repost", {}, content_type="application/json", **bearer(editor_token)

@@ -177,3 +177,21 @@ def test_a_mastodon_target_is_measured_against_its_instance_limit(editor, post):
 
     shown = response.json()["previews"][str(small.pk)]
     assert shown["limit"] == 100 and shown["length"] == 90 + 2 + 23 and shown["fits"] is False
+
+
+def test_the_page_schedules_in_each_targets_zone_and_marks_breaking(editor, post, targets):
+    from datetime import UTC, datetime
+
+    targets["x"].settings = {**targets["x"].settings, "timezone": "Asia/Tehran"}
+    targets["x"].save()
+    page = editor.get(repost_url(post)).content.decode()
+    assert 'type="datetime-local"' in page and 'name="breaking"' in page
+    response = editor.post(
+        repost_url(post),
+        {"targets": [targets["x"].pk, targets["tg"].pk], "at": "2026-12-03T08:00", "breaking": "on"},
+    )
+    assert response.status_code == 302
+    made = {d.target.name: d for d in Delivery.objects.filter(post=post)}
+    assert made["x"].next_attempt_at == datetime(2026, 12, 3, 4, 30, tzinfo=UTC)  # Tehran, +03:30
+    assert made["tg"].wait_reason == "scheduled" and made["tg"].next_attempt_at is not None
+    assert made["x"].breaking and made["tg"].breaking

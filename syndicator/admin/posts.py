@@ -25,6 +25,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from syndicator import delivery as deliveries
+from syndicator import queueing
 from syndicator.admin.common import badge
 from syndicator.api_schemas import MAX_TEXT
 from syndicator.models import Delivery, Post, Target
@@ -74,6 +75,17 @@ class RepostForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 6, "dir": "auto", "cols": 80}),
         help_text="Leave empty to send each target's usual message. The post's link is added when "
         "the text does not have it.",
+    )
+
+    breaking = forms.BooleanField(
+        required=False, label="Breaking", help_text="Skip quiet hours and spacing (never a network's limit)."
+    )
+    at = forms.DateTimeField(
+        required=False,
+        label="Send at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"],
+        help_text="Empty: now. Read in each target's time zone (its timezone setting, else the site's).",
     )
 
     def __init__(self, post: Post, *args: Any, **kwargs: Any) -> None:
@@ -200,14 +212,21 @@ class PostAdmin(admin.ModelAdmin):
         form = RepostForm(post, request.POST or None)
         if request.method == "POST" and form.is_valid():
             targets = list(form.cleaned_data["targets"])
-            created = deliveries.repost(
-                post,
-                targets,
-                text=form.cleaned_data["text"],
-                requested_by=request.user.get_username()[
-                    : Delivery._meta.get_field("requested_by").max_length
-                ],
-            )
+            # A naive local time, read in each target's zone (Django made it aware in the site's).
+            chosen_at = form.cleaned_data.get("at")
+            local = timezone.make_naive(chosen_at) if chosen_at else None
+            created = []
+            for target in targets:
+                created += deliveries.repost(
+                    post,
+                    [target],
+                    text=form.cleaned_data["text"],
+                    requested_by=request.user.get_username()[
+                        : Delivery._meta.get_field("requested_by").max_length
+                    ],
+                    breaking=form.cleaned_data.get("breaking", False),
+                    at=queueing.scheduled_time(local, target) if local else None,
+                )
             names = ", ".join(t.name for t in targets)
             self.message_user(
                 request, f"Reposted to {names}: {len(created)} deliveries queued.", messages.SUCCESS

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.core.management.base import CommandParser
 
-from syndicator import delivery
+from syndicator import delivery, queueing
 from syndicator.cli_util import SyndicatorCommand, find_post, get_targets, os_user, split_list
 from syndicator.errors import UserError
 from syndicator.models import Delivery, Target
@@ -66,7 +63,7 @@ class Command(SyndicatorCommand):
         requested_by = (user.strip() or os_user())[: Delivery._meta.get_field("requested_by").max_length]
         created = []
         for target in targets:  # each target's own time zone reads --at
-            when = scheduled_time(at, target) if at else None
+            when = queueing.scheduled_time(at, target) if at else None
             created += delivery.repost(
                 found, [target], text=text, requested_by=requested_by, breaking=breaking, at=when
             )
@@ -82,16 +79,3 @@ class Command(SyndicatorCommand):
             f"{count} {'delivery' if count == 1 else 'deliveries'} queued; a worker will send "
             f"{'it' if count == 1 else 'them'} (see `syndicator log`)"
         )
-
-
-def scheduled_time(text: str, target: Target) -> datetime:
-    """``--at`` as an aware time: an offset it carries, else the target's ``timezone`` setting,
-    else the site's TIME_ZONE."""
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UserError(f"--at {text!r}: a time such as 2026-12-03T08:00") from None
-    if value.tzinfo is None:
-        zone = target.settings.get("timezone") or settings.TIME_ZONE
-        value = value.replace(tzinfo=ZoneInfo(zone))
-    return value.astimezone(UTC)
