@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 Wait = Delivery.Wait
 DAY = 86400.0
+LOCK_WAIT = 10.0  # seconds a reservation waits for its target's lock
+LOCK_RETRY = 5.0  # seconds before a delivery that found its target's lock taken tries again
 EARLY = 0.5  # seconds: a delivery back this close to its slot takes it (clock granularity)
 
 # One call: check every window, then take a place in all of them or in none.
@@ -162,8 +164,14 @@ def held(delivery: Delivery) -> bool:
     A limiter that cannot be reached lets the delivery go (logged): a Redis restart must not stop
     every channel, and a network's own 429 still holds it (docs/pacing.md).
     """
+    import redis
+
     try:
         return _held(delivery)
+    except redis.exceptions.LockError:
+        # The target's lock stayed taken (another worker reserving, or one that died holding it,
+        # until its 10 s timeout): try again shortly rather than send past the target's rules.
+        return _wait(delivery, clock.current() + timedelta(seconds=LOCK_RETRY), Wait.PACING)
     except redis_errors() as exc:
         log.warning("pacing limiter unreachable, delivery %s sent unpaced: %s", delivery.pk, exc)
         return False
@@ -172,7 +180,7 @@ def held(delivery: Delivery) -> bool:
 def redis_errors() -> tuple[type[Exception], ...]:
     import redis
 
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.LockError)
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def _held(delivery: Delivery) -> bool:
@@ -294,7 +302,7 @@ def reserve(client: Any, delivery: Delivery, target_rules: Rules, now: datetime)
     base = f"{_prefix()}target:{delivery.target_id}"
     slots_key, next_key = f"{base}:slots", f"{base}:next"
     member = str(delivery.pk)
-    with client.lock(f"{base}:lock", timeout=10, blocking_timeout=10):
+    with client.lock(f"{base}:lock", timeout=10, blocking_timeout=LOCK_WAIT):
         held_at = client.zscore(slots_key, member)
         if held_at is not None:
             return _at(held_at), delivery.wait_reason or Wait.PACING

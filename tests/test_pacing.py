@@ -423,3 +423,23 @@ def test_queue_lists_per_target_in_order_and_person_decisions_are_logged_by_name
     assert deliveries.cancel([scheduled], by="edna") == 1
     assert queueing.reschedule([scheduled], None, by="edna") == 0, "a cancelled delivery is not in the queue"
     assert [r["title"] for r in json.loads(run("queue", "--json"))] == ["Story 00"]
+
+
+@pytest.mark.django_db
+def test_a_target_lock_held_elsewhere_makes_the_delivery_wait_not_skip_the_rules(
+    limiter, monkeypatch
+) -> None:
+    monkeypatch.setattr(pacing, "LOCK_WAIT", 0.2)
+    target = Target.objects.create(name="out", kind="outbox", settings={"min_interval": 60})
+    d = Delivery.objects.create(post=posts(1, datetime.now(UTC))[0], target=target)
+    assert deliveries.claim(d.pk)
+    d = Delivery.objects.select_related("post__feed", "target").get(pk=d.pk)
+    client = pacing.redis_client()
+    other = client.lock(f"{pacing._prefix()}target:{target.pk}:lock", timeout=30)
+    assert other.acquire(blocking=False)
+    try:
+        assert pacing.held(d) is True
+    finally:
+        other.release()
+    d.refresh_from_db()
+    assert (d.status, d.wait_reason, d.attempts) == ("queued", Wait.PACING, 0)
