@@ -50,6 +50,9 @@ def demo_feed_url(base_url: str, file: str) -> str:
     return f"{base_url.rstrip('/')}{DEMO_FEEDS_PATH}{file}"
 
 
+DEMO_MAX_AGE = "36500d"
+
+
 def seed_demo(base_url: str, mailbox_port: int | None = None) -> bool:
     """Create the demo feeds and outbox targets (and, given the demo mailbox's port, the email
     target) if no feed and no target exist; True if it did."""
@@ -65,7 +68,10 @@ def seed_demo(base_url: str, mailbox_port: int | None = None) -> bool:
                 poll_interval=DEMO_POLL_INTERVAL,
             )
         for fmt in formats():  # one dry run per network
-            Target.objects.create(name=f"demo-{fmt}", kind=OUTBOX, settings={"format": fmt})
+            # The demo feeds ship fixed dates (2005, 2025): no max_age, or every item is stale.
+            Target.objects.create(
+                name=f"demo-{fmt}", kind=OUTBOX, settings={"format": fmt, "max_age": DEMO_MAX_AGE}
+            )
         seed_demo_mailbox_target(mailbox_port)
     return True
 

@@ -94,7 +94,7 @@ class Rules:
     quiet: tuple[tuple[int, int], tuple[int, int]] | None
     zone: ZoneInfo
     breaking_categories: frozenset[str]
-    max_age: float
+    max_age: float | None  # None: SYNDICATOR_MAX_AGE
 
     @property
     def paces(self) -> bool:
@@ -118,7 +118,7 @@ def rules(target: Target) -> Rules:
         quiet=parse_span(span) if span else None,
         zone=ZoneInfo(value("timezone") or "UTC"),
         breaking_categories=frozenset(c.casefold() for c in value("breaking_categories") or ()),
-        max_age=float(value("max_age") or 48 * 3600),
+        max_age=value("max_age"),
     )
 
 
@@ -230,7 +230,9 @@ def _stale(delivery: Delivery, target_rules: Rules | None) -> str:
     published = delivery.post.published_at
     if published is None:
         return ""
-    max_age = target_rules.max_age if target_rules else 48 * 3600.0
+    max_age = target_rules.max_age if target_rules and target_rules.max_age else settings.SYNDICATOR_MAX_AGE
+    if not max_age:
+        return ""
     # Host time is close enough for a span of hours (and no query); a test's clock wins.
     now = clock.injected_now() or django_timezone.now()
     age = (now - published).total_seconds()

@@ -229,6 +229,10 @@ CACHES = {
 # Default: the cache's (the broker's, or the embedded one); none (an AMQP broker): sends unpaced.
 SYNDICATOR_PACING_REDIS_URL = os.environ.get("SYNDICATOR_PACING_REDIS_URL") or _CACHE_URL
 SYNDICATOR_PACING_PREFIX = os.environ.get("SYNDICATOR_BROKER_PREFIX", "")
+# A target's max_age when it sets none (seconds; "off" or 0: no limit): an automatic delivery of
+# an article published longer ago is skipped (docs/pacing.md).
+_max_age = os.environ.get("SYNDICATOR_MAX_AGE", "172800").strip().lower()
+SYNDICATOR_MAX_AGE: float | None = None if _max_age in ("", "0", "off", "none") else float(_max_age)
 # Failed logins (per client address) and bad API tokens: past this many in the window, further
 # tries are refused until the window ends; each failure is logged (syndicator.throttle).
 SYNDICATOR_AUTH_FAILURES = int(os.environ.get("SYNDICATOR_AUTH_FAILURES", 10))

@@ -89,6 +89,23 @@ def allow_loopback_feeds() -> Iterator[None]:
         os.environ["SYNDICATOR_FEED_ALLOW_PRIVATE"] = previous[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_default_max_age() -> Iterator[None]:
+    """The fixtures' posts (the demo feeds, fixed dates) are years old: without a target's own
+    max_age, nothing is stale here (tests/test_pacing.py tests the default and the setting)."""
+    from django.conf import settings
+
+    previous = settings.SYNDICATOR_MAX_AGE, os.environ.get("SYNDICATOR_MAX_AGE")
+    settings.SYNDICATOR_MAX_AGE = None
+    os.environ["SYNDICATOR_MAX_AGE"] = "off"
+    yield
+    settings.SYNDICATOR_MAX_AGE = previous[0]
+    if previous[1] is None:
+        os.environ.pop("SYNDICATOR_MAX_AGE", None)
+    else:
+        os.environ["SYNDICATOR_MAX_AGE"] = previous[1]
+
+
 @pytest.fixture
 def celery_worker(celery_app, transactional_db) -> Iterator[object]:
     """A real Celery worker (threads pool) consuming every queue, for the duration of a test."""

@@ -121,7 +121,7 @@ def settle(target: Target, sent: int, queued: int) -> None:
 def quiet_rules(span: str, zone: str) -> pacing.Rules:
     from syndicator.targets.config import parse_span
 
-    return pacing.Rules(0, None, parse_span(span), ZoneInfo(zone), frozenset(), 48 * 3600.0)
+    return pacing.Rules(0, None, parse_span(span), ZoneInfo(zone), frozenset(), None)
 
 
 def test_quiet_hours_cross_midnight_and_follow_daylight_saving() -> None:
@@ -161,7 +161,8 @@ def test_pacing_settings_are_typed_and_inherited_by_every_network() -> None:
         TwitterAdapter.spec("timezone").parse("Mars/Olympus")
     with pytest.raises(SettingError, match="23:00-06:30"):
         TwitterAdapter.spec("quiet_hours").parse("late")
-    assert TwitterAdapter.spec("max_age").parse(None) == 48 * 3600
+    assert TwitterAdapter.spec("max_age").parse(None) is None  # then SYNDICATOR_MAX_AGE
+    assert TwitterAdapter.spec("max_age").parse("36h") == 36 * 3600
 
 
 def pacing_names() -> tuple[str, ...]:
@@ -443,3 +444,26 @@ def test_a_target_lock_held_elsewhere_makes_the_delivery_wait_not_skip_the_rules
         other.release()
     d.refresh_from_db()
     assert (d.status, d.wait_reason, d.attempts) == ("queued", Wait.PACING, 0)
+
+
+@pytest.mark.django_db
+def test_the_default_max_age_is_48_hours_and_an_editors_repost_is_never_stale(settings) -> None:
+    from syndicator import settings as defaults
+
+    assert defaults.SYNDICATOR_MAX_AGE == 48 * 3600 or os.environ.get("SYNDICATOR_MAX_AGE")
+    settings.SYNDICATOR_MAX_AGE = 48 * 3600.0
+    target = Target.objects.create(name="plain", kind="outbox")
+    fresh, old = (
+        posts(1, datetime.now(UTC) - timedelta(hours=47))[0],
+        posts(1, datetime.now(UTC) - timedelta(hours=49))[0],
+    )
+    made = [
+        Delivery.objects.create(post=p, target=target, origin=o)
+        for p, o in ((fresh, "auto"), (old, "auto"), (old, "manual"))
+    ]
+    held = []
+    for d in made:
+        assert deliveries.claim(d.pk)
+        held.append(pacing.held(Delivery.objects.select_related("post__feed", "target").get(pk=d.pk)))
+    assert held == [False, True, False]
+    assert Delivery.objects.get(pk=made[1].pk).status == "skipped"

@@ -335,9 +335,9 @@ def pacing_settings(pacing: Pacing) -> tuple[Setting, ...]:
         ),
         Setting(
             "max_age",
-            "An automatic delivery of an article published longer ago is skipped (default 48h)",
+            "An automatic delivery of an article published longer ago is skipped "
+            "(default SYNDICATOR_MAX_AGE, 48h)",
             type=Duration,
-            default=48 * 3600.0,
             minimum=1,
         ),
     )
