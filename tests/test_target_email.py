@@ -326,7 +326,7 @@ def cut_our_database_session(server_stage: str, monkeypatch, *, nth: int = 1) ->
 
 @pytest.mark.django_db(transaction=True)
 def test_a_database_drop_before_data_is_a_transient_failure_and_the_retry_sends_the_rest(smtp, monkeypatch):
-    target = email_target(smtp, "ann@example.org", "bob@example.org")
+    target = email_target(smtp, "ann@example.org", "bob@example.org", write_ahead=1)
     delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
     cut_our_database_session("RCPT", monkeypatch, nth=2)  # Ann has her message; Bob's never left
 
@@ -359,7 +359,7 @@ def test_a_database_drop_after_data_keeps_the_answer_held_in_memory_and_sends_no
 
 @pytest.mark.django_db(transaction=True)
 def test_a_database_drop_after_one_data_of_several_lets_the_others_have_their_retry(smtp, monkeypatch):
-    target = email_target(smtp, "ann@example.org", "bob@example.org")
+    target = email_target(smtp, "ann@example.org", "bob@example.org", write_ahead=1)
     delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
     cut_our_database_session("DATA", monkeypatch)  # Ann's answer is held when the session dies
 
@@ -699,7 +699,7 @@ def test_a_subscriber_costs_one_write_of_its_result_not_two_transactions(smtp):
     from django.test.utils import CaptureQueriesContext
 
     addresses = [f"reader{n}@example.org" for n in range(30)]
-    target = email_target(smtp, *addresses)
+    target = email_target(smtp, *addresses, write_ahead=1)
     delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
     adapter = get_adapter(target)
     message = adapter.render(delivery)
@@ -713,3 +713,66 @@ def test_a_subscriber_costs_one_write_of_its_result_not_two_transactions(smtp):
     assert len(inserts) == len(addresses) + 1, len(inserts)
     assert not any(sql.startswith(("UPDATE", "SELECT")) and "FOR UPDATE" in sql for sql in writes)
     assert set(results(delivery).values()) == {"accepted"}
+
+
+SEND_IN_A_CHILD = """
+import os, django
+django.setup()
+from syndicator.models import Delivery
+from syndicator.targets import get_adapter
+delivery = Delivery.objects.get(pk=int(os.environ["DELIVERY"]))
+adapter = get_adapter(delivery.target)
+adapter.send(adapter.render(delivery), delivery)
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sender_killed_mid_batch_sends_nobody_twice_and_the_retry_sends_the_rest(smtp, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    require_postgresql("a second process shares the test database")
+    addresses = [f"reader{n:02d}@example.org" for n in range(12)]
+    target = email_target(smtp, *addresses, write_ahead=5, timeout=30)
+    delivery = Delivery.objects.create(post=fixture_post("nejat-en-recent.rss"), target=target)
+    original, arrived, hold = smtp_emulator._Handler.handle_DATA, threading.Event(), threading.Event()
+
+    async def handle(self, server, session, envelope):
+        reply = await original(self, server, session, envelope)
+        if len(smtp.messages) == 7:  # the second batch of five, two in: never answer the 7th
+            arrived.set()
+            while not hold.is_set():
+                await __import__("asyncio").sleep(0.05)
+        return reply
+
+    monkeypatch.setattr(smtp_emulator._Handler, "handle_DATA", handle)
+    env = {**os.environ, "DATABASE_URL": database_url(), "DELIVERY": str(delivery.pk)}
+    child = subprocess.Popen([sys.executable, "-c", SEND_IN_A_CHILD], env=env)
+    try:
+        assert arrived.wait(60), "the child reached the 7th message"
+        child.send_signal(signal.SIGKILL)  # kill -9: no finally, no flush
+        child.wait(10)
+    finally:
+        hold.set()
+        if child.poll() is None:
+            child.kill()
+    after_kill = results(delivery)
+    # The first batch's answers were written with the second batch's write-ahead; the second
+    # batch (two sent, three not) is all "unknown": none of it may be sent again automatically.
+    assert sorted(after_kill.items()) == [(a, "accepted") for a in addresses[:5]] + [
+        (a, "unknown") for a in addresses[5:10]
+    ]
+
+    Delivery.objects.filter(pk=delivery.pk).update(attempts=2)  # an automatic retry, not an admin's
+    delivery.refresh_from_db()
+    adapter = get_adapter(target)
+    with pytest.raises(OutcomeUnknown):  # the five in doubt wait for an admin
+        adapter.send(adapter.render(delivery), delivery)
+
+    sent = [m.rcpt for m in smtp.messages]
+    assert len(sent) == len(set(sent)), "nobody got two"
+    assert sorted(sent) == addresses[:7] + addresses[10:], "the rest were sent"
+    assert results(delivery) == {**after_kill, **{a: "accepted" for a in addresses[10:]}}
