@@ -39,9 +39,9 @@ def sink_server(port: int) -> None:
     class Sink:
         count = 0
 
-        async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001
+        async def handle_DATA(self, server, session, envelope) -> str:
             Sink.count += 1
-            return "250 2.0.0 queued as %d" % Sink.count
+            return f"250 2.0.0 queued as {Sink.count}"
 
     controller = Controller(Sink(), hostname="127.0.0.1", port=port)
     controller.start()
@@ -49,6 +49,19 @@ def sink_server(port: int) -> None:
         asyncio.run(asyncio.sleep(10**6))
     finally:
         controller.stop()
+
+
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    """Until the sink accepts connections (with a deadline)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def one_run(size: int, connections: int, smtp_port: int, database_url: str) -> dict:
@@ -130,7 +143,8 @@ def main() -> None:
     parser.add_argument("--connections", default="1,4")
     parser.add_argument("--old-code", type=Path)
     parser.add_argument("--old-sizes", default="10000")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mail"))
+    default_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/mail")
+    parser.add_argument("--database-url", default=default_url)
     parser.add_argument("--one")
     args = parser.parse_args()
     if args.one:
@@ -140,23 +154,26 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, __file__, "--sink", str(port)]) if False else None
-    server = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
-                               f"import email_fanout; email_fanout.sink_server({port})"])
+    here = str(ROOT / "bench")
+    sink = f"import sys; sys.path.insert(0, {here!r}); import email_fanout as b; b.sink_server({port})"
+    server = subprocess.Popen([sys.executable, "-c", sink])
     try:
-        time.sleep(1.0)  # aiosmtpd's controller is up well within this on the quiet path
+        wait_listening(port)
         rows = []
         if args.old_code:
             for size in map(int, args.old_sizes.split(",")):
-                rows.append(("old (per recipient)", 1, measure(args.old_code, size, 1, port, args.database_url)))
+                row = measure(args.old_code, size, 1, port, args.database_url)
+                rows.append(("old (per recipient)", 1, row))
         for size in map(int, args.sizes.split(",")):
             for connections in map(int, args.connections.split(",")):
                 rows.append(("new", connections, measure(ROOT, size, connections, port, args.database_url)))
-        print(f"{'path':22} {'conns':>5} {'recipients':>10} {'seconds':>8} {'per s':>7} {'peak RSS MB (before send)':>26}")
+        columns = f"{'path':22} {'conns':>5} {'recipients':>10} {'seconds':>8} {'per s':>7}"
+        print(f"{columns} peak RSS MB (before send)")
         for label, connections, row in rows:
             print(
-                f"{label:22} {connections:>5} {row['recipients']:>10} {row['seconds']:>8} {row['per_second']:>7} "
-                f"{row['peak_rss_mb']:>12} ({row['peak_rss_mb_before_send']})  {row['result']}"
+                f"{label:22} {connections:>5} {row['recipients']:>10} {row['seconds']:>8} "
+                f"{row['per_second']:>7} {row['peak_rss_mb']:>12} ({row['peak_rss_mb_before_send']})"
+                f"  {row['result']}"
             )
     finally:
         server.terminate()

@@ -405,7 +405,7 @@ class EmailAdapter(Adapter):
         with ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="smtp") as pool:
             futures = [pool.submit(run, share) for share in shares]
             wait(futures)
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
         if errors:
             # A session's own error (a refused sender, a lost server) first: it says more than ours.
             raise next((e for e in errors if isinstance(e, DeliveryError)), errors[0])
