@@ -5,7 +5,7 @@
         x.fail_next(status=503)     # scripted faults, from tests.emulators.base
         x.tweets()                  # the tweets it accepted, in order
 
-Routes: POST /2/tweets, GET /2/users/me, POST /2/media/upload (simple, multipart) and
+Routes: POST /2/tweets, DELETE /2/tweets/{id}, GET /2/users/me, POST /2/media/upload (simple, multipart) and
 GET /images/{name} (images for the adapter to download). Requests need an OAuth 1.0a header
 naming the configured consumer key and access token; the signature is not verified, since the
 adapter's URL rewrite changes what is signed (TARGETS.md section 3, approach A).
@@ -75,9 +75,12 @@ class XEmulator(Emulator):
         self.rate_limit = 100
         self._remaining = itertools.count(self.rate_limit - 1, -1)
         self._texts: set[str] = set()
+        self.live: dict[str, str] = {}  # tweet id → text, while the tweet exists
+        self.deleted: list[str] = []
         self._sequence = itertools.count()
         self._ids_lock = threading.Lock()
         self.route("POST", r"/2/tweets", self._create_tweet)
+        self.route("DELETE", r"/2/tweets/(?P<id>\d+)", self._delete_tweet)
         self.route("GET", r"/2/users/me", self._me)
         self.route("POST", r"/2/media/upload", self._upload)
         self.route("GET", r"/images/(?P<name>[^/]+)", self._image)
@@ -111,9 +114,23 @@ class XEmulator(Emulator):
                 return Reply(403, json=DUPLICATE, headers=PROBLEM)
             self._texts.add(text)
             tweet_id = self._snowflake()
+            self.live[tweet_id] = text
         self.record("tweet", id=tweet_id, text=text, media_ids=media_ids)
         data = {"id": tweet_id, "text": text, "edit_history_tweet_ids": [tweet_id]}
         return Reply(201, json={"data": data}, headers=self._rate_headers())
+
+    def _delete_tweet(self, request: EmulatedRequest) -> Reply:
+        """{"data": {"deleted": true}}; a tweet that does not exist (never, or deleted) is X's 404
+        problem "Not Found Error" (the exact answer for a deleted one is not documented)."""
+        if (denied := self._authorize(request)) is not None:
+            return denied
+        tweet_id = request.match["id"] if request.match else ""
+        with self._ids_lock:
+            if self.live.pop(tweet_id, None) is None:
+                detail = f"Could not find tweet with id: [{tweet_id}]."
+                return Reply(404, json=problem(404, "Not Found Error", detail), headers=PROBLEM)
+            self.deleted.append(tweet_id)
+        return Reply(200, json={"data": {"deleted": True}}, headers=self._rate_headers())
 
     def _me(self, request: EmulatedRequest) -> Reply:
         if (denied := self._authorize(request)) is not None:
@@ -274,6 +291,14 @@ class Harness(HttpHarness):
 
     def secrets(self) -> list[str]:
         return [value for _, value in self.ENV.values()]
+
+    def post_text(self, external_id: str) -> str | None:
+        """The tweet's text while it exists; None once deleted (or never made)."""
+        return self.emulator.live.get(external_id)
+
+    def edit_count(self, external_id: str) -> int:
+        """0: the adapter does not edit tweets (capabilities.edit is False)."""
+        return 0
 
     def sent(self) -> list[dict[str, Any]]:
         """The tweets the emulator accepted, each with "text", "id" and "media_ids"."""

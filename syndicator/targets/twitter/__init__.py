@@ -20,7 +20,7 @@ import requests
 import tweepy
 from django.conf import settings
 
-from syndicator.errors import DeliveryError, TargetBroken
+from syndicator.errors import DeliveryError, PermanentError, TargetBroken
 from syndicator.redact import redact
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
 from syndicator.targets.config import URL, Setting
@@ -41,6 +41,7 @@ TWEEPY_HOST = "https://api.twitter.com"  # what tweepy's BaseClient.request pref
 IMAGE_MAX_BYTES = 5 * 1024 * 1024  # X's limit for a tweet image (docs.x.com media best practices)
 CREATE_TWEET = "POST /2/tweets"
 GET_ME = "GET /2/users/me"
+DELETE_TWEET = "DELETE /2/tweets/:id"
 
 
 class RedirectSession(requests.Session):
@@ -78,9 +79,16 @@ class TwitterAdapter(HttpAdapter):
     default_base_url = TWEEPY_HOST
     text = TEXT_RULES
     errors = ERRORS
-    # X API v2: DELETE /2/tweets/:id. No edit endpoint for our tier could be confirmed
-    # (docs/networks.md lists what was looked up).
-    capabilities = Capabilities(delete=True, note="deletes its posts; editing is not offered by the API")
+    # X API v2: DELETE /2/tweets/:id. X's posts are editable for 30 minutes, 5 times, and v2
+    # returns the edit metadata (docs.x.com "Edit Posts"), but no request that edits a post through
+    # the API could be confirmed (docs/networks.md): edits are not sent, and the note says so.
+    capabilities = Capabilities(
+        delete=True,
+        note=(
+            "deletes its posts; edits are not sent: X's own apps edit posts for 30 minutes, "
+            "but no API call to edit one could be confirmed"
+        ),
+    )
     settings_spec = (
         Setting("username", "Account handle without @, for tweet URLs (else x.com/i/web/status/ID)"),
         Setting(
@@ -122,8 +130,24 @@ class TwitterAdapter(HttpAdapter):
         if not tweet_id:
             # X answered 2xx without an id: something may be public, and we cannot point at it.
             raise self.no_id(CREATE_TWEET, client.session.last_status, publishing=True)
-        details = {"media_ids": media_ids} if media_ids else {}
+        details = {"tweet_id": tweet_id, **({"media_ids": media_ids} if media_ids else {})}
         return SendResult(external_id=tweet_id, external_url=self._tweet_url(tweet_id), details=details)
+
+    def delete(self, delivery: Delivery) -> None:
+        """DELETE /2/tweets/:id (tweepy's delete_tweet). A tweet already gone (404, or an answer of
+        ``"deleted": false``) counts as deleted: nothing of it is left to show."""
+        tweet_id = str(delivery.sent_details.get("tweet_id") or delivery.external_id or "").strip()
+        if not tweet_id.isdigit():
+            raise PermanentError(f"{self.label}: the delivery names no tweet id ({tweet_id!r})")
+        client = self._client()
+        try:
+            client.delete_tweet(tweet_id, user_auth=True)
+        except tweepy.NotFound:
+            return
+        except Exception as exc:
+            raise self._error(exc, DELETE_TWEET, publishing=False) from None
+        finally:
+            client.session.close()
 
     def check(self) -> str:
         """Ask X who the credentials belong to: GET /2/users/me."""
@@ -167,6 +191,7 @@ class TwitterAdapter(HttpAdapter):
             response = exc.response
             status = response.status_code
             said = "; ".join(str(m) for m in exc.api_messages)[:300] or response.reason or ""
+            said = self._scrub(said)
             codes = [code for code in exc.api_codes if code in ERRORS.by_code]
             return self.network_error(
                 ERRORS.rule(status, codes[0] if codes else None, said),
@@ -180,6 +205,18 @@ class TwitterAdapter(HttpAdapter):
         # requests/urllib3 errors (tweepy leaves them unwrapped), or anything else mid-call: a lost
         # answer unless the request provably never left.
         return transport_error(exc, self.label, action, publishing=publishing)
+
+    def _scrub(self, text: str) -> str:
+        """X's words with this target's four secrets taken out: an answer may echo a token back,
+        and ``redact`` knows only the shapes of secrets, not these values."""
+        for name in ("api_key_env", "api_secret_env", "access_token_env", "access_secret_env"):
+            try:
+                value = self.secret(name)
+            except TargetBroken:
+                continue
+            if value:
+                text = text.replace(value, "<redacted>")
+        return text
 
     def _tweet_url(self, tweet_id: str) -> str:
         username = str(self.setting("username") or "").strip().lstrip("@")
