@@ -220,15 +220,123 @@ def test_a_refused_delete_is_one_admin_message_without_secrets(network):
 # --- editing ---------------------------------------------------------------------------------------
 
 
-def test_only_pinterest_declares_edits_and_the_others_say_why():
+def test_x_and_pinterest_declare_edits_and_the_others_say_why_not():
     from syndicator.targets.registry import network as adapter_class
 
+    x = adapter_class("twitter").capabilities
+    assert x.edit and x.delete and (x.edit_window, x.max_edits) == (30 * 60, 5)
+    assert "30 minutes" in x.note and "5 times" in x.note
     assert adapter_class("pinterest").capabilities.edit
-    for kind in ("twitter", "bluesky", "threads"):
+    for kind in ("bluesky", "threads"):
         capabilities = adapter_class(kind).capabilities
         assert capabilities.delete and not capabilities.edit
-        assert "edit" in capabilities.note
+        assert "cannot edit" in capabilities.note or "cannot be edited" in capabilities.note
     assert "100 a day" in adapter_class("threads").capabilities.note
+
+
+# --- X: edits within 30 minutes, 5 times, each a new id --------------------------------------------
+
+
+@pytest.fixture
+def x() -> Iterator[twitter.Harness]:
+    with twitter.Harness() as harness:
+        yield harness
+
+
+def edited(adapter: Any, delivery: Delivery, text: str) -> Any:
+    """Edit to ``text``, and record the result on the delivery as the delivery machinery does."""
+    message = adapter.render(delivery)
+    message.text = text
+    result = adapter.edit(message, delivery)
+    delivery.external_id, delivery.sent_details = result.external_id, result.details
+    return result
+
+
+def test_an_x_edit_makes_a_new_id_and_the_same_edit_twice_edits_once(x):
+    delivery = sent_delivery(x)
+    original = delivery.external_id
+    adapter = get_adapter(delivery.target)
+
+    result = edited(adapter, delivery, "Corrected: families ask for news")
+    assert result.external_id != original and result.details["tweet_id"] == result.external_id
+    assert result.external_url.endswith(f"/status/{result.external_id}")
+    [edit] = [r for r in x.emulator.requests if r.method == "POST" and (r.json or {}).get("edit_options")]
+    assert edit.json["edit_options"] == {"previous_post_id": original}
+
+    delivery.external_id, delivery.sent_details = original, {"tweet_id": original}  # its answer was lost
+    again = edited(adapter, delivery, "Corrected: families ask for news")
+
+    assert again.external_id == result.external_id  # found already applied: not edited twice
+    assert x.edit_count(original) == 1 and x.post_text(original) == "Corrected: families ask for news"
+
+
+def test_x_refuses_a_sixth_edit(x):
+    delivery = sent_delivery(x)
+    adapter = get_adapter(delivery.target)
+    for n in range(5):
+        edited(adapter, delivery, f"Version {n + 2}")
+
+    with pytest.raises(EditRefused, match="5 times"):
+        edited(adapter, delivery, "Version 7")
+    assert x.edit_count(delivery.external_id) == 5 and x.post_text(delivery.external_id) == "Version 6"
+
+
+def test_x_refuses_an_edit_after_30_minutes(x):
+    delivery = sent_delivery(x)
+    adapter = get_adapter(delivery.target)
+    x.emulator.posted_at[delivery.external_id] -= 31 * 60  # posted 31 minutes ago
+    edits_before = len(x.emulator.requests)
+
+    with pytest.raises(EditRefused, match="30 minutes"):
+        edited(adapter, delivery, "Too late")
+
+    assert not [r for r in x.emulator.requests[edits_before:] if r.method == "POST"]  # not even tried
+    assert x.edit_count(delivery.external_id) == 0
+
+
+def test_x_refusing_the_edit_itself_is_edit_refused(x):
+    delivery = sent_delivery(x)
+    adapter = get_adapter(delivery.target)
+    x.emulator.posted_at[delivery.external_id] -= 31 * 60  # the window closed; the look-up does not say
+    original_get = x.emulator._get_tweet
+
+    def without_controls(request):
+        reply = original_get(request)
+        reply.json["data"].pop("edit_controls", None)
+        return reply
+
+    x.emulator._routes = [
+        (m, p, without_controls if h == original_get else h) for m, p, h in x.emulator._routes
+    ]
+
+    with pytest.raises(EditRefused, match="no longer eligible for edit"):
+        edited(adapter, delivery, "Too late")
+
+
+def test_an_x_edit_meeting_a_server_error_or_a_rate_limit_is_retried(x):
+    delivery = sent_delivery(x)
+    adapter = get_adapter(delivery.target)
+    x.emulator.fail_next(status=503, json=twitter.problem(503, "Service Unavailable", "Over capacity"))
+    with pytest.raises(TransientError) as caught:
+        edited(adapter, delivery, "Edited")
+    assert not isinstance(caught.value, OutcomeUnknown) and caught.value.http_status == 503
+
+    wanted = rate_limit(x, 25)
+    with pytest.raises(RateLimited) as limited:
+        edited(adapter, delivery, "Edited")
+    assert limited.value.retry_after == pytest.approx(wanted, abs=3)
+    assert x.edit_count(delivery.external_id) == 0
+
+
+def test_deleting_an_edited_x_post_deletes_every_version(x):
+    delivery = sent_delivery(x)
+    original = delivery.external_id
+    adapter = get_adapter(delivery.target)
+    edited(adapter, delivery, "Edited once")
+
+    adapter.delete(delivery)
+
+    assert x.post_text(original) is None and x.post_text(delivery.external_id) is None
 
 
 @pytest.fixture
@@ -298,7 +406,7 @@ def test_a_refused_edit_is_one_admin_message_without_the_token(pins):
     )
 
 
-@pytest.mark.parametrize("kind", ["twitter", "bluesky", "threads"])
+@pytest.mark.parametrize("kind", ["bluesky", "threads"])
 def test_networks_without_edits_do_not_pretend(kind):
     with HARNESSES[kind]() as network:
         delivery = sent_delivery(network)
