@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('syndicator', '0012_delivery_sent_details'),
+        ("syndicator", "0019_metric_tally"),
     ]
 
     operations = [
