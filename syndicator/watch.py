@@ -291,17 +291,18 @@ def _follow_vanished(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> Non
     """
     guids = [item.guid[:2000] for item in parsed.items]
     present = list(
-        Post.objects.filter(feed=feed, guid__in=guids).values_list("pk", "published_at", "first_seen_at")
+        Post.objects.filter(feed=feed, guid__in=guids).values_list("pk", "published_at", "first_seen_at", "in_feed")
     )
     gone = list(Post.objects.filter(feed=feed, in_feed=True).exclude(guid__in=guids))
     if gone:
         Post.objects.filter(pk__in=[post.pk for post in gone]).update(in_feed=False)
-    if present:
+    back = [pk for pk, _, _, was_in in present if not was_in]
+    if back:
         # Back in the feed (an article that comes back is not posted again: its guid is known).
-        Post.objects.filter(pk__in=[pk for pk, _, _ in present], in_feed=False).update(in_feed=True)
+        Post.objects.filter(pk__in=back).update(in_feed=True)
     if not present:
         return  # an empty body says nothing about any item (a broken export, a cleared cache)
-    oldest_present = min((published or seen, pk) for pk, published, seen in present)
+    oldest_present = min((published or seen, pk) for pk, published, seen, _ in present)
     for post in gone:
         if post.same_as_id is not None or post.unpublished_at is not None:
             continue
