@@ -291,7 +291,9 @@ def _follow_vanished(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> Non
     """
     guids = [item.guid[:2000] for item in parsed.items]
     present = list(
-        Post.objects.filter(feed=feed, guid__in=guids).values_list("pk", "published_at", "first_seen_at", "in_feed")
+        Post.objects.filter(feed=feed, guid__in=guids).values_list(
+            "pk", "published_at", "first_seen_at", "in_feed"
+        )
     )
     gone = list(Post.objects.filter(feed=feed, in_feed=True).exclude(guid__in=guids))
     if gone:

@@ -53,7 +53,9 @@ def calls(monkeypatch) -> dict[str, list]:
     """What was reported to followup, by function (the detection/acting boundary)."""
     seen: dict[str, list] = {"changed": [], "unpublished": []}
     monkeypatch.setattr(
-        followup, "post_changed", lambda post: seen["changed"].append((post.pk, post.version, post.title)) or 0
+        followup,
+        "post_changed",
+        lambda post: seen["changed"].append((post.pk, post.version, post.title)) or 0,
     )
     monkeypatch.setattr(
         followup,
@@ -77,7 +79,9 @@ def test_an_edited_item_updates_its_post_once_and_reports_it_once(feed_server, c
     assert post.version == 1
     published = post.published_at
 
-    poll(feed_server, "/feed", rss(item(2, title="Story 2, typo fixed", body="<b>new</b> body"), item(1)), feed)
+    poll(
+        feed_server, "/feed", rss(item(2, title="Story 2, typo fixed", body="<b>new</b> body"), item(1)), feed
+    )
     post.refresh_from_db()
     assert (post.title, post.version) == ("Story 2, typo fixed", 2)
     assert "new" in post.summary
@@ -86,12 +90,19 @@ def test_an_edited_item_updates_its_post_once_and_reports_it_once(feed_server, c
     assert Post.objects.get(guid="story-1").version == 1
 
     # The same item in a body that changed elsewhere (a new item): no second report, no write.
-    poll(feed_server, "/feed", rss(item(3), item(2, title="Story 2, typo fixed", body="<b>new</b> body"), item(1)), feed)
+    poll(
+        feed_server,
+        "/feed",
+        rss(item(3), item(2, title="Story 2, typo fixed", body="<b>new</b> body"), item(1)),
+        feed,
+    )
     post.refresh_from_db()
     assert post.version == 2 and len(calls["changed"]) == 1
 
 
-def test_the_same_body_again_is_not_parsed_and_changes_nothing(feed_server, calls, django_assert_max_num_queries):
+def test_the_same_body_again_is_not_parsed_and_changes_nothing(
+    feed_server, calls, django_assert_max_num_queries
+):
     feed = poll(feed_server, "/feed", rss(item(2), item(1)))
     before = list(Post.objects.values_list("pk", "version", "source_hash"))
     poll(feed_server, "/feed", rss(item(2), item(1)), feed)
@@ -107,7 +118,9 @@ def test_unchanged_items_in_a_changed_body_cost_no_writes(feed_server, calls):
     feed_server.set("/feed", rss(item(3), item(2), item(1)))
     with CaptureQueriesContext(connection) as queries:
         watch.poll_feed(feed.pk)
-    post_writes = [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and "syndicator_post" in q["sql"]]
+    post_writes = [
+        q["sql"] for q in queries if q["sql"].startswith("UPDATE") and "syndicator_post" in q["sql"]
+    ]
     assert post_writes == [], post_writes
 
 
@@ -124,7 +137,12 @@ def test_a_link_image_or_category_change_is_an_edit(feed_server, calls):
     feed = poll(feed_server, "/feed", rss(item(1, extra="<category>News</category>")))
     poll(feed_server, "/feed", rss(item(1, extra="<category>Sport</category>")), feed)
     assert Post.objects.get().categories == ["Sport"]
-    poll(feed_server, "/feed", rss(item(1, link="https://site.example/moved/", extra="<category>Sport</category>")), feed)
+    poll(
+        feed_server,
+        "/feed",
+        rss(item(1, link="https://site.example/moved/", extra="<category>Sport</category>")),
+        feed,
+    )
     post = Post.objects.get()
     assert post.url == "https://site.example/moved/" and post.canonical_url == "https://site.example/moved"
     assert post.version == 3 and len(calls["changed"]) == 2
@@ -178,7 +196,9 @@ def test_a_vanished_item_newer_than_what_remains_was_taken_out(feed_server, call
     # The newest item pulled: items published before it are still there.
     feed = poll(feed_server, "/feed", rss(item(3), item(2), item(1)))
     poll(feed_server, "/feed", rss(item(2), item(1)), feed)
-    assert list(Post.objects.filter(unpublished_at__isnull=False).values_list("guid", flat=True)) == ["story-3"]
+    assert list(Post.objects.filter(unpublished_at__isnull=False).values_list("guid", flat=True)) == [
+        "story-3"
+    ]
 
 
 def test_one_article_in_two_feeds_is_one_post_with_one_delivery_per_target(feed_server, calls):
@@ -196,7 +216,10 @@ def test_one_article_in_two_feeds_is_one_post_with_one_delivery_per_target(feed_
     poll(
         feed_server,
         "/category/news/feed",
-        rss(item(2, link="https://SITE.example:443/story-2?utm_source=rss&fbclid=x#more", guid="cat-2"), item(1)),
+        rss(
+            item(2, link="https://SITE.example:443/story-2?utm_source=rss&fbclid=x#more", guid="cat-2"),
+            item(1),
+        ),
         category,
     )
     article = Post.objects.get(feed=main_feed, guid="story-2")
@@ -211,7 +234,9 @@ def test_one_article_in_two_feeds_is_one_post_with_one_delivery_per_target(feed_
     assert Delivery.objects.filter(post=article).count() == 3
 
 
-def test_an_article_first_seen_in_the_category_feed_is_not_posted_again_from_the_main_feed(feed_server, calls):
+def test_an_article_first_seen_in_the_category_feed_is_not_posted_again_from_the_main_feed(
+    feed_server, calls
+):
     main_feed = poll(feed_server, "/feed", rss(item(1)))
     category = poll(feed_server, "/cat/feed", rss(item(1)))
     Target.objects.create(name="all", kind="outbox")
@@ -229,10 +254,18 @@ def test_wordpress_guid_and_permalink_of_one_post_meet(feed_server, calls):
     poll(
         feed_server,
         "/feed",
-        rss(item(7, link="https://site.example/2026/01/07/pulled/", guid="https://site.example/?p=123"), item(1)),
+        rss(
+            item(7, link="https://site.example/2026/01/07/pulled/", guid="https://site.example/?p=123"),
+            item(1),
+        ),
         main_feed,
     )
-    poll(feed_server, "/other/feed", rss(item(7, link="https://site.example/?p=123", guid="wp-123"), item(1)), other)
+    poll(
+        feed_server,
+        "/other/feed",
+        rss(item(7, link="https://site.example/?p=123", guid="wp-123"), item(1)),
+        other,
+    )
     article = Post.objects.get(feed=main_feed, guid="https://site.example/?p=123")
     assert article.guid_key == "https://site.example?p=123"
     assert Post.objects.get(feed=other, guid="wp-123").same_as == article
