@@ -29,7 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from syndicator import canonical, feeds, followup, rhythm
+from syndicator import canonical, feedhttp, feeds, followup, rhythm
 from syndicator.dispatch import create_auto_deliveries
 from syndicator.errors import FeedError
 from syndicator.models import Feed, Post, PushSubscription
@@ -198,7 +198,12 @@ def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[li
     # A target filtered to this feed gets an article first seen elsewhere (not a first poll's backlog).
     deliveries = len(create_auto_deliveries(deliverable + ([] if first_poll else seen_again)))
     _follow_changes(feed, parsed, now, skip_guids={item.guid[:2000] for item in new_items})
-    _follow_vanished(feed, parsed, now)
+    scrolled_off = _follow_vanished(feed, parsed, now)
+    if scrolled_off:
+        # Checked by a worker once this commits: no page fetch inside the poll's transaction,
+        # nor in the web request a WebSub push arrives on.
+        ids = scrolled_off[:MAX_PAGE_CHECKS]
+        transaction.on_commit(lambda: queue_page_checks(ids))
     if stored or seen_again:
         log.info(
             "feed %s: %d new posts, %d seen before in another feed, %d deliveries%s",
@@ -281,13 +286,14 @@ def _follow_changes(feed: Feed, parsed: feeds.ParsedFeed, now: datetime, *, skip
         transaction.on_commit(lambda article=article: followup.post_changed(article))
 
 
-def _follow_vanished(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> None:
+def _follow_vanished(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> list[int]:
     """Unpublish the posts that left this body while items published before them are still in it.
 
     An item gone from the end of the feed scrolled off (the feed shows the newest N): nothing.
     An item gone from before the oldest one still there was taken out: the issue's rule (#12).
     Only the article's own feed decides (a sighting leaving a category feed is a re-categorised
-    article, not an unpublished one).
+    article, not an unpublished one). Returns the ids of the posts that scrolled off: their
+    pages are checked once (``check_pages``), and a 404 or 410 unpublishes them.
     """
     guids = [item.guid[:2000] for item in parsed.items]
     present = list(
@@ -303,17 +309,53 @@ def _follow_vanished(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> Non
         # Back in the feed (an article that comes back is not posted again: its guid is known).
         Post.objects.filter(pk__in=back).update(in_feed=True)
     if not present:
-        return  # an empty body says nothing about any item (a broken export, a cleared cache)
+        return []  # an empty body says nothing about any item (a broken export, a cleared cache)
     oldest_present = min((published or seen, pk) for pk, published, seen, _ in present)
+    scrolled_off: list[int] = []
     for post in gone:
         if post.same_as_id is not None or post.unpublished_at is not None:
             continue
         if (post.published_at or post.first_seen_at, post.pk) > oldest_present:
             unpublish(post, reason=VANISHED, now=now)
+        elif post.url:
+            scrolled_off.append(post.pk)
+    return scrolled_off
 
 
 VANISHED = "it vanished from its feed while items published before it are still there"
 WEBHOOK = "the publish webhook said it was unpublished"
+GONE = "its page answered HTTP {status} after it left its feed"
+# Pages checked per body: a feed normally loses one item per new one; a reshuffle of a whole
+# feed is not worth a burst of requests to the publisher (the rest are not checked).
+MAX_PAGE_CHECKS = 10
+# The name tasks/watch.py registers for checking pages (syndicator/ never imports tasks/).
+CHECK_PAGES_TASK = "tasks.watch.check_pages"
+
+
+def queue_page_checks(post_ids: list[int]) -> None:
+    """Have a worker check the pages of posts that left their feed; a broker away loses them
+    (logged): the webhook and the vanished rule still hold."""
+    from celeryproject import app
+
+    try:
+        app.send_task(CHECK_PAGES_TASK, args=[post_ids])
+    except Exception as exc:  # kombu raises many classes for a broker that is away
+        log.warning("page checks of %d posts not queued: %s", len(post_ids), redact(str(exc)))
+
+
+def check_pages(post_ids: list[int]) -> list[int]:
+    """Check the page of each post that left its feed; a 404 or 410 unpublishes it. The ids of
+    the posts unpublished. A page that answers 200, an error or nothing leaves the post alone."""
+    unpublished = []
+    for post in Post.objects.filter(pk__in=post_ids, unpublished_at__isnull=True, same_as__isnull=True):
+        status = feedhttp.page_status(post.url)
+        if status in (404, 410):
+            with transaction.atomic():
+                if unpublish(post, reason=GONE.format(status=status)):
+                    unpublished.append(post.pk)
+        else:
+            log.info("post %s left its feed; its page answered %s: nothing to do", post.pk, status)
+    return unpublished
 
 
 def unpublish(post: Post, *, reason: str, now: datetime | None = None, actor: User | None = None) -> bool:

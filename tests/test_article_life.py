@@ -11,6 +11,7 @@ import pytest
 
 from syndicator import followup, watch
 from syndicator.models import Delivery, Feed, Post, Target
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -282,3 +283,48 @@ def test_an_edit_seen_in_the_category_feed_edits_the_article_once(feed_server, c
     article = Post.objects.get(feed=main_feed, guid="story-2")
     assert (article.title, article.version) == ("Fixed", 2)
     assert calls["changed"] == [(article.pk, 2, "Fixed")]
+
+
+@pytest.mark.parametrize(("status", "unpublished"), [(404, True), (410, True), (200, False), (500, False)])
+def test_the_page_of_an_item_that_scrolled_off_is_checked_once(
+    feed_server, calls, monkeypatch, status, unpublished
+):
+    queued: list[list[int]] = []
+    monkeypatch.setattr(watch, "queue_page_checks", queued.append)
+    page = feed_server.url("/story-1/")
+    feed = poll(feed_server, "/feed", rss(item(2), item(1, link=page)))
+    poll(feed_server, "/feed", rss(item(3), item(2)), feed)
+    post = Post.objects.get(guid="story-1")
+    assert queued == [[post.pk]], "queued once the poll committed"
+
+    feed_server.set(
+        "/story-1/", b"<html>gone</html>" if status != 200 else b"<html>here</html>", status=status
+    )
+    assert watch.check_pages(queued[0]) == ([post.pk] if unpublished else [])
+    post.refresh_from_db()
+    if unpublished:
+        assert post.unpublished_reason == f"its page answered HTTP {status} after it left its feed"
+        assert calls["unpublished"] == [(post.pk, post.unpublished_reason, None)]
+    else:
+        assert post.unpublished_at is None and calls["unpublished"] == []
+    # Left for good: later bodies do not queue it again.
+    poll(feed_server, "/feed", rss(item(4), item(3), item(2)), feed)
+    assert [ids for ids in queued if post.pk in ids] == [[post.pk]]
+
+
+def test_a_page_check_keeps_the_address_guard(feed_server, calls, settings):
+    feed = poll(feed_server, "/feed", rss(item(2), item(1, link=feed_server.url("/story-1/"))))
+    feed_server.set("/story-1/", b"gone", status=404)
+    settings.SYNDICATOR_FEED_ALLOW_PRIVATE = []  # loopback refused again, as in production
+    post = Post.objects.get(guid="story-1")
+    assert watch.check_pages([post.pk]) == []
+    assert feed_server.hits("/story-1/") == 0
+    assert feed.pk
+
+
+def test_page_checks_run_on_a_worker(feed_server, calls, celery_worker):
+    page = feed_server.url("/story-1/")
+    feed = poll(feed_server, "/feed", rss(item(2), item(1, link=page)))
+    feed_server.set("/story-1/", b"gone", status=410)
+    poll(feed_server, "/feed", rss(item(3), item(2)), feed)
+    wait_for(lambda: Post.objects.filter(guid="story-1", unpublished_at__isnull=False).exists())
