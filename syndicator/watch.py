@@ -17,6 +17,7 @@ has been attempted, however many worker processes there are.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -283,7 +284,12 @@ def _follow_changes(feed: Feed, parsed: feeds.ParsedFeed, now: datetime, *, skip
         log.info(
             "post %s changed at its source (%s): version %s", article.pk, ", ".join(changed), article.version
         )
-        transaction.on_commit(lambda article=article: followup.post_changed(article))
+        transaction.on_commit(functools.partial(_report_changed, article))
+
+
+def _report_changed(post: Post) -> None:
+    # Looked up at call time, so the acting side (and a test) can replace it.
+    followup.post_changed(post)
 
 
 def _follow_vanished(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> list[int]:

@@ -208,7 +208,7 @@ def test_an_unpublish_call_by_permalink_with_tracking_parameters_finds_the_post(
     from syndicator import followup
 
     monkeypatch.setattr(followup, "post_unpublished", lambda post, *, reason, actor=None: 0)
-    feed, url, secret = hooked
+    _, url, secret = hooked
     body = json.dumps({"type": "post.unpublished", "url": "https://NEWS.example/1/?utm_source=wp#x"}).encode()
     assert httpx.post(url, content=body, headers=signed(secret, body)).status_code == 202
     assert list(Post.objects.filter(unpublished_at__isnull=False).values_list("guid", flat=True)) == [
@@ -217,7 +217,7 @@ def test_an_unpublish_call_by_permalink_with_tracking_parameters_finds_the_post(
 
 
 def test_an_unpublish_call_for_another_feeds_post_changes_nothing(hooked, feed_server):
-    feed, url, secret = hooked
+    _, url, secret = hooked
     feed_server.set("/other", rss(7))
     other = Feed.objects.create(url=feed_server.url("/other"))
     from syndicator import watch
