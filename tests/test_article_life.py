@@ -328,3 +328,16 @@ def test_page_checks_run_on_a_worker(feed_server, calls, celery_worker):
     feed_server.set("/story-1/", b"gone", status=410)
     poll(feed_server, "/feed", rss(item(3), item(2)), feed)
     wait_for(lambda: Post.objects.filter(guid="story-1", unpublished_at__isnull=False).exists())
+
+
+def test_a_post_stored_before_edits_were_followed_takes_its_next_body_as_its_baseline(feed_server, calls):
+    feed = poll(feed_server, "/feed", rss(item(2), item(1)))
+    # As migration 0013 leaves it, sanitized by an older sanitizer that kept something else.
+    Post.objects.filter(guid="story-1").update(source_hash="", summary="Body 1 <i>as cleaned then</i>")
+    poll(feed_server, "/feed", rss(item(3), item(2), item(1)), feed)
+    post = Post.objects.get(guid="story-1")
+    assert post.version == 1 and post.source_hash and calls["changed"] == []
+    # From then on a real edit counts.
+    poll(feed_server, "/feed", rss(item(3), item(2), item(1, title="Story 1 fixed")), feed)
+    post.refresh_from_db()
+    assert (post.title, post.version) == ("Story 1 fixed", 2)
