@@ -8,10 +8,12 @@ re-send carries the same id.
 
 from __future__ import annotations
 
+import binascii
 import email.policy
 import hashlib
 import html
 import re
+import secrets
 from dataclasses import dataclass
 from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
@@ -188,3 +190,150 @@ def build_message(sender: Sender, message: Message, subscriber: Subscriber, mess
     if message.language:  # after the body: set_content() drops every Content-* header
         msg["Content-Language"] = message.language
     return msg
+
+
+# --- the same message, built once per post ------------------------------------------------------
+
+# RFC 5322 §2.1.1: a line of a message is at most 998 characters (CRLF excluded). A 7bit part must
+# keep to it; any other text part is sent base64, which goes through every server.
+_MAX_LINE = 998
+_B64_CHUNK = 57  # bytes per 76-character base64 line (RFC 2045 §6.8)
+_LINK = "\x00LINK\x00"  # where each subscriber's unsubscribe link goes in a part (never in real text)
+
+
+class _Part:
+    """One text part of the message, encoded once up to the subscriber's link.
+
+    ``text`` holds ``_LINK`` once. 7bit parts are plain concatenation. A base64 part caches the
+    encoding of the longest prefix that is a whole number of 57-byte chunks, so only the last
+    chunks (the link and what follows it) are encoded per subscriber: the output is the same as
+    encoding the whole part, line for line.
+    """
+
+    def __init__(self, text: str, subtype: str, sample_link: str) -> None:
+        # Canonical form (RFC 2045 §6.8): CRLF line breaks, before any transfer encoding.
+        canonical = "\r\n".join(text.splitlines()) + "\r\n"
+        before, _, after = canonical.partition(_LINK)
+        sample = before + sample_link + after
+        self.seven_bit = sample.isascii() and all(len(line) <= _MAX_LINE for line in sample.split("\r\n"))
+        cte = "7bit" if self.seven_bit else "base64"
+        self.headers = (
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
+        ).encode("ascii")
+        head, self.after = before.encode("utf-8"), after.encode("utf-8")
+        if self.seven_bit:
+            self.cached, self.rest = head, b""
+        else:
+            cut = len(head) - len(head) % _B64_CHUNK
+            self.cached, self.rest = _base64_lines(head[:cut]), head[cut:]
+
+    def body(self, link: bytes) -> bytes:
+        if self.seven_bit:
+            return self.cached + link + self.after
+        return self.cached + _base64_lines(self.rest + link + self.after)
+
+
+def _base64_lines(data: bytes) -> bytes:
+    return b"".join(
+        binascii.b2a_base64(data[i : i + _B64_CHUNK], newline=False) + b"\r\n"
+        for i in range(0, len(data), _B64_CHUNK)
+    )
+
+
+class PreparedMessage:
+    """A post's email for a list, serialized once; ``payload`` adds one subscriber's headers and link.
+
+    ``build_message`` (the reference, through the stdlib's ``EmailMessage``) parses and folds every
+    header and encodes both bodies for each subscriber, which was 45% of a fan-out's time (issue
+    16). Here the constant headers (From, Reply-To, Subject, List-Id, the MIME structure) are
+    folded once by the same policy, and per subscriber only To, Date, Message-ID and
+    List-Unsubscribe are written and the link is spliced into the bodies. tests/test_target_email.py
+    checks that both parse to the same headers and contents.
+    """
+
+    def __init__(self, sender: Sender, message: Message, *, sample_link: str = "") -> None:
+        self.sender = sender
+        label = UNSUBSCRIBE_LABELS.get((message.language or "").split("-")[0].lower(), "Unsubscribe")
+        # The path of every unsubscribe link, resolved once (reverse() per subscriber is slow).
+        marker = "TOKEN"
+        path = reverse("unsubscribe", args=[marker])
+        self.link_head, _, self.link_tail = (settings.SYNDICATOR_PUBLIC_URL.rstrip("/") + path).partition(
+            marker
+        )
+        sample_link = sample_link or f"{self.link_head}{'x' * 70}{self.link_tail}"
+        parts = [_Part(f"{message.text.rstrip()}\n\n{label}: {_LINK}\n", "plain", sample_link)]
+        if message.html:
+            # The escaped link is the same as the link: a signed token and a URL have no &<>"'.
+            footer = (
+                f'<p style="color: #666; font-size: 0.85em;"><a href="{_LINK}">{html.escape(label)}</a></p>\n'
+            )
+            body, end_tag, rest = message.html.rpartition("</body>")
+            page = f"{body}{footer}{end_tag}{rest}" if end_tag else message.html + footer
+            parts.append(_Part(page, "html", html.escape(sample_link)))
+        self.parts = parts
+        head = EmailMessage(policy=WIRE)
+        head["From"] = Address(sender.name, addr_spec=sender.address)
+        constant = EmailMessage(policy=WIRE)
+        if sender.reply_to:
+            constant["Reply-To"] = sender.reply_to
+        constant["Subject"] = message.subject
+        self.top = _header_block(head)
+        self.reply_subject = _header_block(constant)
+        rest_headers = EmailMessage(policy=WIRE)
+        if sender.list_id:
+            rest_headers["List-Id"] = f"<{sender.list_id}>"
+        self.list_id = _header_block(rest_headers)
+        self.mailto = (
+            f",\r\n <mailto:{sender.unsubscribe_mailto}?subject=unsubscribe>"
+            if sender.unsubscribe_mailto
+            else ""
+        )
+        mime = b"List-Unsubscribe-Post: " + ONE_CLICK.encode() + b"\r\nMIME-Version: 1.0\r\n"
+        language = b""
+        if message.language:
+            lang = EmailMessage(policy=WIRE)
+            lang["Content-Language"] = message.language
+            language = _header_block(lang)
+        if len(parts) == 1:
+            self.mime, self.boundary = mime + parts[0].headers + language, b""
+        else:
+            self.boundary = f"==============={secrets.randbelow(10**19):019d}==".encode()
+            self.mime = (
+                mime
+                + b'Content-Type: multipart/alternative;\r\n boundary="'
+                + self.boundary
+                + b'"\r\n'
+                + language
+            )
+
+    def link(self, subscriber: Subscriber) -> str:
+        """The subscriber's one-click unsubscribe URL (as ``unsubscribe_url``)."""
+        return f"{self.link_head}{unsubscribe_token(subscriber)}{self.link_tail}"
+
+    def payload(self, subscriber: Subscriber, message_id: str, date: str = "") -> bytes:
+        """One subscriber's message, with CRLF line ends, as SMTP's DATA takes it."""
+        link = self.link(subscriber)
+        address = ascii_address(subscriber.email) or subscriber.email
+        if subscriber.name or not address.isascii() or len(address) > 900:
+            to = EmailMessage(policy=WIRE)
+            to["To"] = Address(subscriber.name, addr_spec=address)
+            to_line = _header_block(to)
+        else:
+            to_line = f"To: {address}\r\n".encode()
+        date = date or formatdate(usegmt=True)
+        varying = f"Date: {date}\r\nMessage-ID: {message_id}\r\n".encode()
+        unsubscribe = f"List-Unsubscribe: <{link}>{self.mailto}\r\n".encode()
+        head = self.top + to_line + self.reply_subject + varying + self.list_id + unsubscribe + self.mime
+        raw = link.encode("ascii")
+        if not self.boundary:
+            return head + b"\r\n" + self.parts[0].body(raw)
+        out = [head, b"\r\n"]
+        for part in self.parts:
+            out += [b"--", self.boundary, b"\r\n", part.headers, b"\r\n", part.body(raw), b"\r\n"]
+        out += [b"--", self.boundary, b"--\r\n"]
+        return b"".join(out)
+
+
+def _header_block(msg: EmailMessage) -> bytes:
+    """The folded header lines of a message that has only headers."""
+    return msg.as_bytes(policy=WIRE).split(b"\r\n\r\n")[0] + b"\r\n" if msg.keys() else b""

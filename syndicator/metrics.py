@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db import transaction
+from django.db.models import Count, F, Max, Min, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
@@ -22,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from syndicator.health import feed_health, target_health
-from syndicator.models import ApiToken, Delivery, DeliveryAttempt, Feed, Target
+from syndicator.models import ApiToken, AttemptTally, Delivery, DeliveryAttempt, Feed, TallyMark, Target
 from syndicator.throttle import Throttled
 from syndicator.tokens import bearer_token, token_for
 
@@ -35,6 +36,54 @@ LATENCY_QUANTILES = (0.5, 0.9, 0.99, 1.0)
 
 
 NOT_ATTEMPTS = (DeliveryAttempt.Outcome.RETRIED, DeliveryAttempt.Outcome.CANCELLED)
+
+
+# Attempts newer than this are counted on every scrape, not folded into the tally: one still in
+# flight may yet change its outcome. An attempt unfinished for longer was lost with its worker
+# (the sweeper finishes those within SYNDICATOR_SEND_LEASE) and does not hold the watermark back.
+TALLY_SETTLE = timedelta(hours=1)
+TALLY = "attempts"
+
+
+def _counted_attempts() -> QuerySet[DeliveryAttempt]:
+    """The attempts the counter counts: finished, and tries at sending (a person's retry or cancel
+    is a row of the log but no try)."""
+    return DeliveryAttempt.objects.exclude(outcome="").exclude(
+        kind=DeliveryAttempt.Kind.VERDICT, outcome__in=NOT_ATTEMPTS
+    )
+
+
+def _by_target_outcome(attempts: QuerySet[DeliveryAttempt]) -> dict[tuple[int, str], int]:
+    rows = attempts.values_list("delivery__target_id", "outcome").annotate(n=Count("id")).order_by()
+    return {(target_id, outcome): n for target_id, outcome, n in rows}
+
+
+def attempt_totals() -> dict[tuple[int, str], int]:
+    """Finished attempts per (target id, outcome), over the whole history, at the cost of what
+    happened since the last call: settled attempts are folded into AttemptTally up to a watermark
+    (their rows are append-only once finished), the newer ones are counted live."""
+    with transaction.atomic():
+        mark, _ = TallyMark.objects.select_for_update().get_or_create(name=TALLY)
+        settled_before = timezone.now() - TALLY_SETTLE
+        newer = DeliveryAttempt.objects.filter(pk__gt=mark.upto_id)
+        # The watermark stops below the oldest attempt that may still change: one in flight, or
+        # one finished so recently that a late answer could still be recorded on it.
+        open_ids = newer.filter(Q(finished_at__isnull=True) | Q(finished_at__gte=settled_before)).filter(
+            started_at__gte=timezone.now() - TALLY_SETTLE * 24
+        )
+        limit = open_ids.aggregate(m=Min("pk"))["m"]
+        upto = (limit - 1) if limit is not None else (newer.aggregate(m=Max("pk"))["m"] or mark.upto_id)
+        if upto > mark.upto_id:
+            fold = _by_target_outcome(_counted_attempts().filter(pk__gt=mark.upto_id, pk__lte=upto))
+            for (target_id, outcome), n in fold.items():
+                tally, _ = AttemptTally.objects.get_or_create(target_id=target_id, outcome=outcome)
+                AttemptTally.objects.filter(pk=tally.pk).update(n=F("n") + n)
+            TallyMark.objects.filter(pk=mark.pk).update(upto_id=upto)
+            mark.upto_id = upto
+        totals = {(t, o): n for t, o, n in AttemptTally.objects.values_list("target_id", "outcome", "n")}
+    for key, n in _by_target_outcome(_counted_attempts().filter(pk__gt=mark.upto_id)).items():
+        totals[key] = totals.get(key, 0) + n
+    return totals
 
 
 class DatabaseCollector(Collector):
@@ -53,12 +102,14 @@ class DatabaseCollector(Collector):
         by_target = GaugeMetricFamily(
             "syndicator_deliveries", "Deliveries by target and status.", labels=["target", "status"]
         )
-        rows = Delivery.objects.values_list("target__name", "status").annotate(n=Count("id")).order_by()
-        counts = {(name, status): n for name, status, n in rows}
+        # By target id, without joining the targets: an index-only scan of delivery_target_status_upd
+        # (a year of a newsroom: 28 ms instead of 130 ms with the join).
+        rows = Delivery.objects.values_list("target_id", "status").annotate(n=Count("id")).order_by()
+        counts = {(target_id, status): n for target_id, status, n in rows}
         # Every status of every target, zeros too: a rate() over a series that comes and goes lies.
-        for name in Target.objects.order_by("name").values_list("name", flat=True):
+        for target_id, name in Target.objects.order_by("name").values_list("pk", "name"):
             for status in Delivery.Status.values:
-                by_target.add_metric([name, status], counts.get((name, status), 0))
+                by_target.add_metric([name, status], counts.get((target_id, status), 0))
         return by_target
 
     def attempts(self) -> Metric:
@@ -67,16 +118,13 @@ class DatabaseCollector(Collector):
             "Finished delivery attempts by target and outcome.",
             labels=["target", "outcome"],
         )
-        rows = (
-            # A person's retry or cancel is a row of the log but no try at sending.
-            DeliveryAttempt.objects.exclude(outcome="")
-            .exclude(kind=DeliveryAttempt.Kind.VERDICT, outcome__in=NOT_ATTEMPTS)
-            .values_list("delivery__target__name", "outcome")
-            .annotate(n=Count("id"))
-            .order_by("delivery__target__name", "outcome")
-        )
-        for name, outcome, n in rows:
-            family.add_metric([name, outcome], n)
+        names = dict(Target.objects.values_list("pk", "name"))
+        totals = attempt_totals()
+        for (target_id, outcome), n in sorted(
+            totals.items(), key=lambda item: (names.get(item[0][0], ""), item[0][1])
+        ):
+            if target_id in names:
+                family.add_metric([names[target_id], outcome], n)
         return family
 
     def oldest_queued(self) -> Metric:

@@ -324,6 +324,36 @@ class DeliveryAttempt(models.Model):
         return f"attempt {self.number} of delivery {self.delivery_id}: {self.outcome or 'in progress'}"
 
 
+class AttemptTally(models.Model):
+    """Finished attempts per target and outcome up to a watermark (syndicator/metrics.py).
+
+    /metrics counts only the attempts past the watermark and folds the settled ones in, so a
+    scrape costs what happened since the last one, not the whole history. Attempt rows are
+    append-only once finished (retention clears a message, never an outcome), which is what makes
+    a running total exact.
+    """
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=20)
+    n = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["target", "outcome"], name="attempt_tally_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.target_id} {self.outcome}: {self.n}"
+
+
+class TallyMark(models.Model):
+    """The highest attempt id folded into AttemptTally (one row per tally name)."""
+
+    name = models.CharField(max_length=50, unique=True)
+    upto_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.name} up to {self.upto_id}"
+
+
 class SubscriberQuerySet(models.QuerySet):
     """Subscribers with the filters the email adapter and the CLI share."""
 

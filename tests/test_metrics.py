@@ -176,3 +176,65 @@ def test_metrics_need_the_admin_role_or_a_metrics_token(client: Client, log) -> 
 def test_metrics_can_be_made_public(client: Client, settings, log) -> None:
     settings.SYNDICATOR_METRICS_PUBLIC = True
     assert scrape(client)[("syndicator_feeds_in_error", ())] == 1
+
+
+def _attempt_counts(metrics: dict[tuple[str, tuple], float]) -> dict[tuple, float]:
+    return {
+        labels: v for (name, labels), v in metrics.items() if name == "syndicator_delivery_attempts_total"
+    }
+
+
+def test_the_attempt_counter_folds_settled_attempts_and_stays_exact_across_scrapes(
+    staff: Client, log
+) -> None:
+    """The counter is a running tally up to a watermark plus a live count past it: a scrape costs
+    what happened since the last one, and every scrape equals a count of the whole history."""
+    from syndicator.metrics import TALLY_SETTLE
+    from syndicator.models import AttemptTally, TallyMark
+
+    now = timezone.now()
+    old = now - TALLY_SETTLE * 2
+    # Everything in the fixture finished long ago, but for the one still in flight.
+    DeliveryAttempt.objects.exclude(outcome="").update(started_at=old, finished_at=old)
+    first = _attempt_counts(scrape(staff))
+    in_flight = DeliveryAttempt.objects.get(outcome="")
+    mark = TallyMark.objects.get(name="attempts")
+    assert mark.upto_id == in_flight.pk - 1  # held back by the attempt that may still change
+    assert sum(AttemptTally.objects.values_list("n", flat=True)) == 5
+
+    # The in-flight attempt ends, a newer one ends now (not yet folded), a scrape in between:
+    x = Target.objects.get(name="x-main")
+    queued = Delivery.objects.get(status="queued")
+    DeliveryAttempt.objects.filter(pk=in_flight.pk).update(outcome="transient", finished_at=old)
+    DeliveryAttempt.objects.create(delivery=queued, number=2, outcome="sent", started_at=now, finished_at=now)
+    second = _attempt_counts(scrape(staff))
+    assert second == {
+        **first,
+        (("outcome", "transient"), ("target", "x-main")): 2,
+        (("outcome", "sent"), ("target", "x-main")): 2,
+    }
+    assert TallyMark.objects.get(name="attempts").upto_id == in_flight.pk  # the newest is not settled yet
+    # The same scrape again counts nothing twice.
+    assert _attempt_counts(scrape(staff)) == second
+    assert AttemptTally.objects.get(target=x, outcome="transient").n == 2
+
+
+def test_the_delivery_log_search_finds_each_word_in_title_link_or_error(staff: Client, log) -> None:
+    post = Post.objects.get(guid="5")
+    Post.objects.filter(pk=post.pk).update(title="Referendum results in Tirana")
+    Delivery.objects.filter(post__guid="6").update(
+        last_error="PermanentError: the referendum page refused it"
+    )
+    page = staff.get("/admin/syndicator/delivery/", {"q": "referendum"}).content.decode()
+    assert "Referendum results in Tirana" in page
+    assert page.count('class="action-select"') == 2
+    both = staff.get("/admin/syndicator/delivery/", {"q": "referendum tirana"}).content.decode()
+    assert both.count('class="action-select"') == 1
+    quoted = staff.get("/admin/syndicator/delivery/", {"q": '"results in tirana"'}).content.decode()
+    assert quoted.count('class="action-select"') == 1
+    assert (
+        staff.get("/admin/syndicator/delivery/", {"q": "nowhere-word"})
+        .content.decode()
+        .count('class="action-select"')
+        == 0
+    )

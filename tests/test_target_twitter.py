@@ -190,7 +190,7 @@ def test_an_image_is_uploaded_and_attached_when_enabled(x: Harness) -> None:
     uploaded = x.emulator.media[media_id]
     assert uploaded["bytes"] == x.emulator.images["photo.png"][0]
     assert (uploaded["content_type"], uploaded["category"]) == ("image/png", "tweet_image")
-    assert result.details == {"media_ids": [media_id]}
+    assert result.details == {"tweet_id": result.external_id, "media_ids": [media_id]}
 
 
 def test_the_upload_may_go_to_its_own_base_url(x: Harness, closed_port: int) -> None:

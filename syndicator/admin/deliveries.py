@@ -7,17 +7,20 @@ not even a superuser. What may change it (retry, cancel, an admin's verdict) goe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import URLValidator
-from django.db.models import QuerySet
+from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import smart_split, unescape_string_literal
 from django.views.decorators.http import require_POST
 
 from syndicator import decisions
@@ -25,7 +28,7 @@ from syndicator.admin.common import badge, require_change
 from syndicator.admin.export import csv_response
 from syndicator.admin.filters import DateRangeFilter
 from syndicator.delivery_states import CANCELLABLE, MARKABLE, RETRYABLE
-from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult
+from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Post
 from syndicator.reposting import visible_text
 from syndicator.targets import ADAPTERS
 from syndicator.targets.registry import text_rules
@@ -59,6 +62,16 @@ class EmailRecipientInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+def _streamed(rows: QuerySet[Delivery]) -> Iterator[list]:
+    """The export's rows from a server-side cursor inside a transaction: outside one, Django
+    declares the cursor WITH HOLD, which PostgreSQL materialises whole before the first row
+    (bench/history.py: 213 ms to the first row of a year's filtered log). Read only, so the
+    transaction holds no lock a worker waits on."""
+    with transaction.atomic():
+        for delivery in rows.iterator(500):
+            yield _export_row(delivery)
 
 
 @admin.register(Delivery)
@@ -218,6 +231,27 @@ class DeliveryAdmin(admin.ModelAdmin):
         ]
         return own + super().get_urls()
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Delivery], search_term: str
+    ) -> tuple[QuerySet[Delivery], bool]:
+        """Each word of the search in the post's title or link, or in the delivery's last error.
+
+        As Django's own search over search_fields, but written as the union of two indexed
+        look-ups (the posts that match, by trigram index on PostgreSQL, then their deliveries;
+        the deliveries whose error matches) instead of an OR across the join, which made
+        PostgreSQL read every delivery of a year's log (bench/history.py: 391 ms, now ~40 ms).
+        """
+        if not search_term.strip():
+            return queryset, False
+        for word in smart_split(search_term):
+            if word[:1] in "\"'" and word[-1:] == word[:1] and len(word) > 1:
+                word = unescape_string_literal(word)
+            posts = Post.objects.filter(Q(title__icontains=word) | Q(url__icontains=word)).values("pk")
+            by_post = Delivery.objects.filter(post_id__in=posts).order_by().values("pk")
+            by_error = Delivery.objects.filter(last_error__icontains=word).order_by().values("pk")
+            queryset = queryset.filter(pk__in=by_post.union(by_error))
+        return queryset, False
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         context = {"can_export": self.has_change_permission(request), **(extra_context or {})}
         return super().changelist_view(request, context)
@@ -229,9 +263,7 @@ class DeliveryAdmin(admin.ModelAdmin):
             self.get_changelist_instance(request).get_queryset(request).select_related("post__feed", "target")
         )
         stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-        return csv_response(
-            f"deliveries-{stamp}.csv", EXPORT_COLUMNS, (_export_row(d) for d in rows.iterator(500))
-        )
+        return csv_response(f"deliveries-{stamp}.csv", EXPORT_COLUMNS, _streamed(rows))
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None

@@ -81,6 +81,8 @@ class BlueskyEmulator(Emulator):
         self.issue_expired = False  # hand out access tokens that are already expired (a broken PDS)
         self.answer_late = 0.0  # seconds the next createRecord's answer waits after the post is made
         self._method_faults: dict[str, list[Reply]] = {}
+        self.records: dict[str, dict[str, Any]] = {}  # rkey → the post record, while it exists
+        self.deleted: list[str] = []  # rkeys deleted
         self._tids = itertools.count(int(time.time() * 1_000_000))
         self._tokens_lock = threading.Lock()
         x = "/xrpc/"
@@ -89,6 +91,7 @@ class BlueskyEmulator(Emulator):
         self.route("GET", x + "com.atproto.server.getSession", self._get_session)
         self.route("POST", x + "com.atproto.repo.uploadBlob", self._upload_blob)
         self.route("POST", x + "com.atproto.repo.createRecord", self._create_record)
+        self.route("POST", x + "com.atproto.repo.deleteRecord", self._delete_record)
         self.route("GET", x + "com.atproto.repo.listRecords", self._list_records)
         self.route("GET", r"/images/(?P<name>[^/]+)", self._image)
 
@@ -224,6 +227,8 @@ class BlueskyEmulator(Emulator):
         uri = f"at://{self.did}/app.bsky.feed.post/{rkey}"
         cid = "bafyrei" + secrets.token_hex(26)
         self.record("post", uri=uri, rkey=rkey, cid=cid, text=record["text"], record=record)
+        with self._lock:
+            self.records[rkey] = record
         now = int(time.time())
         headers = {
             "ratelimit-limit": "5000",
@@ -234,6 +239,26 @@ class BlueskyEmulator(Emulator):
         return Reply(
             200, json={"uri": uri, "cid": cid, "validationStatus": "valid"}, headers=headers, delay=delay
         )
+
+    def _delete_record(self, request: EmulatedRequest) -> Reply:
+        """ "Delete a repository record, or ensure it doesn't exist" (the lexicon): a record that is
+        not there answers success too, without a commit (nothing changed)."""
+        if (denied := self._bearer(request, "access")) is not None:
+            return denied
+        body = request.json if isinstance(request.json, dict) else {}
+        if body.get("repo") not in (self.did, self.handle):
+            return Reply(400, json=xrpc_error("InvalidRequest", "Invalid repo: not this session's account"))
+        rkey = body.get("rkey")
+        if body.get("collection") != "app.bsky.feed.post" or not isinstance(rkey, str) or not rkey:
+            return Reply(
+                400, json=xrpc_error("InvalidRequest", "Input must have the properties collection, rkey")
+            )
+        with self._lock:
+            if self.records.pop(rkey, None) is None:
+                return Reply(200, json={})
+            self.deleted.append(rkey)
+        commit = {"cid": "bafyrei" + secrets.token_hex(26), "rev": self._tid()}
+        return Reply(200, json={"commit": commit})
 
     def _list_records(self, request: EmulatedRequest) -> Reply:
         """Public, like the real one: the collection's records, newest first."""
@@ -246,7 +271,7 @@ class BlueskyEmulator(Emulator):
         limit = int(params.get("limit", 50))
         if not 1 <= limit <= 100:
             return Reply(400, json=xrpc_error("InvalidRequest", "limit must be between 1 and 100"))
-        newest = list(reversed(self.posts()))[:limit]
+        newest = [p for p in reversed(self.posts()) if p["rkey"] in self.records][:limit]
         records = [{"uri": p["uri"], "cid": p["cid"], "value": p["record"]} for p in newest]
         return Reply(200, json={"records": records})
 
@@ -422,6 +447,15 @@ class Harness(HttpHarness):
     def sent(self) -> list[dict[str, Any]]:
         """The posts the emulator accepted, each with "text", "uri", "rkey" and "record"."""
         return self.emulator.posts()
+
+    def post_text(self, external_id: str) -> str | None:
+        """The text of the post record named by its at:// URI; None once deleted."""
+        record = self.emulator.records.get(external_id.rsplit("/", 1)[-1])
+        return None if record is None else str(record["text"])
+
+    def edit_count(self, external_id: str) -> int:
+        """0: Bluesky posts are not edited (capabilities.edit is False)."""
+        return 0
 
     def issued_secrets(self) -> list[str]:
         """Secrets known only at run time: the session tokens the emulator handed out."""

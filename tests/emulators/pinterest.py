@@ -59,6 +59,7 @@ class PinterestEmulator(Emulator):
         self.images: dict[str, bytes] = {"photo.png": PNG}
         self.pins_made: dict[str, dict[str, Any]] = {}
         self.deleted: list[str] = []
+        self.edits: dict[str, int] = {}  # pin id → PATCHes applied
         self._lost: list[float] = []
         self._ids = itertools.count(1069956400000000000 + int(time.time()) % 100000 * 1000)
         self._lock = threading.Lock()
@@ -149,10 +150,13 @@ class PinterestEmulator(Emulator):
             return _invalid("media_source cannot be changed on an existing Pin")
         if (problem := self._check_fields(body)) is not None:
             return problem
+        if "board_id" in body and body["board_id"] not in self.boards:
+            return Reply(404, json=pinterest_error(2001, "Board not found."))
         with self._lock:
             pin.update(
                 {k: body[k] for k in ("title", "description", "alt_text", "link", "board_id") if k in body}
             )
+            self.edits[pin["id"]] = self.edits.get(pin["id"], 0) + 1
         self.record("edit", id=pin["id"], **{k: body[k] for k in body})
         return Reply(200, json=_public(pin))
 
@@ -315,6 +319,15 @@ class Harness(HttpHarness):
 
     def secrets(self) -> list[str]:
         return [self.emulator.token]
+
+    def post_text(self, external_id: str) -> str | None:
+        """The Pin's title, a newline and its description (as ``sent()``'s "text"); None once deleted."""
+        pin = self.emulator.pins_made.get(external_id)
+        return None if pin is None else f"{pin['title']}\n{pin['description']}"
+
+    def edit_count(self, external_id: str) -> int:
+        """How many PATCHes changed the Pin (Pinterest sets no limit on edits)."""
+        return self.emulator.edits.get(external_id, 0)
 
     def transient_reply(self) -> Reply:
         """ "Nothing made, try again": a 429 with Retry-After, the only documented refusal that

@@ -37,6 +37,9 @@ TEXT_MAX = 500
 LINKS_MAX = 5
 CONTAINER_TTL = 24 * 3600.0
 QUOTA_TOTAL, QUOTA_DURATION = 250, 86400
+# "The Delete endpoint has a rate limit of 100 deletes per day per account" (Meta, "Delete Posts");
+# the error answered past it is not documented: the emulator answers code 4 (throttling).
+DELETES_PER_DAY = 100
 STEPS = ("container", "publish", "status", "list", "limit", "me", "delete")
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _trace_ids = itertools.count(1)
@@ -78,6 +81,7 @@ class ThreadsEmulator(Emulator):
         self.containers: dict[str, dict[str, Any]] = {}
         self.media: dict[str, dict[str, Any]] = {}
         self.deleted: list[str] = []
+        self.delete_times: list[float] = []  # when each delete was done, for the 100-a-day limit
         self.processing_polls = 0  # status reads an IMAGE container answers IN_PROGRESS
         self.quota_total = QUOTA_TOTAL
         self.now = time.time  # a test may replace the clock (container expiry, the 24 h window)
@@ -274,8 +278,12 @@ class ThreadsEmulator(Emulator):
             post = self.media.get(media_id)
             if post is None or post["owner"] != self._user(req):
                 return Reply(400, json=_not_found(media_id))
+            since = self.now() - QUOTA_DURATION
+            if sum(1 for at in self.delete_times if at > since) >= DELETES_PER_DAY:
+                return Reply(400, json=threads_error(4, "(#4) The user has reached the delete limit"))
             del self.media[media_id]
             self.deleted.append(media_id)
+            self.delete_times.append(self.now())
         return Reply(200, json={"success": True, "deleted_id": media_id})
 
     # --- helpers --------------------------------------------------------------------------------
@@ -421,6 +429,15 @@ class Harness(HttpHarness):
 
     def secrets(self) -> list[str]:
         return [self.emulator.token]
+
+    def post_text(self, external_id: str) -> str | None:
+        """The post's text while it is published; None once deleted."""
+        post = self.emulator.media.get(external_id)
+        return None if post is None else str(post["text"])
+
+    def edit_count(self, external_id: str) -> int:
+        """0: Threads posts cannot be edited through the API."""
+        return 0
 
     def transient_reply(self) -> Reply:
         """ "Failed, nothing published, try again": code 2 on either step; the retry publishes the

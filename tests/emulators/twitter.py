@@ -5,7 +5,8 @@
         x.fail_next(status=503)     # scripted faults, from tests.emulators.base
         x.tweets()                  # the tweets it accepted, in order
 
-Routes: POST /2/tweets, GET /2/users/me, POST /2/media/upload (simple, multipart) and
+Routes: POST /2/tweets (with edit_options.previous_post_id: an edit), GET and DELETE
+/2/tweets/{id}, GET /2/users/me, POST /2/media/upload (simple, multipart) and
 GET /images/{name} (images for the adapter to download). Requests need an OAuth 1.0a header
 naming the configured consumer key and access token; the signature is not verified, since the
 adapter's URL rewrite changes what is signed (TARGETS.md section 3, approach A).
@@ -32,6 +33,7 @@ ACCESS_TOKEN = "1234567890-x-emulator-access-token"
 USERNAME = "syndicator_test"
 PROBLEM = {"Content-Type": "application/problem+json"}
 TWEPOCH_MS = 1288834974657  # X's snowflake epoch
+EDIT_WINDOW, MAX_EDITS = 30 * 60, 5  # docs.x.com "Edit Posts"
 # A valid 1×1 white PNG (built with zlib and struct): an image X would accept.
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -75,9 +77,18 @@ class XEmulator(Emulator):
         self.rate_limit = 100
         self._remaining = itertools.count(self.rate_limit - 1, -1)
         self._texts: set[str] = set()
+        self.live: dict[str, str] = {}  # tweet id → text, while the tweet exists
+        self.deleted: list[str] = []
+        # Edits (docs.x.com "Edit Posts"): each edit is a new id; every id of a post maps to its
+        # chain, oldest first, and the chain's first post time bounds the 30-minute window.
+        self.chains: dict[str, list[str]] = {}
+        self.posted_at: dict[str, float] = {}  # original id → when it was posted
+        self.now = time.time  # a test may move the clock past the edit window
         self._sequence = itertools.count()
         self._ids_lock = threading.Lock()
         self.route("POST", r"/2/tweets", self._create_tweet)
+        self.route("DELETE", r"/2/tweets/(?P<id>\d+)", self._delete_tweet)
+        self.route("GET", r"/2/tweets/(?P<id>\d+)", self._get_tweet)
         self.route("GET", r"/2/users/me", self._me)
         self.route("POST", r"/2/media/upload", self._upload)
         self.route("GET", r"/images/(?P<name>[^/]+)", self._image)
@@ -106,14 +117,93 @@ class XEmulator(Emulator):
         if unknown := [m for m in media_ids if m not in self.media]:
             detail = f"Your media IDs are invalid: {', '.join(unknown)}"
             return Reply(400, json=problem(400, "Invalid Request", detail), headers=PROBLEM)
+        previous = str((body.get("edit_options") or {}).get("previous_post_id") or "")
+        if previous:
+            return self._edit_tweet(previous, text, media_ids)
         with self._ids_lock:
             if text in self._texts:
                 return Reply(403, json=DUPLICATE, headers=PROBLEM)
             self._texts.add(text)
             tweet_id = self._snowflake()
+            self.live[tweet_id] = text
+            self.chains[tweet_id] = [tweet_id]
+            self.posted_at[tweet_id] = self.now()
         self.record("tweet", id=tweet_id, text=text, media_ids=media_ids)
         data = {"id": tweet_id, "text": text, "edit_history_tweet_ids": [tweet_id]}
         return Reply(201, json={"data": data}, headers=self._rate_headers())
+
+    def _edit_tweet(self, previous: str, text: str, media_ids: list[str]) -> Reply:
+        """An edit of the newest version of a post, within 30 minutes and 5 edits; a new id. The
+        refusals' words are the emulator's own (X's are not documented)."""
+        with self._ids_lock:
+            chain = self.chains.get(previous)
+            if chain is None or chain[-1] not in self.live:
+                return Reply(404, json=problem(404, "Not Found Error", "Could not find the post to edit."))
+            if chain[-1] != previous:
+                detail = "Only the most recent version of a post can be edited."
+                return Reply(400, json=problem(400, "Invalid Request", detail), headers=PROBLEM)
+            if self.now() - self.posted_at[chain[0]] > EDIT_WINDOW or len(chain) > MAX_EDITS:
+                detail = "This post is no longer eligible for edit (30 minutes, 5 edits)."
+                return Reply(403, json=problem(403, "Forbidden", detail), headers=PROBLEM)
+            new_id = self._snowflake()
+            del self.live[previous]
+            self.live[new_id] = text
+            chain.append(new_id)
+            self.chains[new_id] = chain
+        self.record("edit", id=new_id, previous=previous, text=text, media_ids=media_ids)
+        data = {"id": new_id, "text": text, "edit_history_tweet_ids": list(chain)}
+        return Reply(200, json={"data": data}, headers=self._rate_headers())
+
+    def _get_tweet(self, request: EmulatedRequest) -> Reply:
+        """The newest version of a post (X answers the newest for any id of an edited post), with
+        edit_controls when asked for."""
+        if (denied := self._authorize(request)) is not None:
+            return denied
+        tweet_id = request.match["id"] if request.match else ""
+        with self._ids_lock:
+            chain = self.chains.get(tweet_id)
+            if chain is None or chain[-1] not in self.live:
+                detail = f"Could not find tweet with id: [{tweet_id}]."
+                return Reply(404, json=problem(404, "Not Found Error", detail), headers=PROBLEM)
+            newest = chain[-1]
+            data: dict[str, Any] = {
+                "id": newest,
+                "text": self.live[newest],
+                "edit_history_tweet_ids": list(chain),
+            }
+            if "edit_controls" in str(request.params().get("tweet.fields") or ""):
+                until = self.posted_at[chain[0]] + EDIT_WINDOW
+                data["edit_controls"] = {
+                    "is_edit_eligible": True,
+                    "editable_until": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(until)),
+                    "edits_remaining": max(MAX_EDITS - (len(chain) - 1), 0),
+                }
+        return Reply(200, json={"data": data}, headers=self._rate_headers())
+
+    def edit_count(self, tweet_id: str) -> int:
+        """How many times the post with this id (any of its versions) was edited."""
+        chain = self.chains.get(tweet_id)
+        return len(chain) - 1 if chain else 0
+
+    def newest_text(self, tweet_id: str) -> str | None:
+        """The newest version's text of the post with this id; None once deleted."""
+        chain = self.chains.get(tweet_id)
+        return self.live.get(chain[-1]) if chain else None
+
+    def _delete_tweet(self, request: EmulatedRequest) -> Reply:
+        """{"data": {"deleted": true}}; a tweet that does not exist (never, or deleted) is X's 404
+        problem "Not Found Error" (the exact answer for a deleted one is not documented)."""
+        if (denied := self._authorize(request)) is not None:
+            return denied
+        tweet_id = request.match["id"] if request.match else ""
+        with self._ids_lock:
+            chain = self.chains.get(tweet_id)
+            if chain is None or chain[-1] not in self.live:
+                detail = f"Could not find tweet with id: [{tweet_id}]."
+                return Reply(404, json=problem(404, "Not Found Error", detail), headers=PROBLEM)
+            del self.live[chain[-1]]  # deleting any version deletes the whole chain
+            self.deleted.append(tweet_id)
+        return Reply(200, json={"data": {"deleted": True}}, headers=self._rate_headers())
 
     def _me(self, request: EmulatedRequest) -> Reply:
         if (denied := self._authorize(request)) is not None:
@@ -274,6 +364,14 @@ class Harness(HttpHarness):
 
     def secrets(self) -> list[str]:
         return [value for _, value in self.ENV.values()]
+
+    def post_text(self, external_id: str) -> str | None:
+        """The post's newest text (any of its ids); None once deleted (or never made)."""
+        return self.emulator.newest_text(external_id)
+
+    def edit_count(self, external_id: str) -> int:
+        """How many times the post was edited (X allows 5, within 30 minutes)."""
+        return self.emulator.edit_count(external_id)
 
     def sent(self) -> list[dict[str, Any]]:
         """The tweets the emulator accepted, each with "text", "id" and "media_ids"."""

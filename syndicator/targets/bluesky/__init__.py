@@ -58,6 +58,7 @@ POST = "app.bsky.feed.post"
 CREATE = "com.atproto.repo.createRecord"
 LIST = "com.atproto.repo.listRecords"
 LOGIN = "com.atproto.server.createSession"
+DELETE = "com.atproto.repo.deleteRecord"
 THUMB_MAX_BYTES = 1_000_000  # app.bsky.embed.external#external thumb: maxSize 1000000
 LOOKUP_LIMIT = 100  # listRecords' largest page: how far back an uncertain post is looked for
 CARD_DESCRIPTION_MAX = 300  # a card shows two or three lines; the lexicon sets no limit
@@ -74,8 +75,10 @@ class BlueskyAdapter(HttpAdapter):
     default_base_url = DEFAULT_SERVICE  # the account's PDS / entryway: inherited as base_url
     text = TEXT_RULES
     errors = ERRORS
-    # com.atproto.repo.deleteRecord removes a post; Bluesky's apps show no edits of a post record.
-    capabilities = Capabilities(delete=True, note="deletes its posts; posts cannot be edited")
+    # com.atproto.repo.deleteRecord removes a post. putRecord could overwrite the record, but
+    # Bluesky's app offers no editing of posts and shows no edits (docs/networks.md): posts are
+    # declared not editable rather than changed where readers are not told.
+    capabilities = Capabilities(delete=True, note="deletes its posts; Bluesky posts cannot be edited")
     settings_spec = (
         Setting("handle", "Account handle (e.g. news.example.org) or DID to log in as", required=True),
         # The name of base_url before the network contract: targets made then (and the README's
@@ -153,8 +156,30 @@ class BlueskyAdapter(HttpAdapter):
         return SendResult(
             external_id=uri,
             external_url=f"https://bsky.app/profile/{handle}/post/{rkey}",
-            details={"cid": record.get("cid", ""), "did": session.did},
+            # What deleteRecord needs (repo, collection, rkey), and the cid a swapRecord would name.
+            details={"cid": record.get("cid", ""), "did": session.did, "uri": uri, "rkey": rkey},
         )
+
+    def delete(self, delivery: Delivery) -> None:
+        """com.atproto.repo.deleteRecord of the post's record (repo, collection and rkey from its
+        at:// URI). The lexicon reads "delete a repository record, or ensure it doesn't exist": a
+        record already gone answers success, so a repeat is harmless."""
+        uri = str(delivery.sent_details.get("uri") or delivery.external_id or "")
+        parts = uri.removeprefix("at://").split("/")
+        if not uri.startswith("at://") or len(parts) != 3 or parts[1] != POST or not parts[2]:
+            raise PermanentError(f"Bluesky: the delivery names no post record ({uri!r})")
+        repo, _, rkey = parts
+        password = self.secret()
+        with self._client() as client:
+            self._authed(
+                client,
+                password,
+                "POST",
+                DELETE,
+                publishing=False,
+                allow_empty=True,
+                json={"repo": repo, "collection": POST, "rkey": rkey},
+            )
 
     def check(self) -> str:
         """Log in anew (createSession) and ask whose session it is (getSession)."""
@@ -186,6 +211,7 @@ class BlueskyAdapter(HttpAdapter):
         nsid: str,
         *,
         publishing: bool,
+        allow_empty: bool = False,
         **kwargs: Any,
     ) -> tuple[dict, Session]:
         """Call an XRPC method with the session's access token; on an expired or invalid token
@@ -198,7 +224,7 @@ class BlueskyAdapter(HttpAdapter):
             call = {name: value(session) if callable(value) else value for name, value in kwargs.items()}
             response = self._request(client, method, nsid, publishing, bearer=session.access_jwt, **call)
             if not xrpc.session_refused(response):
-                return self._answer(response, nsid, publishing), session
+                return self._answer(response, nsid, publishing, allow_empty=allow_empty), session
             if "login" in tried:
                 raise self._error(response, nsid, publishing)
             log.info(
@@ -280,12 +306,15 @@ class BlueskyAdapter(HttpAdapter):
             exc.args = (f"Bluesky {nsid}: {exc}",)
             raise
 
-    def _answer(self, response: httpx.Response, nsid: str, publishing: bool) -> dict:
-        """The JSON object of a 2xx answer; the mapped DeliveryError otherwise."""
+    def _answer(
+        self, response: httpx.Response, nsid: str, publishing: bool, *, allow_empty: bool = False
+    ) -> dict:
+        """The JSON object of a 2xx answer; the mapped DeliveryError otherwise. ``allow_empty``: a
+        method whose output is optional (deleteRecord's ``commit``) may answer without one."""
         if not response.is_success:
             raise self._error(response, nsid, publishing)
         body = json_object(response.content)
-        if not body:
+        if not body and not allow_empty:
             if publishing:  # it said yes in a shape we cannot read: the post probably exists
                 raise self.no_id(nsid, response.status_code, publishing=True)
             # Every XRPC method answers a JSON object: base_url points somewhere else.
@@ -304,11 +333,20 @@ class BlueskyAdapter(HttpAdapter):
             nsid,
             publishing=publishing,
             http_status=response.status_code,
-            said=redact(": ".join(part for part in (name, words) if part))[:300],
+            said=self._scrub(redact(": ".join(part for part in (name, words) if part)))[:300],
             retry_after=retry_after(response.headers, RATE_LIMIT_HEADERS),
             service=self.base_url(),
             unsure="the post may be published" if publishing else "nothing was posted",
         )
+
+    def _scrub(self, text: str) -> str:
+        """The service's words without the app password (``redact`` knows only secrets' shapes,
+        and an answer may echo the password back)."""
+        try:
+            password = self.secret()
+        except TargetBroken:
+            return text
+        return text.replace(password, "<redacted>") if password else text
 
     # --- the link card --------------------------------------------------------------------------
 

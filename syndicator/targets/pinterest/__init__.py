@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from syndicator.errors import OutcomeUnknown, PermanentError, RateLimited, Skipped, TargetBroken
+from syndicator.errors import (
+    DeliveryError,
+    EditRefused,
+    OutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    Skipped,
+    TargetBroken,
+)
 from syndicator.redact import redact
 from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
@@ -67,7 +75,9 @@ class PinterestAdapter(HttpAdapter):
     # PATCH /v5/pins/{id} changes title, description, link, alt text and board (not the image);
     # DELETE /v5/pins/{id} removes a Pin (PinsApi, PinUpdate).
     capabilities = Capabilities(
-        edit=True, delete=True, note="edits a Pin's title, description and link (not its image); deletes Pins"
+        edit=True,
+        delete=True,
+        note="edits a Pin's title, description, link and alt text at any time (not its image); deletes Pins",
     )
     documented_secrets = ("PINTEREST_ACCESS_TOKEN",)  # README: connecting the networks
     verify_plan = "it will be looked up on the board shortly, and pinned only if it is not there"
@@ -95,12 +105,11 @@ class PinterestAdapter(HttpAdapter):
         if not message.image_url:
             raise Skipped(f"{self.label}: {NO_IMAGE}")
         token, board = self.secret(), self._board_id()
-        alt = truncate(" ".join(str(delivery.post.title or "").split()), ALT_TEXT_MAX)
         body: dict[str, Any] = {
             "board_id": board,
             "title": message.subject,
             "description": message.text,
-            "alt_text": alt or message.subject,
+            "alt_text": self._alt(delivery, message),
             "media_source": {"source_type": "image_url", "url": message.image_url},
         }
         if message.link:
@@ -110,7 +119,38 @@ class PinterestAdapter(HttpAdapter):
         pin_id = str(pin.get("id") or "")
         if not pin_id:
             raise self.no_id("creating the Pin")
-        return SendResult(pin_id, pin_url(pin_id), {"board_id": board})
+        return SendResult(pin_id, pin_url(pin_id), {"board_id": board, "pin_id": pin_id})
+
+    def edit(self, message: Message, delivery: Delivery) -> SendResult:
+        """PATCH /v5/pins/{pin_id} with the new title, description, link and alt text (the image of a
+        Pin cannot change: PinUpdate has no media_source). The same PATCH twice leaves the same Pin.
+        A Pin that is gone (404) cannot be edited: EditRefused."""
+        pin_id = self._pin_id(delivery)
+        token = self.secret()
+        body: dict[str, Any] = {
+            "title": message.subject,
+            "description": message.text,
+            "alt_text": self._alt(delivery, message),
+        }
+        if message.link:
+            body["link"] = message.link
+        with self._client(token) as api:
+            response = http.request(api, "PATCH", f"/v5/pins/{pin_id}", publishing=False, json=body)
+        if response.status_code == 404:
+            raise EditRefused(f"{self.label} editing the Pin: Pin {pin_id} no longer exists (404)")
+        if response.status_code >= 300:
+            raise self._refusal(response, token, "editing the Pin", publishing=False)
+        return SendResult(pin_id, pin_url(pin_id), {**delivery.sent_details, "pin_id": pin_id})
+
+    def delete(self, delivery: Delivery) -> None:
+        """DELETE /v5/pins/{pin_id} (204); a Pin that is already gone (404) counts as deleted."""
+        pin_id = self._pin_id(delivery)
+        token = self.secret()
+        with self._client(token) as api:
+            response = http.request(api, "DELETE", f"/v5/pins/{pin_id}", publishing=False)
+        if response.status_code == 404 or response.status_code < 300:
+            return
+        raise self._refusal(response, token, "deleting the Pin", publishing=False)
 
     def verify(self, delivery: Delivery) -> SendResult | None:
         """Settle an uncertain Pin: find it on the board by link and title (made since the delivery's
@@ -171,24 +211,39 @@ class PinterestAdapter(HttpAdapter):
         creating = method == "POST"  # only creating a Pin makes anything public
         response = http.request(api, method, path, publishing=creating, **kwargs)
         if response.status_code >= 300:
-            body = json_object(response.content)
-            said = (
-                f"{body.get('message')} (code {body.get('code')})" if body.get("message") else response.text
-            )
-            said = redact(" ".join(said.split()).replace(token, "<redacted>"))[:300]
-            raise self.network_error(
-                self.errors.rule(response.status_code),
-                action,
-                publishing=creating,
-                http_status=response.status_code,
-                said=said,
-                retry_after=retry_after(response.headers, RETRY_HEADERS),
-                board=self.target.settings.get("board_id"),
-            )
+            raise self._refusal(response, token, action, publishing=creating)
         answer = json_object(response.content)
         if not answer:
             raise self.no_id(action, response.status_code, publishing=creating)
         return answer
+
+    def _refusal(
+        self, response: httpx.Response, token: str, action: str, *, publishing: bool
+    ) -> DeliveryError:
+        """The DeliveryError of an error answer, by ERRORS, with Pinterest's words redacted."""
+        body = json_object(response.content)
+        said = f"{body.get('message')} (code {body.get('code')})" if body.get("message") else response.text
+        said = redact(" ".join(said.split()).replace(token, "<redacted>"))[:300]
+        return self.network_error(
+            self.errors.rule(response.status_code),
+            action,
+            publishing=publishing,
+            http_status=response.status_code,
+            said=said,
+            retry_after=retry_after(response.headers, RETRY_HEADERS),
+            board=self.target.settings.get("board_id"),
+        )
+
+    def _pin_id(self, delivery: Delivery) -> str:
+        pin_id = str(delivery.sent_details.get("pin_id") or delivery.external_id or "").strip()
+        if not pin_id.isdigit():
+            raise PermanentError(f"{self.label}: the delivery names no Pin id ({pin_id!r})")
+        return pin_id
+
+    @staticmethod
+    def _alt(delivery: Delivery, message: Message) -> str:
+        alt = truncate(" ".join(str(delivery.post.title or "").split()), ALT_TEXT_MAX)
+        return alt or message.subject
 
 
 def pin_url(pin_id: str) -> str:

@@ -83,8 +83,12 @@ class ThreadsAdapter(HttpAdapter):
     text = RULES
     errors = ERRORS
     default_base_url = API
-    # DELETE /{threads-media-id} (threads_delete; 100 a day); no edit endpoint was found.
-    capabilities = Capabilities(delete=True, note="deletes its posts (100 a day); posts cannot be edited")
+    # DELETE /{threads-media-id} (threads_delete; 100 deletes a day per account: Meta's "Delete
+    # Posts" page); Meta documents no call that changes a published post's text.
+    capabilities = Capabilities(
+        delete=True,
+        note="deletes its posts (at most 100 a day per account); the Threads API cannot edit a post",
+    )
     documented_secrets = ("THREADS_ACCESS_TOKEN",)  # README: connecting the networks
     verify_plan = (
         "its container will be looked up shortly: published if it never was, found among the "
@@ -105,6 +109,27 @@ class ThreadsAdapter(HttpAdapter):
         profile's recent posts when no container was recorded (the worker died); publish it only
         when nothing shows it went out."""
         return self._publish_once(self.render(delivery), delivery, look_up=True)
+
+    def delete(self, delivery: Delivery) -> None:
+        """DELETE /{threads-media-id} (needs threads_delete; 100 deletes a day per account, Meta's
+        "Delete Posts" page). A post that is already gone ("Media Not Found", code 24) counts as
+        deleted; the token goes in the form body, never in the URL."""
+        media_id = str(delivery.sent_details.get("media_id") or delivery.external_id or "").strip()
+        if not media_id.isdigit():
+            raise PermanentError(f"Threads: the delivery names no media id ({media_id!r})")
+        token = self.secret()
+        with self._client() as api:
+            response = http.request(
+                api, "DELETE", f"/{media_id}", publishing=False, data={"access_token": token}
+            )
+        if response.status_code < 300:
+            return
+        error = json_object(response.content).get("error")
+        error = error if isinstance(error, dict) else {}
+        gone = _int(error.get("code")) == 24 or "not found" in str(error.get("message") or "").lower()
+        if response.status_code == 404 or (gone and response.status_code < 500):
+            return
+        raise self._error(response, "deleting the post", token, publishing=False)
 
     def check(self) -> str:
         """Verify the token (GET /me) and read the publishing quota."""
@@ -176,7 +201,9 @@ class ThreadsAdapter(HttpAdapter):
         if not media_id:
             raise OutcomeUnknown(f"Threads: publishing answered without a media id {mark}")
         return SendResult(
-            media_id, self._permalink(api, token, media_id), {"creation_id": creation_id, **details}
+            media_id,
+            self._permalink(api, token, media_id),
+            {"creation_id": creation_id, "media_id": media_id, **details},
         )
 
     def _container_status(self, api: httpx.Client, token: str, creation_id: str) -> str:
@@ -220,7 +247,7 @@ class ThreadsAdapter(HttpAdapter):
         want = " ".join(message.text.split())
         for post in page.get("data") or []:
             if isinstance(post, dict) and " ".join(str(post.get("text") or "").split()) == want:
-                found = {"found_on_profile": True}
+                found = {"found_on_profile": True, "media_id": str(post.get("id"))}
                 return SendResult(str(post.get("id")), str(post.get("permalink") or ""), found)
         return None
 

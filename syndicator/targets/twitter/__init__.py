@@ -14,13 +14,14 @@ calls only; a lost look-up is a plain TransientError).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import requests
 import tweepy
 from django.conf import settings
 
-from syndicator.errors import DeliveryError, TargetBroken
+from syndicator.errors import DeliveryError, EditRefused, PermanentError, TargetBroken
 from syndicator.redact import redact
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
 from syndicator.targets.config import URL, Setting
@@ -41,6 +42,11 @@ TWEEPY_HOST = "https://api.twitter.com"  # what tweepy's BaseClient.request pref
 IMAGE_MAX_BYTES = 5 * 1024 * 1024  # X's limit for a tweet image (docs.x.com media best practices)
 CREATE_TWEET = "POST /2/tweets"
 GET_ME = "GET /2/users/me"
+DELETE_TWEET = "DELETE /2/tweets/:id"
+GET_TWEET = "GET /2/tweets/:id"
+EDIT_TWEET = "POST /2/tweets (edit)"
+EDIT_WINDOW = 30 * 60  # docs.x.com "Edit Posts": 30 minutes from the original post, 5 edits
+MAX_EDITS = 5
 
 
 class RedirectSession(requests.Session):
@@ -78,9 +84,16 @@ class TwitterAdapter(HttpAdapter):
     default_base_url = TWEEPY_HOST
     text = TEXT_RULES
     errors = ERRORS
-    # X API v2: DELETE /2/tweets/:id. No edit endpoint for our tier could be confirmed
-    # (docs/networks.md lists what was looked up).
-    capabilities = Capabilities(delete=True, note="deletes its posts; editing is not offered by the API")
+    # X API v2: DELETE /2/tweets/:id; POST /2/tweets with edit_options.previous_post_id edits a post
+    # (docs.x.com "Create or Edit Post"), within 30 minutes of the original, 5 times, each edit a
+    # new post id (docs.x.com "Edit Posts").
+    capabilities = Capabilities(
+        edit=True,
+        delete=True,
+        edit_window=EDIT_WINDOW,
+        max_edits=MAX_EDITS,
+        note="edits a post within 30 minutes of posting, at most 5 times; deletes posts",
+    )
     settings_spec = (
         Setting("username", "Account handle without @, for tweet URLs (else x.com/i/web/status/ID)"),
         Setting(
@@ -122,8 +135,89 @@ class TwitterAdapter(HttpAdapter):
         if not tweet_id:
             # X answered 2xx without an id: something may be public, and we cannot point at it.
             raise self.no_id(CREATE_TWEET, client.session.last_status, publishing=True)
-        details = {"media_ids": media_ids} if media_ids else {}
+        details = {"tweet_id": tweet_id, **({"media_ids": media_ids} if media_ids else {})}
         return SendResult(external_id=tweet_id, external_url=self._tweet_url(tweet_id), details=details)
+
+    def edit(self, message: Message, delivery: Delivery) -> SendResult:
+        """Edit the tweet: read its newest version first (GET /2/tweets/:id answers the newest of an
+        edited post, with ``edit_controls``), then POST /2/tweets with ``edit_options.
+        previous_post_id`` naming it. Safe to repeat: when the newest version already reads as
+        ``message`` (an edit whose answer was lost), it is returned, not edited again. Outside
+        X's window or past its 5 edits: EditRefused, before anything is sent."""
+        tweet_id = str(delivery.sent_details.get("tweet_id") or delivery.external_id or "").strip()
+        if not tweet_id.isdigit():
+            raise PermanentError(f"{self.label}: the delivery names no tweet id ({tweet_id!r})")
+        client = self._client()
+        try:
+            try:
+                fields = {"tweet.fields": "edit_history_tweet_ids,edit_controls"}
+                found = client.request("GET", f"/2/tweets/{tweet_id}", params=fields, user_auth=True)
+            except tweepy.NotFound:
+                raise EditRefused(f"{self.label} edit: the post {tweet_id} no longer exists (404)") from None
+            except Exception as exc:
+                raise self._error(exc, GET_TWEET, publishing=False) from None
+            newest = (_json(found).get("data") or {}) if found is not None else {}
+            newest_id = str(newest.get("id") or tweet_id)
+            details = {**delivery.sent_details, "tweet_id": newest_id}
+            if newest.get("text") == message.text:
+                return SendResult(newest_id, self._tweet_url(newest_id), details)
+            self._editable(newest.get("edit_controls") or {}, tweet_id)
+            body = {"text": message.text, "edit_options": {"previous_post_id": newest_id}}
+            if media := delivery.sent_details.get("media_ids"):
+                body["media"] = {"media_ids": [str(m) for m in media]}
+            try:
+                answer = client.request("POST", "/2/tweets", json=body, user_auth=True)
+            except tweepy.HTTPException as exc:
+                if (
+                    exc.response.status_code in (400, 403)
+                    and "edit" in " ".join(map(str, exc.api_messages)).lower()
+                ):
+                    said = self._scrub("; ".join(str(m) for m in exc.api_messages))[:300]
+                    raise EditRefused(
+                        f"{self.label} edit: {redact(said)} ({exc.response.status_code})"
+                    ) from None
+                raise self._error(exc, EDIT_TWEET, publishing=False) from None
+            except Exception as exc:
+                raise self._error(exc, EDIT_TWEET, publishing=False) from None
+        finally:
+            client.session.close()
+        new_id = str((_json(answer).get("data") or {}).get("id") or "")
+        if not new_id:
+            raise self.no_id(EDIT_TWEET, client.session.last_status, publishing=False)
+        details["tweet_id"] = new_id
+        return SendResult(new_id, self._tweet_url(new_id), details)
+
+    def _editable(self, controls: dict, tweet_id: str) -> None:
+        """EditRefused when X's edit_controls say the post can no longer be edited."""
+        if controls.get("is_edit_eligible") is False:
+            raise EditRefused(f"{self.label} edit: X says post {tweet_id} cannot be edited")
+        if str(controls.get("edits_remaining", "")).strip() == "0":
+            raise EditRefused(f"{self.label} edit: post {tweet_id} was edited {MAX_EDITS} times, X's limit")
+        until = str(controls.get("editable_until") or "")
+        try:
+            closes = datetime.fromisoformat(until.replace("Z", "+00:00")) if until else None
+        except ValueError:
+            closes = None
+        if closes is not None and closes <= datetime.now(UTC):
+            raise EditRefused(
+                f"{self.label} edit: X edits a post only within 30 minutes of posting (closed {until})"
+            )
+
+    def delete(self, delivery: Delivery) -> None:
+        """DELETE /2/tweets/:id (tweepy's delete_tweet). A tweet already gone (404, or an answer of
+        ``"deleted": false``) counts as deleted: nothing of it is left to show."""
+        tweet_id = str(delivery.sent_details.get("tweet_id") or delivery.external_id or "").strip()
+        if not tweet_id.isdigit():
+            raise PermanentError(f"{self.label}: the delivery names no tweet id ({tweet_id!r})")
+        client = self._client()
+        try:
+            client.delete_tweet(tweet_id, user_auth=True)
+        except tweepy.NotFound:
+            return
+        except Exception as exc:
+            raise self._error(exc, DELETE_TWEET, publishing=False) from None
+        finally:
+            client.session.close()
 
     def check(self) -> str:
         """Ask X who the credentials belong to: GET /2/users/me."""
@@ -167,6 +261,7 @@ class TwitterAdapter(HttpAdapter):
             response = exc.response
             status = response.status_code
             said = "; ".join(str(m) for m in exc.api_messages)[:300] or response.reason or ""
+            said = self._scrub(said)
             codes = [code for code in exc.api_codes if code in ERRORS.by_code]
             return self.network_error(
                 ERRORS.rule(status, codes[0] if codes else None, said),
@@ -180,6 +275,18 @@ class TwitterAdapter(HttpAdapter):
         # requests/urllib3 errors (tweepy leaves them unwrapped), or anything else mid-call: a lost
         # answer unless the request provably never left.
         return transport_error(exc, self.label, action, publishing=publishing)
+
+    def _scrub(self, text: str) -> str:
+        """X's words with this target's four secrets taken out: an answer may echo a token back,
+        and ``redact`` knows only the shapes of secrets, not these values."""
+        for name in ("api_key_env", "api_secret_env", "access_token_env", "access_secret_env"):
+            try:
+                value = self.secret(name)
+            except TargetBroken:
+                continue
+            if value:
+                text = text.replace(value, "<redacted>")
+        return text
 
     def _tweet_url(self, tweet_id: str) -> str:
         username = str(self.setting("username") or "").strip().lstrip("@")
@@ -218,3 +325,12 @@ class TwitterAdapter(HttpAdapter):
             )
             return []
         return [media_id]
+
+
+def _json(response: Any) -> dict:
+    """A requests.Response's JSON object, or {}."""
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
