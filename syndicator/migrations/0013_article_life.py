@@ -35,7 +35,7 @@ def fill_identity(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("syndicator", "0012_delivery_sent_details"),
+        ("syndicator", "0019_metric_tally"),
     ]
 
     operations = [
