@@ -256,20 +256,26 @@ def _follow_changes(feed: Feed, parsed: feeds.ParsedFeed, now: datetime, *, skip
             Post.objects.filter(pk=post.pk).update(source_hash=digest)
             continue
         item = feeds.sanitize(items[post.guid])
-        # A sighting's edit is the article's: the delivered post is the one that changes.
-        article = post.same_as or post
         fresh = post_from_item(feed, item, now)
-        changed = {
-            name: getattr(fresh, name) for name in EDITABLE if getattr(fresh, name) != getattr(article, name)
-        }
+        # A sighting's edit is the article's (the delivered post is the one that changes), but
+        # only what changed in the sighting's own item: two feeds of a site often render one
+        # article differently (an excerpt here, the full text there; a tracking link), and
+        # comparing one feed's copy with the other's would take that difference for an edit.
+        article = post.same_as or post
+        own = _differences(fresh, post)
+        changed = {name: value for name, value in own.items() if name in _differences(fresh, article)}
         stale = bool(
             item.updated_at and article.source_updated_at and item.updated_at <= article.source_updated_at
         )
-        if not changed or stale:
-            # Not an edit (a field we do not follow, or an older copy): remember the digest, so
-            # the next body with this item costs nothing; a stale copy is not remembered.
-            if not stale:
-                Post.objects.filter(pk=post.pk).update(source_hash=digest)
+        if stale:
+            continue  # an older copy (a lagging cache or mirror): not an edit, and not remembered
+        if post.same_as is not None and own:
+            # The sighting keeps its own copy, to compare its next body with.
+            Post.objects.filter(pk=post.pk).update(**own, canonical_url=canonical.canonical_url(fresh.url))
+        if not changed:
+            # Not an edit (a field we do not follow, or one the article already has): remember
+            # the digest, so the next body with this item costs nothing.
+            Post.objects.filter(pk=post.pk).update(source_hash=digest)
             continue
         Post.objects.filter(pk=post.pk).update(source_hash=digest)
         updates = {
@@ -285,6 +291,22 @@ def _follow_changes(feed: Feed, parsed: feeds.ParsedFeed, now: datetime, *, skip
             "post %s changed at its source (%s): version %s", article.pk, ", ".join(changed), article.version
         )
         transaction.on_commit(functools.partial(_report_changed, article))
+
+
+def _differences(fresh: Post, stored: Post) -> dict[str, object]:
+    """The followed fields in which fresh differs from stored; a link only when its canonical
+    form does (a tracking parameter or a trailing slash is no edit)."""
+    changed: dict[str, object] = {}
+    for name in EDITABLE:
+        new, old = getattr(fresh, name), getattr(stored, name)
+        if name == "url":
+            if canonical.canonical_url(new) != canonical.canonical_url(old) or (
+                not canonical.canonical_url(new) and new != old
+            ):
+                changed[name] = new
+        elif new != old:
+            changed[name] = new
+    return changed
 
 
 def _report_changed(post: Post) -> None:

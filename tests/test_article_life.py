@@ -341,3 +341,33 @@ def test_a_post_stored_before_edits_were_followed_takes_its_next_body_as_its_bas
     poll(feed_server, "/feed", rss(item(3), item(2), item(1, title="Story 1 fixed")), feed)
     post.refresh_from_db()
     assert (post.title, post.version) == ("Story 1 fixed", 2)
+
+
+def test_two_feeds_rendering_one_article_differently_is_no_edit(feed_server, calls):
+    # The category feed carries an excerpt and a tracking link; the main feed the full text.
+    main_feed = poll(feed_server, "/feed", rss(item(1)))
+    category = poll(feed_server, "/cat/feed", rss(item(1)))
+    excerpt = item(2, body="Excerpt", link="https://site.example/story-2/?utm_source=cat", guid="cat-2")
+    poll(feed_server, "/feed", rss(item(2, body="Full text"), item(1)), main_feed)
+    poll(feed_server, "/cat/feed", rss(excerpt, item(1)), category)
+    # Both bodies change elsewhere, many times: the article is never taken for edited.
+    for n in range(3, 6):
+        poll(feed_server, "/cat/feed", rss(item(n), excerpt, item(1)), category)
+        poll(feed_server, "/feed", rss(item(n), item(2, body="Full text"), item(1)), main_feed)
+    article = Post.objects.get(feed=main_feed, guid="story-2")
+    assert (article.summary, article.url, article.version) == (
+        "Full text",
+        "https://site.example/story-2/",
+        1,
+    )
+    assert calls["changed"] == []
+    # A real edit in the category feed only (its title) edits the article, and only its title.
+    poll(
+        feed_server,
+        "/cat/feed",
+        rss(item(2, title="New title", body="Excerpt", guid="cat-2"), item(1)),
+        category,
+    )
+    article.refresh_from_db()
+    assert (article.title, article.summary, article.version) == ("New title", "Full text", 2)
+    assert len(calls["changed"]) == 1
