@@ -29,16 +29,28 @@ POLL_TASK = "tasks.watch.poll_feed"
 DELIVER_TASK = "tasks.deliver.deliver"
 
 
-def target_matches(target: Target, post: Post) -> bool:
-    """Whether a target's feed, language and category filters accept a post."""
+def target_matches(target: Target, post: Post, seen_in: set[int] | None = None) -> bool:
+    """Whether a target's feed, language and category filters accept a post.
+
+    The feed filter accepts a post seen in any of the feeds it names: the article's first feed
+    or one where it was seen again (a category feed, ``Post.sightings``); `seen_in` is that set
+    of feed ids when the caller has it, else it is read.
+    """
     feed_ids = {f.pk for f in target.feeds.all()}
-    if feed_ids and post.feed_id not in feed_ids:
+    if feed_ids and not (feed_ids & (seen_in if seen_in is not None else feeds_seen(post))):
         return False
     languages = {lang.lower() for lang in target.languages}
     if languages and (post.language or "").lower() not in languages:
         return False
     categories = {c.casefold() for c in target.categories}
     return not categories or bool(categories & {c.casefold() for c in post.categories})
+
+
+def feeds_seen(post: Post) -> set[int]:
+    """The ids of every feed the post's article was seen in: its own and its sightings'."""
+    if post.pk is None:
+        return {post.feed_id}
+    return {post.feed_id, *Post.objects.filter(same_as=post).values_list("feed_id", flat=True)}
 
 
 def create_auto_deliveries(posts: Iterable[Post]) -> list[Delivery]:
@@ -48,14 +60,26 @@ def create_auto_deliveries(posts: Iterable[Post]) -> list[Delivery]:
     rows are the outbox, and the task messages go out only once they are committed, as one chain
     per target, so each target gets the posts in that order even with several workers (sent at
     once, the first of 20 new items often landed 6th to 9th).
+
+    A (post, target) pair that already has its automatic delivery is left alone: a post seen
+    again in another feed of its site is given to the targets that now match and had none.
+    An unpublished post gets none.
     """
-    posts = list(posts)
+    posts = [post for post in posts if post.unpublished_at is None]
+    if not posts:
+        return []
     targets = list(Target.objects.filter(enabled=True).prefetch_related("feeds"))
+    had = set(
+        Delivery.objects.filter(post__in=posts, origin=Delivery.Origin.AUTO).values_list(
+            "post_id", "target_id"
+        )
+    )
+    seen = {post.pk: feeds_seen(post) for post in posts}
     created = [
         Delivery.objects.create(post=post, target=target, origin=Delivery.Origin.AUTO)
         for target in targets
         for post in posts
-        if target_matches(target, post)
+        if (post.pk, target.pk) not in had and target_matches(target, post, seen[post.pk])
     ]
     enqueue_on_commit(created)
     return created

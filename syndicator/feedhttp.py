@@ -30,7 +30,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from syndicator import netguard
-from syndicator.errors import FeedFetchError, FeedTooLarge
+from syndicator.errors import FeedError, FeedFetchError, FeedTooLarge
 from syndicator.redact import redact
 from syndicator.tls import ssl_context
 
@@ -405,3 +405,20 @@ def _describe(exc: BaseException, deadline: _Deadline) -> str:
         return f"timed out {step} (after {deadline.seconds:g} s)"
     label = next((text for kind, text in _FAILURE_LABELS if isinstance(exc, kind)), type(exc).__name__)
     return redact(f"{label}: {exc}" if str(exc) else label)
+
+
+def page_status(
+    url: str, *, timeout: float = 10.0, allow_private: str | Sequence[str] | None = None
+) -> int | None:
+    """The HTTP status an article's URL answers with, through ``fetch``'s guarded path (the same
+    address checks, redirects followed and checked hop by hop, size cap and deadline); None when
+    it could not be reached. Used to confirm that an item that left its feed was taken down
+    (404 or 410, RFC 9110 §15.5.5 and §15.5.11).
+    """
+    try:
+        # A page is read only this far: the status is what counts, not the body.
+        return fetch(url, timeout=timeout, max_bytes=256 * 1024, allow_private=allow_private).http_status
+    except FeedTooLarge:
+        return 200
+    except FeedError as exc:
+        return exc.http_status

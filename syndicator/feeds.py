@@ -54,6 +54,9 @@ class ParsedItem:
     enclosures: list[dict] = field(default_factory=list)
     language: str = ""
     published_at: datetime | None = None
+    # The item's own updated time (Atom <updated>), only when the feed gives one: what tells an
+    # edit from a replayed old copy (RSS 2.0 has none; there the change itself is the signal).
+    updated_at: datetime | None = None
     # What relative links and images in summary and content are relative to (xml:base or the feed).
     content_base: str = ""
 
@@ -177,6 +180,7 @@ def _item(entry: Mapping[str, Any], base: str, feed_language: str) -> ParsedItem
         enclosures=enclosures,
         language=language.strip(),
         published_at=_published(entry),
+        updated_at=_published(entry, ("updated_parsed",)),
         content_base=_content_base(entry, base),
     )
 
@@ -285,9 +289,11 @@ def _length(value: Any) -> int | None:
     return length if length > 0 else None
 
 
-def _published(entry: Mapping[str, Any]) -> datetime | None:
+def _published(
+    entry: Mapping[str, Any], keys: tuple[str, ...] = ("published_parsed", "updated_parsed")
+) -> datetime | None:
     """published, else updated, as an aware UTC datetime (feedparser's struct_time is already UTC)."""
-    for key in ("published_parsed", "updated_parsed"):
+    for key in keys:
         # dict.get: FeedParserDict maps a missing updated_parsed to published_parsed, with a warning.
         value = dict.get(entry, key) if isinstance(entry, dict) else entry.get(key)
         if not value:

@@ -169,6 +169,25 @@ class Post(models.Model):
     language = models.CharField(max_length=16, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
     first_seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Identity across the feeds of one site (syndicator/canonical.py, docs/article-life.md): the
+    # canonical link, and the guid's key (a WordPress ?p=ID guid next to the permalink link).
+    canonical_url = models.CharField(max_length=2000, blank=True, db_index=True)
+    guid_key = models.CharField(max_length=2000, blank=True, db_index=True)
+    # Set on a sighting of an article already stored from another feed of the site: the post that
+    # is delivered. A sighting has no deliveries; its feed counts for the targets' feed filters.
+    same_as = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="sightings"
+    )
+    # Edits at the source: 1 when first stored, +1 per change seen (watch._store_body).
+    version = models.PositiveIntegerField(default=1)
+    # The item's Atom <updated> as last stored: an older or equal one is not an edit.
+    source_updated_at = models.DateTimeField(null=True, blank=True)
+    # sha256 of the item as parsed (before sanitizing): an unchanged item costs no sanitizing.
+    source_hash = models.CharField(max_length=64, blank=True)
+    # Whether the item was in its feed's last parsed body: leaving it is what "vanished" means.
+    in_feed = models.BooleanField(default=True)
+    unpublished_at = models.DateTimeField(null=True, blank=True)
+    unpublished_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-first_seen_at", "-id"]

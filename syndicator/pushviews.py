@@ -69,6 +69,10 @@ def feed_webhook(request: HttpRequest, feed_id: int) -> JsonResponse:
         return JsonResponse({"error": str(exc)}, status=401)
     if not feed.enabled:
         return JsonResponse({"error": "the feed is disabled"}, status=409)
+    if call.unpublished:
+        # Believed at once (it is signed); nothing to poll for: the item is leaving the feed.
+        posts = webhook.unpublish(call)
+        return JsonResponse({"status": "unpublished", "feed": feed.pk, "posts": posts}, status=202)
     try:
         queue_poll(feed.pk, call.url)
     except Exception as exc:  # kombu raises many classes for a broker that is away

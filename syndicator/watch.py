@@ -17,20 +17,27 @@ has been attempted, however many worker processes there are.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from syndicator import feeds, rhythm
+from syndicator import canonical, feedhttp, feeds, followup, rhythm
 from syndicator.dispatch import create_auto_deliveries
 from syndicator.errors import FeedError
 from syndicator.models import Feed, Post, PushSubscription
 from syndicator.redact import redact
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 log = logging.getLogger(__name__)
 
@@ -163,20 +170,47 @@ def _next_poll(feed: Feed, max_age: int | None) -> datetime:
 
 def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[list[Post], int]:
     """Store a parsed body's new posts with their deliveries (inside the caller's transaction);
-    the posts stored, and how many deliveries were created."""
+    the posts stored, and how many deliveries were created.
+
+    It also follows the posts already stored (docs/article-life.md): an item whose content
+    changed updates its post (followup.post_changed once the transaction commits), and an item
+    that vanished while items published before it are still there unpublishes it
+    (followup.post_unpublished). A new item that is an article already stored from another feed
+    of the site is stored as a sighting of it (``same_as``), never delivered twice.
+    """
     unseen, left_out = _unseen(feed, parsed)
     new_items = [feeds.sanitize(item) for item in unseen]
     first_poll = feed.first_polled_at is None
-    stored = [post for item in new_items if (post := _store_post(feed, item, now)) is not None]
+    home = canonical.canonical_url(parsed.link)
+    site = canonical.site_of(feed.url)
+    stored: list[Post] = []
+    seen_again: list[Post] = []  # articles of other feeds that this feed now shows too
+    for item in new_items:
+        post = _store_post(feed, item, now, home=home, site=site)
+        if post is None:
+            continue
+        if post.same_as is not None:
+            seen_again.append(post.same_as)
+        else:
+            stored.append(post)
     deliverable = _newest(stored, feed.backfill) if first_poll else stored
     # Oldest first, so the networks show them in publishing order.
     deliverable.sort(key=lambda p: (p.published_at or p.first_seen_at, p.pk))
-    deliveries = len(create_auto_deliveries(deliverable))
-    if stored:
+    # A target filtered to this feed gets an article first seen elsewhere (not a first poll's backlog).
+    deliveries = len(create_auto_deliveries(deliverable + ([] if first_poll else seen_again)))
+    _follow_changes(feed, parsed, now, skip_guids={item.guid[:2000] for item in new_items})
+    scrolled_off = _follow_vanished(feed, parsed, now)
+    if scrolled_off:
+        # Checked by a worker once this commits: no page fetch inside the poll's transaction,
+        # nor in the web request a WebSub push arrives on.
+        ids = scrolled_off[:MAX_PAGE_CHECKS]
+        transaction.on_commit(lambda: queue_page_checks(ids))
+    if stored or seen_again:
         log.info(
-            "feed %s: %d new posts, %d deliveries%s",
+            "feed %s: %d new posts, %d seen before in another feed, %d deliveries%s",
             feed.pk,
             len(stored),
+            len(seen_again),
             deliveries,
             " (first poll: backlog recorded, not delivered)" if first_poll and not feed.backfill else "",
         )
@@ -184,6 +218,190 @@ def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[li
         reasons = ", ".join(f"{count} {reason}" for reason, count in left_out.items())
         log.info("feed %s: items left out: %s", feed.pk, reasons)
     return stored, deliveries
+
+
+def source_hash(item: feeds.ParsedItem) -> str:
+    """A digest of what an edit can change in an item, as parsed (before sanitizing)."""
+    data = [
+        item.title,
+        item.url[:2000],
+        item.summary,
+        item.content,
+        item.image_url[:2000],
+        list(item.categories),
+        item.updated_at.isoformat() if item.updated_at else "",
+    ]
+    return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# What an edit at the source changes on the stored post (published_at stays: a feed without
+# <published> gives its <updated> as the published time, which must not move on an edit).
+EDITABLE = ("title", "summary", "content", "url", "image_url", "categories")
+
+
+def _follow_changes(feed: Feed, parsed: feeds.ParsedFeed, now: datetime, *, skip_guids: set[str]) -> None:
+    """Update the stored posts whose items changed; report each once the transaction commits."""
+    items = {item.guid[:2000]: item for item in parsed.items if item.guid[:2000] not in skip_guids}
+    if not items:
+        return
+    hashes = {guid: source_hash(item) for guid, item in items.items()}
+    known = Post.objects.filter(feed=feed, guid__in=list(items)).select_related("same_as")
+    for post in known:
+        digest = hashes[post.guid]
+        if post.source_hash == digest:
+            continue  # the same item as last time: no sanitizing, no write
+        if not post.source_hash:
+            # Stored before edits were followed (migration 0013): this body is its baseline. A
+            # comparison would take any change in the sanitizer since then for an edit.
+            Post.objects.filter(pk=post.pk).update(source_hash=digest)
+            continue
+        item = feeds.sanitize(items[post.guid])
+        fresh = post_from_item(feed, item, now)
+        # A sighting's edit is the article's (the delivered post is the one that changes), but
+        # only what changed in the sighting's own item: two feeds of a site often render one
+        # article differently (an excerpt here, the full text there; a tracking link), and
+        # comparing one feed's copy with the other's would take that difference for an edit.
+        article = post.same_as or post
+        own = _differences(fresh, post)
+        changed = {name: value for name, value in own.items() if name in _differences(fresh, article)}
+        stale = bool(
+            item.updated_at and article.source_updated_at and item.updated_at <= article.source_updated_at
+        )
+        if stale:
+            continue  # an older copy (a lagging cache or mirror): not an edit, and not remembered
+        if post.same_as is not None and own:
+            # The sighting keeps its own copy, to compare its next body with.
+            Post.objects.filter(pk=post.pk).update(**own, canonical_url=canonical.canonical_url(fresh.url))
+        if not changed:
+            # Not an edit (a field we do not follow, or one the article already has): remember
+            # the digest, so the next body with this item costs nothing.
+            Post.objects.filter(pk=post.pk).update(source_hash=digest)
+            continue
+        Post.objects.filter(pk=post.pk).update(source_hash=digest)
+        updates = {
+            **changed,
+            "version": F("version") + 1,
+            "source_updated_at": item.updated_at or article.source_updated_at,
+        }
+        if "url" in changed:
+            updates["canonical_url"] = canonical.canonical_url(fresh.url)
+        Post.objects.filter(pk=article.pk).update(**updates)
+        article.refresh_from_db()
+        log.info(
+            "post %s changed at its source (%s): version %s", article.pk, ", ".join(changed), article.version
+        )
+        transaction.on_commit(functools.partial(_report_changed, article))
+
+
+def _differences(fresh: Post, stored: Post) -> dict[str, object]:
+    """The followed fields in which fresh differs from stored; a link only when its canonical
+    form does (a tracking parameter or a trailing slash is no edit)."""
+    changed: dict[str, object] = {}
+    for name in EDITABLE:
+        new, old = getattr(fresh, name), getattr(stored, name)
+        if name == "url":
+            if canonical.canonical_url(new) != canonical.canonical_url(old) or (
+                not canonical.canonical_url(new) and new != old
+            ):
+                changed[name] = new
+        elif new != old:
+            changed[name] = new
+    return changed
+
+
+def _report_changed(post: Post) -> None:
+    # Looked up at call time, so the acting side (and a test) can replace it.
+    followup.post_changed(post)
+
+
+def _follow_vanished(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> list[int]:
+    """Unpublish the posts that left this body while items published before them are still in it.
+
+    An item gone from the end of the feed scrolled off (the feed shows the newest N): nothing.
+    An item gone from before the oldest one still there was taken out: the issue's rule (#12).
+    Only the article's own feed decides (a sighting leaving a category feed is a re-categorised
+    article, not an unpublished one). Returns the ids of the posts that scrolled off: their
+    pages are checked once (``check_pages``), and a 404 or 410 unpublishes them.
+    """
+    guids = [item.guid[:2000] for item in parsed.items]
+    present = list(
+        Post.objects.filter(feed=feed, guid__in=guids).values_list(
+            "pk", "published_at", "first_seen_at", "in_feed"
+        )
+    )
+    gone = list(Post.objects.filter(feed=feed, in_feed=True).exclude(guid__in=guids))
+    if gone:
+        Post.objects.filter(pk__in=[post.pk for post in gone]).update(in_feed=False)
+    back = [pk for pk, _, _, was_in in present if not was_in]
+    if back:
+        # Back in the feed (an article that comes back is not posted again: its guid is known).
+        Post.objects.filter(pk__in=back).update(in_feed=True)
+    if not present:
+        return []  # an empty body says nothing about any item (a broken export, a cleared cache)
+    oldest_present = min((published or seen, pk) for pk, published, seen, _ in present)
+    scrolled_off: list[int] = []
+    for post in gone:
+        if post.same_as_id is not None or post.unpublished_at is not None:
+            continue
+        if (post.published_at or post.first_seen_at, post.pk) > oldest_present:
+            unpublish(post, reason=VANISHED, now=now)
+        elif post.url:
+            scrolled_off.append(post.pk)
+    return scrolled_off
+
+
+VANISHED = "it vanished from its feed while items published before it are still there"
+WEBHOOK = "the publish webhook said it was unpublished"
+GONE = "its page answered HTTP {status} after it left its feed"
+# Pages checked per body: a feed normally loses one item per new one; a reshuffle of a whole
+# feed is not worth a burst of requests to the publisher (the rest are not checked).
+MAX_PAGE_CHECKS = 10
+# The name tasks/watch.py registers for checking pages (syndicator/ never imports tasks/).
+CHECK_PAGES_TASK = "tasks.watch.check_pages"
+
+
+def queue_page_checks(post_ids: list[int]) -> None:
+    """Have a worker check the pages of posts that left their feed; a broker away loses them
+    (logged): the webhook and the vanished rule still hold."""
+    from celeryproject import app
+
+    try:
+        app.send_task(CHECK_PAGES_TASK, args=[post_ids])
+    except Exception as exc:  # kombu raises many classes for a broker that is away
+        log.warning("page checks of %d posts not queued: %s", len(post_ids), redact(str(exc)))
+
+
+def check_pages(post_ids: list[int]) -> list[int]:
+    """Check the page of each post that left its feed; a 404 or 410 unpublishes it. The ids of
+    the posts unpublished. A page that answers 200, an error or nothing leaves the post alone."""
+    unpublished = []
+    for post in Post.objects.filter(pk__in=post_ids, unpublished_at__isnull=True, same_as__isnull=True):
+        status = feedhttp.page_status(post.url)
+        if status in (404, 410):
+            with transaction.atomic():
+                if unpublish(post, reason=GONE.format(status=status)):
+                    unpublished.append(post.pk)
+        else:
+            log.info("post %s left its feed; its page answered %s: nothing to do", post.pk, status)
+    return unpublished
+
+
+def unpublish(post: Post, *, reason: str, now: datetime | None = None, actor: User | None = None) -> bool:
+    """Record that a post was unpublished at its source and report it once the transaction commits.
+
+    False when it was already recorded as unpublished (once per article; it is never undone
+    automatically: an article that comes back is not posted again).
+    """
+    article = post.same_as or post
+    done = Post.objects.filter(pk=article.pk, unpublished_at__isnull=True).update(
+        unpublished_at=now or timezone.now(), unpublished_reason=reason[:2000]
+    )
+    if not done:
+        return False
+    article.refresh_from_db()
+    log.info("post %s unpublished: %s", article.pk, reason)
+    transaction.on_commit(lambda: followup.post_unpublished(article, reason=reason, actor=actor))
+    return True
 
 
 def _unseen(feed: Feed, parsed: feeds.ParsedFeed) -> tuple[list[feeds.ParsedItem], dict[str, int]]:
@@ -226,9 +444,15 @@ def _newest(posts: list[Post], count: int) -> list[Post]:
     return ranked[:count]
 
 
-def post_from_item(feed: Feed, item: feeds.ParsedItem, now: datetime | None = None) -> Post:
+def post_from_item(
+    feed: Feed, item: feeds.ParsedItem, now: datetime | None = None, *, site: str = ""
+) -> Post:
     """An unsaved Post of a feed from one parsed (and sanitized) item, fields cut to their columns."""
     return Post(
+        canonical_url=canonical.canonical_url(item.url),
+        guid_key=canonical.guid_key(item.guid, site or canonical.site_of(feed.url)),
+        source_hash=source_hash(item),
+        source_updated_at=item.updated_at,
         feed=feed,
         guid=item.guid[:2000],
         url=item.url[:2000],
@@ -245,9 +469,28 @@ def post_from_item(feed: Feed, item: feeds.ParsedItem, now: datetime | None = No
     )
 
 
-def _store_post(feed: Feed, item: feeds.ParsedItem, now: datetime) -> Post | None:
-    """Insert one post; None when (feed, guid) already exists (it was seen before)."""
-    post = post_from_item(feed, item, now)
+def _store_post(
+    feed: Feed, item: feeds.ParsedItem, now: datetime, *, home: str = "", site: str = ""
+) -> Post | None:
+    """Insert one post; None when (feed, guid) already exists (it was seen before).
+
+    An item that is an article already stored from another feed (same canonical link, or the
+    same guid key: a WordPress ``?p=ID`` guid or link meets the other's) is inserted as a
+    sighting, ``same_as`` that post; the feed's home page is no identity (some feeds link every
+    item there).
+    """
+    post = post_from_item(feed, item, now, site=site)
+    keys = {post.canonical_url, post.guid_key} - {"", home}
+    if post.canonical_url == home:
+        post.canonical_url = ""
+    if keys:
+        post.same_as = (
+            Post.objects.filter(same_as__isnull=True)
+            .exclude(feed=feed)
+            .filter(Q(canonical_url__in=keys) | Q(guid_key__in=keys))
+            .order_by("pk")
+            .first()
+        )
     try:
         with transaction.atomic():
             post.save(force_insert=True)

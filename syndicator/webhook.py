@@ -5,7 +5,10 @@ webhook-timestamp and webhook-signature ("v1,<base64 HMAC-SHA256 of id.timestamp
 ``whsec_<base64>`` secret; the ``standardwebhooks`` package checks the signature and refuses a
 timestamp more than 5 minutes off. A webhook-id seen in the last few minutes is refused too (a
 replay). The body is never trusted for content: at most it names the article's URL, which the
-poll then looks for (syndicator/tasks: a feed served from a cache may lag a little).
+poll then looks for (syndicator/tasks: a feed served from a cache may lag a little). The one
+thing a signed call is believed on is that an article was unpublished (``post.unpublished``,
+``post.trashed``, ``post.deleted``): a feed cannot say so, only stop showing the item
+(docs/article-life.md). It names the article by its URL and WordPress guid or shortlink.
 
 The secret is derived from the feed's random ``webhook_key`` and SECRET_KEY, so it is never
 stored; a new key (``feeds webhook --rotate``) makes a new secret.
@@ -31,6 +34,9 @@ from syndicator.models import Feed
 # A webhook-id is remembered this long: past the 5-minute timestamp tolerance on either side.
 REPLAY_WINDOW = 11 * 60
 MAX_BODY = 64 * 1024  # "look now" and perhaps a URL; nothing a CMS sends needs more
+# What the WordPress plugin sends when a published post leaves "publish" (draft, private,
+# pending, trash) or is deleted for good (integrations/wordpress/syndicator-webhook.php).
+UNPUBLISH_EVENTS = frozenset({"post.unpublished", "post.trashed", "post.deleted"})
 
 
 class Refused(Exception):
@@ -43,6 +49,13 @@ class Call:
 
     feed: Feed
     url: str = ""
+    event: str = ""
+    # The links and guid the call names the article by (url, guid, shortlink), as sent.
+    names: tuple[str, ...] = ()
+
+    @property
+    def unpublished(self) -> bool:
+        return self.event in UNPUBLISH_EVENTS
 
 
 def secret(feed: Feed) -> str:
@@ -80,7 +93,16 @@ def verify(feed: Feed, body: bytes, headers: dict[str, str], *, now: float | Non
         raise Refused("signature refused: malformed webhook headers or body") from None
     message_id = {k.lower(): v for k, v in headers.items()}["webhook-id"][:200]
     _remember(feed, message_id, time.time() if now is None else now)
-    return Call(feed=feed, url=_article_url(body))
+    data = _json(body)
+    event = data.get("type")
+    names = tuple(
+        value[:2000]
+        for key in ("url", "guid", "shortlink")
+        if isinstance(value := data.get(key), str) and value
+    )
+    return Call(
+        feed=feed, url=_article_url(body), event=event[:50] if isinstance(event, str) else "", names=names
+    )
 
 
 def _remember(feed: Feed, message_id: str, now: float) -> None:
@@ -95,11 +117,44 @@ def _remember(feed: Feed, message_id: str, now: float) -> None:
         Feed.objects.filter(pk=feed.pk).update(webhook_seen=recent)
 
 
-def _article_url(body: bytes) -> str:
-    """The article URL a body names ({"url": …}), or ""."""
+def _json(body: bytes) -> dict:
+    """The body as a JSON object, or {} (a "look now" may have no body)."""
     try:
         data = json.loads(body or b"{}")
     except ValueError:
-        return ""
-    found = data.get("url") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _article_url(body: bytes) -> str:
+    """The article URL a body names ({"url": …}), or ""."""
+    found = _json(body).get("url")
     return found[:2000] if isinstance(found, str) and found.startswith(("http://", "https://")) else ""
+
+
+def unpublish(call: Call) -> list[int]:
+    """Record the article a verified unpublish call names as unpublished; the posts' ids.
+
+    Only the posts of the call's feed (or articles seen in it) are looked at: a feed's secret
+    speaks for that feed. Matched by canonical link or guid key, as across feeds.
+    """
+    from django.db.models import Q
+
+    from syndicator import canonical, watch
+    from syndicator.models import Post
+
+    site = canonical.site_of(call.feed.url)
+    keys = {canonical.canonical_url(name) for name in call.names} | {
+        canonical.guid_key(name, site) for name in call.names
+    }
+    keys.discard("")
+    if not keys:
+        return []
+    with transaction.atomic():
+        posts = (
+            Post.objects.filter(Q(feed=call.feed) | Q(sightings__feed=call.feed))
+            .filter(Q(canonical_url__in=keys) | Q(guid_key__in=keys) | Q(guid__in=call.names))
+            .distinct()
+        )
+        articles = {post.same_as_id or post.pk: post for post in posts}
+        return [pk for pk, post in articles.items() if watch.unpublish(post, reason=watch.WEBHOOK)]

@@ -37,6 +37,12 @@ def poll_feed(feed_id: int, look_for: str = "", attempt: int = 0) -> None:
         poll_feed.apply_async(args=(feed_id, look_for, attempt + 1), countdown=LOOK_AGAIN[attempt])
 
 
+@app.task(name=watch.CHECK_PAGES_TASK)
+def check_pages(post_ids: list[int]) -> list[int]:
+    """Check the pages of posts that scrolled off their feed: a 404 or 410 unpublishes them."""
+    return watch.check_pages(post_ids)
+
+
 @app.task(name="tasks.watch.maintain_push")
 def maintain_push() -> dict[str, int]:
     """Renew, time out and end WebSub subscriptions (syndicator/websub.py)."""

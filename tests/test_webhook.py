@@ -169,3 +169,80 @@ def test_wordpress_plugin_headers_are_accepted_by_our_endpoint(hooked):
     headers = json.loads(php(f"echo json_encode({call});"))
     assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type"}
     assert httpx.post(url, content=body.encode(), headers=headers).status_code == 202
+
+
+# --- unpublishing (#12) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", ["post.unpublished", "post.trashed", "post.deleted"])
+def test_a_signed_unpublish_call_unpublishes_the_article_it_names(hooked, monkeypatch, event):
+    from syndicator import followup
+
+    reported = []
+    monkeypatch.setattr(
+        followup,
+        "post_unpublished",
+        lambda post, *, reason, actor=None: reported.append((post.pk, reason)) or 0,
+    )
+    feed, url, secret = hooked
+    post = Post.objects.get(feed=feed, guid="story-2")
+    # A trashed WordPress post's permalink changed ("__trashed"): its guid still names it.
+    body = json.dumps(
+        {"type": event, "url": "https://news.example/2__trashed/", "guid": "story-2", "id": 2}
+    ).encode()
+    response = httpx.post(url, content=body, headers=signed(secret, body))
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "unpublished", "feed": feed.pk, "posts": [post.pk]}
+    post.refresh_from_db()
+    assert post.unpublished_at is not None
+    assert post.unpublished_reason == "the publish webhook said it was unpublished"
+    assert reported == [(post.pk, "the publish webhook said it was unpublished")]
+    assert Post.objects.filter(unpublished_at__isnull=False).count() == 1
+
+    # Said twice: recorded and reported once.
+    again = httpx.post(url, content=body, headers=signed(secret, body, msg_id="msg_2"))
+    assert again.json()["posts"] == [] and len(reported) == 1
+
+
+def test_an_unpublish_call_by_permalink_with_tracking_parameters_finds_the_post(hooked, monkeypatch):
+    from syndicator import followup
+
+    monkeypatch.setattr(followup, "post_unpublished", lambda post, *, reason, actor=None: 0)
+    _, url, secret = hooked
+    body = json.dumps({"type": "post.unpublished", "url": "https://NEWS.example/1/?utm_source=wp#x"}).encode()
+    assert httpx.post(url, content=body, headers=signed(secret, body)).status_code == 202
+    assert list(Post.objects.filter(unpublished_at__isnull=False).values_list("guid", flat=True)) == [
+        "story-1"
+    ]
+
+
+def test_an_unpublish_call_for_another_feeds_post_changes_nothing(hooked, feed_server):
+    _, url, secret = hooked
+    feed_server.set("/other", rss(7))
+    other = Feed.objects.create(url=feed_server.url("/other"))
+    from syndicator import watch
+
+    watch.poll_feed(other.pk)
+    body = json.dumps({"type": "post.deleted", "url": "https://news.example/7"}).encode()
+    assert httpx.post(url, content=body, headers=signed(secret, body)).json()["posts"] == []
+    assert not Post.objects.filter(unpublished_at__isnull=False).exists()
+
+
+def test_wordpress_plugin_names_the_event_of_each_status_change():
+    cases = {
+        ("publish", "draft"): "post.published",
+        ("publish", "publish"): "post.updated",
+        ("draft", "publish"): "post.unpublished",
+        ("private", "publish"): "post.unpublished",
+        ("trash", "publish"): "post.trashed",
+        ("trash", "draft"): "",
+    }
+    plugin = PLUGIN / "syndicator-webhook.php"
+    # The plugin file needs WordPress to load; its event function is pure: run it on its own.
+    source = plugin.read_text()
+    start = source.index("function syndicator_webhook_event")
+    end = source.index("\n}\n", start) + 3
+    code = source[start:end] + "".join(
+        f"echo syndicator_webhook_event({json.dumps(new)}, {json.dumps(old)}), '|';" for new, old in cases
+    )
+    assert php(code).split("|")[:-1] == list(cases.values())

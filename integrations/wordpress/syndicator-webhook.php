@@ -2,7 +2,7 @@
 /**
  * Plugin Name: syndicator publish webhook
  * Description: Tells syndicator the moment a post is published (or updated, or unpublished), so it is posted to your channels within seconds instead of at the next poll. Signed the Standard Webhooks way.
- * Version: 1.0.0
+ * Version: 1.1.0
  * Requires PHP: 7.4
  * License: MIT
  *
@@ -26,25 +26,43 @@ function syndicator_webhook_config(): array
     return array(trim((string) $url), trim((string) $secret));
 }
 
-/** Which event a status change is: published, updated, unpublished, or none. */
+/** Which event a status change is: published, updated, unpublished, trashed, or none. */
 function syndicator_webhook_event(string $new_status, string $old_status): string
 {
     if ($new_status === 'publish') {
         return $old_status === 'publish' ? 'post.updated' : 'post.published';
     }
-    return $old_status === 'publish' ? 'post.unpublished' : '';
+    if ($old_status !== 'publish') {
+        return '';
+    }
+    return $new_status === 'trash' ? 'post.trashed' : 'post.unpublished';
 }
 
-add_action('transition_post_status', function ($new_status, $old_status, $post) {
-    if (!($post instanceof WP_Post) || $post->post_type !== 'post' || wp_is_post_revision($post)) {
-        return;
-    }
-    $event = syndicator_webhook_event((string) $new_status, (string) $old_status);
+/**
+ * The call's body: the event and how syndicator finds the post. The permalink of a post that
+ * left "publish" may no longer be the one the feed showed (a trashed post's slug gets
+ * "__trashed"), so the guid (WordPress's `https://site/?p=ID`, fixed when the post was created)
+ * and the shortlink go along: syndicator matches any of them.
+ */
+function syndicator_webhook_body(string $event, $post): string
+{
+    return (string) wp_json_encode(array(
+        'type' => $event,
+        'id' => $post->ID,
+        'url' => get_permalink($post),
+        'guid' => (string) $post->guid,
+        'shortlink' => home_url('/?p=' . $post->ID),
+    ));
+}
+
+/** Sign and send one call; never blocks publishing. */
+function syndicator_webhook_send(string $event, $post): void
+{
     list($url, $secret) = syndicator_webhook_config();
     if ($event === '' || $url === '' || $secret === '') {
         return;
     }
-    $body = wp_json_encode(array('type' => $event, 'id' => $post->ID, 'url' => get_permalink($post)));
+    $body = syndicator_webhook_body($event, $post);
     try {
         $headers = syndicator_webhook_headers($secret, $body);
     } catch (InvalidArgumentException $e) {
@@ -53,7 +71,23 @@ add_action('transition_post_status', function ($new_status, $old_status, $post) 
     }
     // Not blocking: publishing never waits for syndicator; a lost call is caught by its polling.
     wp_remote_post($url, array('body' => $body, 'headers' => $headers, 'timeout' => 5, 'blocking' => false));
+}
+
+add_action('transition_post_status', function ($new_status, $old_status, $post) {
+    if (!($post instanceof WP_Post) || $post->post_type !== 'post' || wp_is_post_revision($post)) {
+        return;
+    }
+    syndicator_webhook_send(syndicator_webhook_event((string) $new_status, (string) $old_status), $post);
 }, 10, 3);
+
+// Deleted for good without passing through the trash (wp_delete_post with $force_delete, or
+// EMPTY_TRASH_DAYS = 0): no status change is announced, so say it here, while the post exists.
+add_action('before_delete_post', function ($post_id, $post = null) {
+    $post = $post instanceof WP_Post ? $post : get_post($post_id);
+    if ($post instanceof WP_Post && $post->post_type === 'post' && $post->post_status === 'publish') {
+        syndicator_webhook_send('post.deleted', $post);
+    }
+}, 10, 2);
 
 add_action('admin_init', function () {
     register_setting('syndicator_webhook', 'syndicator_webhook_url', array('sanitize_callback' => 'esc_url_raw'));
