@@ -154,7 +154,9 @@ def store_pushed(feed: Feed, body: bytes, content_type: str = "") -> PollReport:
     now = timezone.now()
     parsed = feeds.parse(body, base_url=feed.url, default_language=feed.language, content_type=content_type)
     with transaction.atomic():
-        stored, deliveries = _store_body(feed, parsed, now)
+        # A hub may push only the new or changed entries (PubSubHubbub's fat pings did, and hubs
+        # still do): what a pushed body lacks says nothing, so nothing vanishes by a push.
+        stored, deliveries = _store_body(feed, parsed, now, whole_feed=False)
         Feed.objects.filter(pk=feed.pk).update(last_push_at=now)
     return PollReport(feed=feed, status="ok", parsed=True, new_posts=stored, deliveries=deliveries)
 
@@ -168,7 +170,9 @@ def _next_poll(feed: Feed, max_age: int | None) -> datetime:
     return finished + timedelta(seconds=rhythm.next_interval(feed, finished, pushed=pushed, max_age=max_age))
 
 
-def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[list[Post], int]:
+def _store_body(
+    feed: Feed, parsed: feeds.ParsedFeed, now: datetime, *, whole_feed: bool = True
+) -> tuple[list[Post], int]:
     """Store a parsed body's new posts with their deliveries (inside the caller's transaction);
     the posts stored, and how many deliveries were created.
 
@@ -199,7 +203,8 @@ def _store_body(feed: Feed, parsed: feeds.ParsedFeed, now: datetime) -> tuple[li
     # A target filtered to this feed gets an article first seen elsewhere (not a first poll's backlog).
     deliveries = len(create_auto_deliveries(deliverable + ([] if first_poll else seen_again)))
     _follow_changes(feed, parsed, now, skip_guids={item.guid[:2000] for item in new_items})
-    scrolled_off = _follow_vanished(feed, parsed, now)
+    # Only a polled body is the whole feed: absence from a pushed one proves nothing.
+    scrolled_off = _follow_vanished(feed, parsed, now) if whole_feed else []
     if scrolled_off:
         # Checked by a worker once this commits: no page fetch inside the poll's transaction,
         # nor in the web request a WebSub push arrives on.

@@ -35,7 +35,7 @@ def fill_identity(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("syndicator", "0019_metric_tally"),
+        ("syndicator", "0015_pacing"),
     ]
 
     operations = [
