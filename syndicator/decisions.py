@@ -96,8 +96,9 @@ def retry(deliveries: Iterable[Delivery], *, by: Actor = None) -> int:
     return len(rows)
 
 
-def cancel(deliveries: Iterable[Delivery], *, by: Actor = None) -> int:
-    """Cancel deliveries that have not been sent yet (queued or waiting to retry)."""
+def cancel(deliveries: Iterable[Delivery], *, by: Actor = None, reason: str = "") -> int:
+    """Cancel deliveries that have not been sent yet (queued or waiting to retry); ``reason``
+    (an unpublished article) is added to the verdict and the delivery's last_error."""
     ids = [d.pk for d in deliveries]
     now = db_now()
     name = _actor(by)[1]
@@ -110,8 +111,10 @@ def cancel(deliveries: Iterable[Delivery], *, by: Actor = None) -> int:
         )
         for d in rows:
             number = d.attempts + 1
-            if move(d.pk, Event.CANCEL, now=now, attempts=number, next_attempt_at=None):
-                _verdict(d, number, Outcome.CANCELLED, by, _credit(f"cancelled (was {d.status})", name), now)
+            extra: dict[str, Any] = {"last_error": reason[:5000]} if reason else {}
+            if move(d.pk, Event.CANCEL, now=now, attempts=number, next_attempt_at=None, **extra):
+                what = f"cancelled (was {d.status}): {reason}" if reason else f"cancelled (was {d.status})"
+                _verdict(d, number, Outcome.CANCELLED, by, _credit(what, name), now)
                 cancelled += 1
     return cancelled
 

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 
-from syndicator import clock, pacing, waiting
+from syndicator import clock, followup, pacing, waiting
 from syndicator.clock import db_now
 from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API callers use)
     cancel,
@@ -125,6 +125,9 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
     None when there was nothing to do: already handled, not due, or its target paused.
     """
     if not claim(delivery_id):
+        # The same task message serves a sent post's edit or delete (syndicator/followup.py).
+        if action := followup.claim(delivery_id):
+            return followup.run(delivery_id, action, task_id=task_id, worker=worker)
         if verifying := claim_verification(delivery_id, task_id=task_id, worker=worker):
             return verify_delivery(verifying)
         log.info("delivery %s: nothing to claim (already handled, not due, or target paused)", delivery_id)
@@ -206,6 +209,8 @@ def _record_success(
         external_id=result.external_id[:200],
         external_url=result.external_url[:2000],
         sent_details=result.details or {},
+        # The article's version this text was rendered from: a newer one is an edit to follow.
+        source_version=delivery.post.version,
         last_error="",
         lease_until=None,
         next_attempt_at=None,
@@ -367,6 +372,7 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     """
     now = now or clock.current()
     requeued_lost, lost = settle_lost_sends(now)
+    lost_followups = followup.settle_lost(now)
     stale = now - timedelta(seconds=settings.SYNDICATOR_STRANDED_AFTER)
     not_recently_sent = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale)
     due = (
@@ -383,7 +389,16 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     requeued = enqueue(waiting.lost(list(due)))
     # A look-up goes through its target's queue like a send: a slow network never stalls the sweeper.
     verifying = enqueue(waiting.lost(due_verifications(now, not_recently_sent)))
-    counts = {"uncertain": lost, "requeued_lost": requeued_lost, "enqueued": requeued, "verifying": verifying}
+    # Edits and deletes asked for (their message lost, a retry due, a send that ended meanwhile).
+    following = enqueue(waiting.lost(followup.due(now, not_recently_sent)))
+    counts = {
+        "uncertain": lost,
+        "requeued_lost": requeued_lost,
+        "enqueued": requeued,
+        "verifying": verifying,
+        "followups": following,
+        "followups_lost": lost_followups,
+    }
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts

@@ -45,6 +45,12 @@ class Event(enum.StrEnum):
     CANCEL = "cancel"
     WAIT = "wait"
     RESCHEDULE = "reschedule"
+    EDIT = "edit"
+    DELETE = "delete"
+    EDITED = "edited"
+    DELETED = "deleted"
+    FOLLOWUP_BACK = "followup_back"
+    LOST_MID_FOLLOWUP = "lost_mid_followup"
 
 
 class By(enum.StrEnum):
@@ -90,6 +96,17 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.WAIT: _t((Status.SENDING,), Status.QUEUED, By.WORKER),
     # An editor's send now / reschedule from the queue page: a new time, still queued.
     Event.RESCHEDULE: _t((Status.QUEUED, Status.RETRYING), Status.QUEUED, By.PERSON),
+    # Following the article (syndicator/followup.py): a sent post with a follow-up asked for is
+    # claimed to be edited or deleted on its network, like a send is claimed; the outcome moves it
+    # to `deleted`, or back to `sent` (edited, unchanged, refused, to be tried again). A sent post
+    # never becomes `failed`: what is out stays out, and the reason is shown.
+    Event.EDIT: _t((Status.SENT,), Status.EDITING, By.WORKER),
+    Event.DELETE: _t((Status.SENT,), Status.DELETING, By.WORKER),
+    Event.EDITED: _t((Status.EDITING,), Status.SENT, By.WORKER),
+    Event.DELETED: _t((Status.DELETING,), Status.DELETED, By.WORKER),
+    Event.FOLLOWUP_BACK: _t((Status.EDITING, Status.DELETING), Status.SENT, By.WORKER),
+    # An edit or delete is safe to repeat: one whose worker was lost is simply asked for again.
+    Event.LOST_MID_FOLLOWUP: _t((Status.EDITING, Status.DELETING), Status.SENT, By.SWEEPER),
 }
 
 # Statuses a person can act on, for the buttons and the API's 409s.

@@ -209,6 +209,18 @@ class Delivery(models.Model):
         UNCERTAIN = "uncertain"
         SKIPPED = "skipped"
         CANCELLED = "cancelled"
+        # Following the article (syndicator/followup.py): a sent post being edited or deleted on
+        # its network, and one that was deleted there.
+        EDITING = "editing"
+        DELETING = "deleting"
+        DELETED = "deleted"
+
+    class Followup(models.TextChoices):
+        """What is to be done next to a sent post (syndicator/followup.py)."""
+
+        NONE = "", "nothing"
+        EDIT = "edit"  # the article changed: re-render and edit the network's post
+        DELETE = "delete"  # the article was pulled, or an editor asked: delete it
 
     class Origin(models.TextChoices):
         AUTO = "auto"
@@ -254,6 +266,20 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # Following the article after it went out (syndicator/followup.py, docs/followups.md).
+    followup = models.CharField(max_length=8, choices=Followup.choices, blank=True, default="")
+    # Who asked for the follow-up: an editor's name; empty when syndicator decided it.
+    followup_by = models.CharField(max_length=150, blank=True)
+    # The post version the network's text was rendered from (Post.version): a newer one is an edit.
+    source_version = models.PositiveIntegerField(default=0)
+    edits = models.PositiveIntegerField(default=0)  # edits applied on the network
+    # Why the last follow-up did not happen, or what waits for an editor (kept while `sent`).
+    followup_note = models.TextField(blank=True)
+    # The article was unpublished and this target's policy is `flag`: an editor decides.
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # Who or what decided the deletion: "editor NAME" or "syndicator: <the reason>".
+    deleted_by = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -300,6 +326,10 @@ class DeliveryAttempt(models.Model):
         RESCHEDULED = "rescheduled", "rescheduled"
         # The post does not suit the network (errors.Skipped): nothing was sent, nothing failed.
         SKIPPED = "skipped", "skipped"
+        # An edit or delete the network will not make (window passed, too many edits): it stays.
+        REFUSED = "refused", "refused by the network"
+        # An edit whose re-rendered text is what the network already shows: nothing was sent.
+        UNCHANGED = "unchanged", "unchanged, not sent"
 
     class Kind(models.TextChoices):
         SEND = "send"
@@ -327,6 +357,9 @@ class DeliveryAttempt(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     actor_name = models.CharField(max_length=150, blank=True)
+    # An edit's text as the network showed it before, and as it was asked to read after.
+    text_before = models.TextField(blank=True)
+    text_after = models.TextField(blank=True)
 
     class Meta:
         ordering = ["delivery_id", "number"]

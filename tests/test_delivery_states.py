@@ -62,13 +62,24 @@ def test_the_table_refuses_an_illegal_move_and_a_move_from_a_status_it_does_not_
 
 
 def test_sent_is_final_and_only_a_person_retries_cancels_or_gives_a_verdict():
-    assert not [event for event, t in TRANSITIONS.items() if Status.SENT in t.sources]
+    # What is out is never sent again: a sent post leaves `sent` only to be edited or deleted on
+    # its network (#12), and those end in `sent` or `deleted`, never `queued` or `failed`.
+    assert [event for event, t in TRANSITIONS.items() if Status.SENT in t.sources] == [
+        Event.EDIT,
+        Event.DELETE,
+    ]
+    following = {Status.EDITING, Status.DELETING}
+    assert {t.to for t in TRANSITIONS.values() if following & set(t.sources)} == {Status.SENT, Status.DELETED}
+    assert not [event for event, t in TRANSITIONS.items() if Status.DELETED in t.sources]
     assert not [event for event, t in TRANSITIONS.items() if Status.SKIPPED in t.sources]
     person = {event for event, t in TRANSITIONS.items() if t.by == By.PERSON}
     assert person == {Event.RETRY, Event.CANCEL, Event.MARK_SENT, Event.MARK_NOT_SENT, Event.RESCHEDULE}
     sweeper = {event for event, t in TRANSITIONS.items() if t.by == By.SWEEPER}
-    assert sweeper == {Event.LOST_BEFORE_SEND, Event.LOST_MID_SEND}
-    assert all(TRANSITIONS[e].sources == (Status.SENDING,) for e in sweeper), "the sweeper takes only sends"
+    assert sweeper == {Event.LOST_BEFORE_SEND, Event.LOST_MID_SEND, Event.LOST_MID_FOLLOWUP}
+    sends = {Event.LOST_BEFORE_SEND, Event.LOST_MID_SEND}
+    assert all(TRANSITIONS[e].sources == (Status.SENDING,) for e in sends), "the sweeper takes lost sends"
+    # and lost follow-ups, back to `sent` with the follow-up still asked for (safe to repeat)
+    assert TRANSITIONS[Event.LOST_MID_FOLLOWUP].to == Status.SENT
 
 
 def test_a_move_happens_once_when_two_ask_for_it(post, box):

@@ -31,6 +31,7 @@ from syndicator.targets.config import (
     Setting,
     SettingError,
     base_url_setting,
+    followup_settings,
     format_settings,
     pacing_settings,
 )
@@ -141,6 +142,7 @@ class Adapter:
             *cls.inherited_settings,
             *format_settings(cls.text.hashtags if cls.text else None),
             *pacing_settings(cls.pacing),
+            *followup_settings(cls.capabilities.edit, cls.capabilities.delete),
         )
         cls.settings_spec = (*cls.settings_spec, *(s for s in shared if s.name not in own))
 
@@ -248,6 +250,11 @@ class Adapter:
     def send(self, message: Message, delivery: Delivery) -> SendResult:
         """Publish the message; raise a DeliveryError subclass on failure."""
         raise NotImplementedError
+
+    def abilities(self) -> Capabilities:
+        """What this target can edit and delete: the network's ``capabilities`` (an outbox
+        imitates those of the format it renders)."""
+        return self.capabilities
 
     def edit(self, message: Message, delivery: Delivery) -> SendResult:
         """Change the network's post of a sent delivery (``delivery.external_id``, and what the

@@ -341,3 +341,27 @@ def pacing_settings(pacing: Pacing) -> tuple[Setting, ...]:
             minimum=1,
         ),
     )
+
+
+ON_UPDATE = ("edit", "ignore")
+ON_UNPUBLISH = ("delete", "flag")
+
+
+def followup_settings(can_edit: bool, can_delete: bool) -> tuple[Setting, ...]:
+    """What a target does when an article it carried changes or is pulled (docs/followups.md):
+    every network inherits them; a network that cannot edit (or delete) takes only the choice
+    that asks nothing of it."""
+    return (
+        Setting(
+            "on_update",
+            "When the article is edited at its source: edit the post here, or ignore it",
+            choices=ON_UPDATE if can_edit else ("ignore",),
+            default="edit" if can_edit else "ignore",
+        ),
+        Setting(
+            "on_unpublish",
+            "When the article is unpublished: delete the post here, or flag it for an editor",
+            choices=ON_UNPUBLISH if can_delete else ("flag",),
+            default="flag",
+        ),
+    )

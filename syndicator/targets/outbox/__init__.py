@@ -20,7 +20,7 @@ from syndicator.errors import (
     TargetBroken,
     TransientError,
 )
-from syndicator.targets.base import Adapter, SendResult, register
+from syndicator.targets.base import Adapter, Capabilities, SendResult, register
 from syndicator.targets.config import Duration, Setting
 from syndicator.targets.faults import Rule
 from syndicator.targets.registry import OUTBOX, formats
@@ -51,6 +51,9 @@ class OutboxAdapter(Adapter):
     kind = OUTBOX
     label = "outbox (dry run)"
     idempotent = True  # nothing is published, so sending again is harmless
+    # Both, so its on_update / on_unpublish settings take every choice; what one outbox can do is
+    # that of the format it imitates (``abilities``).
+    capabilities = Capabilities(edit=True, delete=True, note="imitates the format it renders")
     settings_spec = (
         # Any network's format; the first registered one when none is set.
         Setting("format", "Network whose format to render", choices=formats),
@@ -70,6 +73,31 @@ class OutboxAdapter(Adapter):
         self._maybe_fail()
         digest = hashlib.sha256(f"{delivery.pk}:{message.as_log_text()}".encode()).hexdigest()[:16]
         return SendResult(external_id=f"outbox-{delivery.pk}-{digest}")
+
+    def abilities(self) -> Capabilities:
+        """The edit and delete abilities of the network whose format this outbox renders."""
+        from syndicator.targets.registry import network
+
+        imitated = network(self.target.message_format).capabilities
+        return Capabilities(
+            edit=imitated.edit,
+            delete=imitated.delete,
+            edit_window=imitated.edit_window,
+            delete_window=imitated.delete_window,
+            max_edits=imitated.max_edits,
+            note=f"dry run, as {network(self.target.message_format).label}: {imitated.note}",
+        )
+
+    def edit(self, message: Message, delivery: Delivery) -> SendResult:
+        """A dry-run edit, recorded like a real one (the log's text before and after); fails on
+        purpose like a send. The imitated network's window and edit count are the machinery's to
+        check (syndicator/followup.py), as they are before a real network is asked."""
+        self._maybe_fail("edit")
+        return SendResult(external_id=delivery.external_id, external_url=delivery.external_url)
+
+    def delete(self, delivery: Delivery) -> None:
+        """A dry-run delete; fails on purpose like a send."""
+        self._maybe_fail("delete")
 
     def verify(self, delivery: Delivery) -> SendResult | None:
         """Send again: nothing is published, so a second send is the honest answer to "did it go out"."""
@@ -92,7 +120,7 @@ class OutboxAdapter(Adapter):
             error.retry_after = wait
         return error
 
-    def _maybe_fail(self) -> None:
+    def _maybe_fail(self, action: str = "send") -> None:
         from syndicator.models import Target
 
         with transaction.atomic():
@@ -106,4 +134,4 @@ class OutboxAdapter(Adapter):
                 return
             target.settings["fail_next"] = remaining - 1
             target.save(update_fields=["settings"])
-        raise locked.failure(kind, "send", publishing=True)
+        raise locked.failure(kind, action, publishing=action == "send")
