@@ -127,7 +127,7 @@ class FacebookAdapter(HttpAdapter):
         post_id, token, version = _post_id(delivery), self.secret(), self._version()
         text = _caption(message) if sent.get("photo") or sent.get("photo_id") else message.text
         if not text.strip():
-            raise PermanentError("Facebook edit: the new text is empty")
+            raise PermanentError(f"{self.label} edit: the new text is empty")
         path = f"/{version}/{post_id}"
         with self._client() as api:
             try:
