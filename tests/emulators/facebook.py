@@ -6,11 +6,16 @@
         graph.fail_next(json=graph_error(368, "..."))   # any Graph error, once
         graph.fail_permalink_next()                # only the permalink lookup fails
         graph.lose_answer_next()                   # the post is made, the answer is a bare 502
+        graph.post(post_id)                        # a post as it is now; None once deleted
 
 What it checks, like Graph: a version prefix (/v25.0/…), the access token (form field
 ``access_token``, or an ``Authorization: Bearer``/``OAuth`` header), which Page a token may post
 to, ``message`` or ``link`` on /feed and ``url`` on /photos, and the same message twice on one
-Page (code 506). Error bodies have Graph's shape: {"error": {message, type, code,
+Page (code 506). Edits (POST /{post-id} ``message``) and deletes (DELETE /{post-id}, DELETE
+/{photo-id}) need the token of the post's Page; an object that is not there (never made, or
+deleted) answers code 100, subcode 33. A photo post's message is its photo's caption; deleting the
+post leaves the photo (the pessimistic reading: what Graph does is not documented), deleting the
+photo deletes its post. Error bodies have Graph's shape: {"error": {message, type, code,
 error_subcode, fbtrace_id}}.
 """
 
@@ -76,6 +81,9 @@ class GraphEmulator(Emulator):
         self.pages: dict[str, str] = {}  # page id → name
         self.tokens: dict[str, str] = {}  # valid Page token → the page it belongs to
         self.posts: dict[str, list[dict[str, Any]]] = {}  # page id → its posts, oldest first
+        self.photos: dict[str, dict[str, Any]] = {}  # photo id → {"page_id", "post_id", "url"}
+        self.edits: dict[str, int] = {}  # post id → edits that changed its message
+        self.deleted: list[str] = []  # ids of the objects deleted, in order
         self._ids = itertools.count(7001)
         self._permalink_faults: list[Reply] = []
         self._lost_answers: list[int] = []  # statuses of the next answers to lose
@@ -86,7 +94,10 @@ class GraphEmulator(Emulator):
         self.route("GET", rf"{VERSIONED}/me", self._me)
         self.route("GET", rf"{VERSIONED}/{page}/feed", self._list_feed)
         self.route("GET", rf"{VERSIONED}/(?P<post>\d+_\d+)", self._get_post)
-        for method in ("GET", "POST"):  # anything else, the way Graph answers it
+        self.route("POST", rf"{VERSIONED}/(?P<post>\d+_\d+)", self._edit_post)
+        self.route("DELETE", rf"{VERSIONED}/(?P<post>\d+_\d+)", self._delete_post)
+        self.route("DELETE", rf"{VERSIONED}/(?P<photo>\d+)", self._delete_photo)
+        for method in ("GET", "POST", "DELETE"):  # anything else, the way Graph answers it
             self.route(method, r".*", self._unknown_path)
 
     # --- test controls --------------------------------------------------------------------------
@@ -114,6 +125,12 @@ class GraphEmulator(Emulator):
         """The next `count` posts are made, but their answer is a bare 5xx (lost on the way back)."""
         with self._lock:
             self._lost_answers.extend([status] * count)
+
+    def post(self, post_id: str) -> dict[str, Any] | None:
+        """The post with this id as it is now, or None (never made, or deleted)."""
+        with self._lock:
+            found = [p for posts in self.posts.values() for p in posts if p["id"] == post_id]
+        return dict(found[0]) if found else None
 
     def dispatch(self, request: EmulatedRequest) -> Reply:
         """As Emulator.dispatch, then replace a successful POST's answer if one is to be lost."""
@@ -154,6 +171,9 @@ class GraphEmulator(Emulator):
             return _fail(400, graph_error(100, "(#100) Invalid parameter: url is not a URL"))
         post = self._publish(page, caption, image_url=url)
         photo_id = str(next(self._ids))
+        with self._lock:
+            self.photos[photo_id] = {"page_id": page, "post_id": post["id"], "url": url}
+            post["photo_id"] = photo_id
         self.record(
             "post",
             page_id=page,
@@ -199,6 +219,59 @@ class GraphEmulator(Emulator):
         if not found:
             return _fail(400, _no_object(post_id))
         return Reply(json={"id": post_id, "permalink_url": found[0]["permalink_url"]})
+
+    def _edit_post(self, req: EmulatedRequest) -> Reply:
+        """POST /{post-id} with ``message``: {"success": true}; the same message again changes nothing."""
+        post_id = req.match["post"] if req.match else ""
+        page = post_id.split("_")[0]
+        if denied := self._authorize(req, page):
+            return denied
+        form = req.form
+        if "message" not in form:
+            return _fail(
+                400, graph_error(100, "(#100) Parameters do not match any fields that can be updated")
+            )
+        with self._lock:
+            post = next((p for p in self.posts.get(page, []) if p["id"] == post_id), None)
+            if post is None:
+                return _fail(400, _no_object(post_id))
+            if post["message"] != form["message"]:
+                post["message"] = form["message"]
+                self.edits[post_id] = self.edits.get(post_id, 0) + 1
+        self.record("edit", page_id=page, post_id=post_id, text=form["message"])
+        return Reply(json={"success": True})
+
+    def _delete_post(self, req: EmulatedRequest) -> Reply:
+        """DELETE /{post-id}: {"success": true}; a post that is not there is code 100/33."""
+        post_id = req.match["post"] if req.match else ""
+        page = post_id.split("_")[0]
+        if denied := self._authorize(req, page):
+            return denied
+        with self._lock:
+            posts = self.posts.get(page, [])
+            if not any(p["id"] == post_id for p in posts):
+                return _fail(400, _no_object(post_id))
+            self.posts[page] = [p for p in posts if p["id"] != post_id]
+            self.deleted.append(post_id)
+        return Reply(json={"success": True})
+
+    def _delete_photo(self, req: EmulatedRequest) -> Reply:
+        """DELETE /{photo-id}: the photo and the post it made."""
+        photo_id = req.match["photo"] if req.match else ""
+        with self._lock:
+            photo = self.photos.get(photo_id)
+        if photo is None:
+            if denied := self._authorize(req, None):
+                return denied
+            return _fail(400, _no_object(photo_id))
+        if denied := self._authorize(req, photo["page_id"]):
+            return denied
+        with self._lock:
+            self.photos.pop(photo_id, None)
+            page = photo["page_id"]
+            self.posts[page] = [p for p in self.posts.get(page, []) if p["id"] != photo["post_id"]]
+            self.deleted.append(photo_id)
+        return Reply(json={"success": True})
 
     def _unknown_path(self, req: EmulatedRequest) -> Reply:
         parts = req.path.strip("/").split("/")
@@ -355,6 +428,15 @@ class Harness(HttpHarness):
     def sent(self) -> list[dict[str, Any]]:
         """The posts the emulator accepted, oldest first; each has "text" (the message or caption)."""
         return [dict(entry) for entry in self.emulator.accepted if entry["kind"] == "post"]
+
+    def post_text(self, external_id: str) -> str | None:
+        """The post's message (a photo post's caption) now; None once deleted."""
+        post = self.emulator.post(external_id)
+        return None if post is None else str(post["message"])
+
+    def edit_count(self, external_id: str) -> int:
+        """How many edits changed the post's message (Graph documents no limit)."""
+        return self.emulator.edits.get(external_id, 0)
 
     def inject(self, mode: str) -> None:
         """Make the next request fail the way ``mode`` names (see ``expected``)."""

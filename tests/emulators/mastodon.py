@@ -5,13 +5,17 @@
         social.fail_next(status=503)  # scripted faults, from tests.emulators.base
         social.lose_next_answers()  # the next status is made, its answer never arrives
         social.statuses()           # the statuses it made, in order
+        social.history(status_id)   # a status's versions, as GET /api/v1/statuses/:id/history
 
-Routes: POST /api/v1/statuses, GET /api/v1/accounts/verify_credentials, GET /api/v2/instance,
-POST /api/v2/media, GET /api/v1/media/:id and GET /images/{name} (images to download). It checks
-requests as Mastodon does: a bearer token; form or JSON fields; the length rule (grapheme clusters,
-every http(s) URL as ``url_length``, found by twitter-text's extractor as Mastodon's
-StatusLengthValidator does); an Idempotency-Key answered with the status it made, per token;
-media that has finished processing.
+Routes: POST /api/v1/statuses, PUT and DELETE /api/v1/statuses/:id, GET /api/v1/statuses/:id and
+its /history, GET /api/v1/accounts/verify_credentials, GET /api/v2/instance, POST /api/v2/media,
+GET /api/v1/media/:id and GET /images/{name} (images to download). It checks requests as Mastodon
+does: a bearer token; form or JSON fields; the length rule (grapheme clusters, every http(s) URL
+as ``url_length``, found by twitter-text's extractor as Mastodon's StatusLengthValidator does); an
+Idempotency-Key answered with the status it made, per token; media that has finished processing.
+Edits as UpdateStatusService makes them: the media are the ``media_ids`` the edit names (none
+named: none kept), an edit that changes nothing makes no version, the first edit also keeps the
+original as a version; a deleted status answers 404 "Record not found" to everything.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ USERNAME = "syndicator_test"
 VISIBILITIES = ("public", "unlisted", "private", "direct")
 NOT_READY = "Cannot attach files that have not finished processing. Try again in a moment!"
 INVALID_TOKEN = {"error": "The access token is invalid"}
+NOT_FOUND = {"error": "Record not found"}  # Api::BaseController's answer to RecordNotFound
+MAX_MEDIA = 4  # media_attachments.validations.too_many
 
 
 def grapheme_length(text: str) -> int:
@@ -74,11 +80,18 @@ class MastodonEmulator(Emulator):
         self.rate_limit = 300
         self._remaining = itertools.count(self.rate_limit - 1, -1)
         self._keys: dict[tuple[str, str], dict[str, Any]] = {}  # (token, Idempotency-Key) → status
+        self.live: dict[str, dict[str, Any]] = {}  # status id → the status, until it is deleted
+        self.edits: dict[str, list[dict[str, Any]]] = {}  # status id → its StatusEdits (once edited)
+        self.deleted: list[str] = []
         self._lost_answers = 0
         self._lost_for = 0.0
         self._ids = itertools.count(int(time.time() * 1000) << 16)
         self._lock = threading.Lock()
         self.route("POST", r"/api/v1/statuses", self._create_status)
+        self.route("PUT", r"/api/v1/statuses/(?P<id>\w+)", self._update_status)
+        self.route("DELETE", r"/api/v1/statuses/(?P<id>\w+)", self._delete_status)
+        self.route("GET", r"/api/v1/statuses/(?P<id>\w+)", self._get_status)
+        self.route("GET", r"/api/v1/statuses/(?P<id>\w+)/history", self._history)
         self.route("GET", r"/api/v1/accounts/verify_credentials", self._verify_credentials)
         self.route("GET", r"/api/v2/instance", self._instance)
         self.route("POST", r"/api/v2/media", self._upload)
@@ -88,6 +101,16 @@ class MastodonEmulator(Emulator):
     def statuses(self) -> list[dict[str, Any]]:
         """The statuses made so far, in order (a repeated Idempotency-Key makes none)."""
         return [item for item in self.accepted if item["kind"] == "status"]
+
+    def history(self, status_id: str) -> list[dict[str, Any]] | None:
+        """The versions GET /api/v1/statuses/:id/history answers (oldest first); None once deleted."""
+        with self._lock:
+            status = self.live.get(status_id)
+            if status is None:
+                return None
+            return [
+                dict(e) for e in self.edits.get(status_id) or [self._snapshot(status, status["created_at"])]
+            ]
 
     def image_url(self, name: str = "photo.png") -> str:
         """The URL of an image this emulator serves."""
@@ -133,8 +156,14 @@ class MastodonEmulator(Emulator):
                 "visibility": visibility,
                 "language": params.get("language"),
                 "content": text,
+                "spoiler_text": str(params.get("spoiler_text") or ""),
+                "sensitive": bool(params.get("sensitive")),
+                "edited_at": None,
                 "media_attachments": [self.media[m]["entity"] for m in media_ids],
             }
+            for m in media_ids:
+                self.media[m]["status_id"] = status_id
+            self.live[status_id] = status
             if key:
                 self._keys[(self.token, key)] = status
             lost, self._lost_answers = self._lost_answers > 0, max(self._lost_answers - 1, 0)
@@ -149,6 +178,81 @@ class MastodonEmulator(Emulator):
             idempotency_key=key,
         )
         return Reply(200, json=status, headers=self._rate_headers(), delay=self._lost_for if lost else 0.0)
+
+    def _update_status(self, request: EmulatedRequest) -> Reply:
+        """PUT /api/v1/statuses/:id as UpdateStatusService does it (module docstring)."""
+        if (denied := self._authorize(request)) is not None:
+            return denied
+        status_id = request.match["id"] if request.match else ""
+        params = request.params()
+        named = params.get("media_ids") or params.get("media_ids[]") or []
+        media_ids = [str(m) for m in (named if isinstance(named, list) else [named])]
+        with self._lock:
+            status = self.live.get(status_id)
+            if status is None:
+                return Reply(404, json=NOT_FOUND, headers=self._rate_headers())
+            if len(media_ids) > MAX_MEDIA:
+                return self._invalid("Validation failed: You cannot attach more than 4 files")
+            # The account's media, not attached elsewhere (validate_media!: status_id nil or this one).
+            usable = [m for m in media_ids if self.media.get(m, {}).get("status_id") in (None, status_id)]
+            if any(self.media[m]["polls_left"] > 0 for m in usable):
+                return self._invalid(NOT_READY)
+            text = params["status"] if isinstance(params.get("status"), str) else status["content"]
+            if not text.strip() and not usable:
+                return self._invalid("Validation failed: Text can't be blank")
+            if status_length(text, self.url_length) > self.max_characters:
+                return self._invalid(
+                    f"Validation failed: Text character limit of {self.max_characters} exceeded"
+                )
+            changed = {
+                "content": text,
+                "spoiler_text": str(params.get("spoiler_text", status["spoiler_text"]) or ""),
+                "sensitive": bool(params.get("sensitive", status["sensitive"])),
+                "language": params.get("language") or status["language"],
+                "media_attachments": [self.media[m]["entity"] for m in usable],
+            }
+            if all(status[k] == v for k, v in changed.items()):
+                return Reply(200, json=dict(status), headers=self._rate_headers())  # NoChangesSubmitted
+            versions = self.edits.setdefault(status_id, [])
+            if not versions:  # create_previous_edit!: the original, as it was when posted
+                versions.append(self._snapshot(status, status["created_at"]))
+            for attachment in status["media_attachments"]:
+                self.media[attachment["id"]].pop("status_id", None)
+            status.update(changed, edited_at=_now())
+            for m in usable:
+                self.media[m]["status_id"] = status_id
+            versions.append(self._snapshot(status, status["edited_at"]))
+            answer = dict(status)
+        self.record("edit", id=status_id, text=text, media_ids=usable, language=changed["language"])
+        return Reply(200, json=answer, headers=self._rate_headers())
+
+    def _delete_status(self, request: EmulatedRequest) -> Reply:
+        """DELETE /api/v1/statuses/:id: the status with its source text; 404 once it is gone."""
+        if (denied := self._authorize(request)) is not None:
+            return denied
+        status_id = request.match["id"] if request.match else ""
+        with self._lock:
+            status = self.live.pop(status_id, None)
+            if status is None:
+                return Reply(404, json=NOT_FOUND, headers=self._rate_headers())
+            self.edits.pop(status_id, None)
+            self.deleted.append(status_id)
+        return Reply(200, json={**status, "text": status["content"]}, headers=self._rate_headers())
+
+    def _get_status(self, request: EmulatedRequest) -> Reply:
+        with self._lock:
+            status = self.live.get(request.match["id"] if request.match else "")
+            answer = dict(status) if status is not None else None
+        if answer is None:
+            return Reply(404, json=NOT_FOUND)
+        return Reply(200, json=answer, headers=self._rate_headers())
+
+    def _history(self, request: EmulatedRequest) -> Reply:
+        """Every version, the original first (a never edited status: itself, as one version)."""
+        versions = self.history(request.match["id"] if request.match else "")
+        if versions is None:
+            return Reply(404, json=NOT_FOUND)
+        return Reply(200, json=versions, headers=self._rate_headers())
 
     def _verify_credentials(self, request: EmulatedRequest) -> Reply:
         if (denied := self._authorize(request)) is not None:
@@ -210,6 +314,18 @@ class MastodonEmulator(Emulator):
 
     # --- helpers --------------------------------------------------------------------------------
 
+    def _snapshot(self, status: dict[str, Any], at: str) -> dict[str, Any]:
+        """A StatusEdit of the status as it is now (Status#build_snapshot)."""
+        return {
+            "content": status["content"],
+            "spoiler_text": status["spoiler_text"],
+            "sensitive": status["sensitive"],
+            "created_at": at,
+            "account": dict(self.account),
+            "media_attachments": [dict(m) for m in status["media_attachments"]],
+            "emojis": [],
+        }
+
     def _authorize(self, request: EmulatedRequest) -> Reply | None:
         """None when the bearer token is the configured one, else Mastodon's 401."""
         if request.headers.get("authorization", "") == f"Bearer {self.token}":
@@ -225,6 +341,10 @@ class MastodonEmulator(Emulator):
             "X-RateLimit-Remaining": str(max(next(self._remaining), 0)),
             "X-RateLimit-Reset": rate_limit_reset(300),
         }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def rate_limit_reset(seconds: float) -> str:
@@ -303,6 +423,16 @@ class Harness(HttpHarness):
     def sent(self) -> list[dict[str, Any]]:
         """The statuses the emulator made, each with "text", "id" and "media_ids"."""
         return self.emulator.statuses()
+
+    def post_text(self, external_id: str) -> str | None:
+        """The status's text now; None once deleted (or never made)."""
+        status = self.emulator.live.get(external_id)
+        return None if status is None else str(status["content"])
+
+    def edit_count(self, external_id: str) -> int:
+        """How many edits changed the status (its history holds one version more: the original)."""
+        versions = self.emulator.history(external_id)
+        return len(versions) - 1 if versions else 0
 
     def inject(self, mode: str) -> None:
         """Make the next request fail the way ``mode`` names (see ``expected``)."""

@@ -1,13 +1,20 @@
 """Facebook Page target: Graph API link posts (and photo posts) over httpx.
 
 The Page access token travels as the form field ``access_token`` in POST bodies and as an
-``Authorization: Bearer`` header on GETs, never in a URL: URLs end up in logs. Errors are
-classified by Graph's ``error.code``/``error_subcode``, not by the HTTP status (TARGETS.md §2),
+``Authorization: Bearer`` header on GETs and DELETEs, never in a URL: URLs end up in logs. Errors
+are classified by Graph's ``error.code``/``error_subcode``, not by the HTTP status (TARGETS.md §2),
 with the one table in errors.py (``ERRORS``).
+
+Edits and deletes: the Page feed reference reads "/{page-post-id} endpoint allows you to update a
+specific Page post" (``POST /{post-id}`` with ``message``), and Meta's Pages API "Posts" guide
+covers deleting one (``DELETE /{post-id}``). Both go to the Page post's id, which every send keeps
+(``post_id``; a photo post also keeps its ``photo_id``). Graph's answer for an object that is no
+longer there is code 100, subcode 33: a delete counts it as done, an edit as EditRefused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -17,15 +24,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from django.conf import settings
 
-from syndicator.errors import DeliveryError, OutcomeUnknown, PermanentError, TargetBroken
+from syndicator.errors import DeliveryError, EditRefused, OutcomeUnknown, PermanentError, TargetBroken
 from syndicator.redact import redact
 from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
 from syndicator.targets.config import Setting
 from syndicator.targets.facebook.errors import (
     ERRORS,
+    MISSING_OBJECT,
     TOKEN_SUBCODES,
     DuplicatePost,
+    ObjectMissing,
     as_int,
     retry_after_from,
     table_code,
@@ -59,8 +68,11 @@ class FacebookAdapter(HttpAdapter):
     default_base_url = DEFAULT_BASE_URL
     text = TEXT_RULES
     errors = ERRORS
-    # Graph API: POST /{post-id} with a new message edits a Page post; DELETE /{post-id} removes it.
-    capabilities = Capabilities(edit=True, delete=True, note="edits and deletes its Page posts")
+    # Graph API: POST /{post-id} with a new message edits a Page post; DELETE /{post-id} removes it
+    # (module docstring). No window or count of edits is documented.
+    capabilities = Capabilities(
+        edit=True, delete=True, note="edits the text of its Page posts (a photo's caption) and deletes them"
+    )
     settings_spec = (
         Setting("page_id", "Numeric id of the Facebook Page", required=True),
         Setting("graph_version", "Graph API version, e.g. v25.0 (default: SYNDICATOR_GRAPH_API_VERSION)"),
@@ -83,7 +95,7 @@ class FacebookAdapter(HttpAdapter):
                 body = self._publish(api, token, f"/{version}/{page_id}/photos", form)
                 # Graph answers {"id": photo-id, "post_id": page-post-id} (TARGETS.md §2).
                 post_id = str(body.get("post_id") or body["id"])
-                details = {"page_id": page_id, "photo_id": str(body["id"]), "post_id": post_id}
+                details = {"page_id": page_id, "photo_id": str(body["id"]), "post_id": post_id, "photo": True}
             else:
                 form = {"message": message.text, "link": message.link}
                 path = f"/{version}/{page_id}/feed"
@@ -95,9 +107,57 @@ class FacebookAdapter(HttpAdapter):
                         return self._find_duplicate(api, token, path, message.text, exc)
                     raise
                 post_id = str(body["id"])
-                details = {"page_id": page_id, "post_id": post_id}
+                details = {"page_id": page_id, "post_id": post_id, "photo": False}
             url = self._permalink(api, token, version, post_id)
         return SendResult(external_id=post_id, external_url=url, details=details)
+
+    def edit(self, message: Message, delivery: Delivery) -> SendResult:
+        """POST /{post-id} with the new ``message``: a link post's text, or a photo post's caption
+        (its text and link, as sent). The link of a link post is not sent: it stays as posted.
+        Setting the same message twice leaves the same post. A post that is gone (code 100,
+        subcode 33) cannot be edited: EditRefused.
+
+        Not confirmed: where a photo post's caption is edited. The Photo reference documents no
+        update, while the Page post made with the photo is a Page post like any other, whose message
+        is the caption (the Page's feed lists it so), and a user report (mobolic/facebook-sdk#486)
+        edits the text of an image post through POST /{page-id}_{post-id} ``message``. So the edit
+        goes to the post id, for photo posts too.
+        """
+        sent = delivery.sent_details or {}
+        post_id, token, version = _post_id(delivery), self.secret(), self._version()
+        text = _caption(message) if sent.get("photo") or sent.get("photo_id") else message.text
+        if not text.strip():
+            raise PermanentError(f"{self.label} edit: the new text is empty")
+        path = f"/{version}/{post_id}"
+        with self._client() as api:
+            try:
+                answer = self._call(
+                    api, token, "POST", path, publishing=False, data={"message": text, "access_token": token}
+                )
+            except ObjectMissing:
+                raise EditRefused(
+                    f"{self.label} edit: post {post_id} no longer exists (Graph code 100, subcode 33)"
+                ) from None
+        if answer.get("success") is False:  # Graph answers {"success": true}
+            raise self.no_id(f"POST {path}", 200, publishing=False)
+        url = delivery.external_url or f"https://www.facebook.com/{post_id}"
+        return SendResult(post_id, url, {**sent, "post_id": post_id})
+
+    def delete(self, delivery: Delivery) -> None:
+        """DELETE /{post-id}; a photo post's photo too (DELETE /{photo-id}), so the image does not
+        stay in the Page's photos if deleting the post leaves it (not documented either way).
+        Graph's "does not exist" (code 100, subcode 33) counts as deleted, so a repeat is done."""
+        sent = delivery.sent_details or {}
+        token, version = self.secret(), self._version()
+        ids = [_post_id(delivery)]
+        if photo_id := str(sent.get("photo_id") or "").strip():
+            ids.append(_graph_id(photo_id, "photo id"))
+        with self._client() as api:
+            for object_id in ids:
+                try:
+                    self._call(api, token, "DELETE", f"/{version}/{object_id}", publishing=False)
+                except ObjectMissing:
+                    continue  # gone already: nothing of it is left to delete
 
     def verify(self, delivery: Delivery) -> SendResult | None:
         """Look an uncertain delivery's post up among the Page's newest posts, by its exact text.
@@ -115,6 +175,7 @@ class FacebookAdapter(HttpAdapter):
                 "published: retry it to send it (Graph refuses an exact duplicate, and the adapter then "
                 "finds the earlier post)"
             )
+        found.details.update(page_id=page_id, photo=self._as_photo(message))  # what an edit needs
         return found
 
     def check(self) -> str:
@@ -178,7 +239,7 @@ class FacebookAdapter(HttpAdapter):
     ) -> tuple[dict[str, Any], int]:
         """One Graph request: the JSON object it answered and its status, or the DeliveryError its
         answer means. ``publishing``: whether it can make a post (POST /feed, /photos)."""
-        if method == "GET":  # a GET has no body: the token goes in a header, never in the URL
+        if method in ("GET", "DELETE"):  # no body: the token goes in a header, never in the URL
             kwargs["headers"] = {"Authorization": f"Bearer {token}"}
         action = f"{method} {path}"
         try:
@@ -212,8 +273,11 @@ class FacebookAdapter(HttpAdapter):
             if error.get("fbtrace_id"):
                 ref.append(f"fbtrace_id {error['fbtrace_id']}")
             said = f"{_scrub(str(error.get('message') or ''), token)[:300]} [{', '.join(ref)}]".strip()
+        rule = ERRORS.rule(status, code)
+        if (as_int(error.get("code")) if error else None, subcode) == MISSING_OBJECT:
+            rule = dataclasses.replace(rule, error=ObjectMissing)  # a PermanentError still
         exc = self.network_error(
-            ERRORS.rule(status, code),
+            rule,
             action,
             publishing=publishing,
             http_status=status,
@@ -291,6 +355,19 @@ class FacebookAdapter(HttpAdapter):
                 url = item.get("permalink_url") or f"https://www.facebook.com/{post_id}"
                 return SendResult(external_id=post_id, external_url=str(url), details={"post_id": post_id})
         return None
+
+
+def _graph_id(value: str, what: str) -> str:
+    """A Graph object id for a URL path (digits, a Page post's "<page>_<post>"), or PermanentError."""
+    if not re.fullmatch(r"\d+(_\d+)?", value):
+        raise PermanentError(f"Facebook: the delivery names no {what} ({value[:80]!r})")
+    return value
+
+
+def _post_id(delivery: Delivery) -> str:
+    """The Page post's id, from what the send recorded."""
+    sent = delivery.sent_details or {}
+    return _graph_id(str(sent.get("post_id") or delivery.external_id or "").strip(), "Page post id")
 
 
 def _caption(message: Message) -> str:

@@ -21,6 +21,16 @@ class DuplicatePost(PermanentError):
     attempt, the adapter looks that post up instead of failing)."""
 
 
+class ObjectMissing(PermanentError):
+    """Graph code 100 with subcode 33: "Object with ID … does not exist, cannot be loaded due to
+    missing permissions, or does not support this operation". For a send it is a bad page_id (a
+    plain PermanentError); a delete takes it as the post already gone, an edit as EditRefused."""
+
+
+# Graph's code and subcode for an object that does not exist (Meta's "Handling Errors" table).
+MISSING_OBJECT = (100, 33)
+
+
 # Throttled, and no header says for how long: wait this many seconds (five minutes rather than
 # the contract's one: Graph's limits count over rolling windows of an hour).
 DEFAULT_RATE_LIMIT_WAIT = 300.0

@@ -17,12 +17,23 @@ post twice, and it waits for an admin.
 
 Errors: one table, ``ERRORS`` below, by HTTP status (Mastodon's API answers ``{"error": …}``
 without codes of its own); ``_error`` turns an answer into the exception through it.
+
+Edits and deletes (docs.joinmastodon.org/methods/statuses, "Edit a status" and "Delete a status"):
+``PUT /api/v1/statuses/:id`` (Mastodon 3.5+, ``language`` since 4.0) takes the text, spoiler_text,
+sensitive, language, media_ids[] and a poll, not the visibility, which stays as posted. The instance
+keeps every version (``GET /api/v1/statuses/:id/history``), and an edit that changes nothing makes
+no version (UpdateStatusService rescues NoChangesSubmittedError), so repeating an edit is harmless.
+The media of an edit are the ``media_ids`` it names: the send keeps its media ids and the image
+they were made from in ``sent_details``, and an edit names them again while the image is the same.
+``DELETE /api/v1/statuses/:id``; Mastodon's 404 ("Record not found": gone, or not ours) means
+nothing is left to delete, and nothing left to edit (EditRefused).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -34,6 +45,7 @@ from django.utils import timezone
 from syndicator.clock import db_now
 from syndicator.errors import (
     DeliveryError,
+    EditRefused,
     OutcomeUnknown,
     PermanentError,
     RateLimited,
@@ -56,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POST_STATUS = "/api/v1/statuses"
+STATUS = "/api/v1/statuses/{}"  # PUT edits, DELETE deletes (docs.joinmastodon.org/methods/statuses)
 MEDIA_UPLOAD = "/api/v2/media"
 IMAGE_MAX_BYTES = 16 * 1024 * 1024  # a stock instance's media_attachments.image_size_limit
 VISIBILITIES = ("public", "unlisted", "private", "direct")
@@ -65,6 +78,9 @@ IDEMPOTENCY_TTL = 3600.0
 IDEMPOTENCY_WINDOW = IDEMPOTENCY_TTL - 300.0
 ALT_TEXT_MAX = 1500  # MediaAttachment description limit
 MEDIA_POLL_INTERVAL = 0.5
+# A status id in a URL path: Mastodon's are digits (snowflakes); other servers of the same API use
+# letters too. Nothing else may reach the path.
+_STATUS_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 
 # The error table, by HTTP status: Mastodon's API documentation ("Error responses" of each method),
 # row by row. A 5xx means the request reached the instance, which may have made the status before
@@ -112,7 +128,9 @@ class MastodonAdapter(HttpAdapter):
     errors = ERRORS
     # PUT /api/v1/statuses/:id edits a status (Mastodon 3.5+, with an edit history); DELETE removes it.
     capabilities = Capabilities(
-        edit=True, delete=True, note="edits its statuses (kept in their history) and deletes them"
+        edit=True,
+        delete=True,
+        note="edits its statuses at any time (each version kept in the status's history) and deletes them",
     )
     idempotent = False  # a re-send is safe only within the key's hour: ``verify`` decides
     verify_note = (
@@ -175,8 +193,54 @@ class MastodonAdapter(HttpAdapter):
         if not status_id:
             # Something may be public, and we cannot point at it.
             raise self.no_id(f"POST {POST_STATUS}", code, publishing=True)
-        details = {"media_ids": media_ids} if media_ids else {}
+        # What an edit or delete needs: the status, and its media with the image they came from
+        # (an edit names the media again while the image is the same: module docstring).
+        details: dict[str, Any] = {"status_id": status_id}
+        if media_ids:
+            details.update(media_ids=media_ids, image_url=message.image_url)
         return SendResult(status_id, str(status.get("url") or status.get("uri") or ""), details)
+
+    def edit(self, message: Message, delivery: Delivery) -> SendResult:
+        """PUT /api/v1/statuses/:id with the new text, the language as a send gives it, and the media
+        the status should keep (module docstring). Safe to repeat: an edit that changes nothing
+        makes no new version. A status that is gone (Mastodon's 404) cannot be edited: EditRefused.
+        """
+        status_id = _status_id(delivery)
+        token, path = self.secret(), STATUS.format(status_id)
+        with self._client(token) as api:
+            media_ids, image_url = self._edit_media(api, token, message, delivery)
+            # No visibility: PUT does not take it (the status keeps its own); no spoiler_text or
+            # sensitive: the send set none, and leaving them out leaves them as they are.
+            body: dict[str, Any] = {"status": message.text, "media_ids": media_ids}
+            if language := _language(message.language):
+                body["language"] = language
+            response = self._request(api, token, "PUT", path, publishing=False, json=body)
+        if _record_not_found(response):
+            said = _scrub(_said(response), token)
+            raise EditRefused(
+                f"Mastodon edit: status {status_id} no longer exists (404: {said}): it was deleted, "
+                "or the instance is older than Mastodon 3.5 and cannot edit"
+            )
+        status = self._answer(response, f"PUT {path}", token, publishing=False)
+        if str(status.get("id") or "") != status_id:
+            raise self.no_id(f"PUT {path}", response.status_code, publishing=False)
+        details = {k: v for k, v in delivery.sent_details.items() if k not in ("media_ids", "image_url")}
+        details["status_id"] = status_id
+        if media_ids:
+            details.update(media_ids=media_ids, image_url=image_url)
+        url = str(status.get("url") or status.get("uri") or delivery.external_url or "")
+        return SendResult(status_id, url, details)
+
+    def delete(self, delivery: Delivery) -> None:
+        """DELETE /api/v1/statuses/:id. Mastodon's 404 ("Record not found") for a status already
+        deleted counts as deleted; a 404 that is not Mastodon's answer (base_url wrong) does not."""
+        status_id = _status_id(delivery)
+        token, path = self.secret(), STATUS.format(status_id)
+        with self._client(token) as api:
+            response = self._request(api, token, "DELETE", path, publishing=False)
+        if response.is_success or _record_not_found(response):
+            return
+        raise self._error(response, f"DELETE {path}", token, publishing=False)
 
     def verify(self, delivery: Delivery) -> SendResult | None:
         """Settle an uncertain delivery by sending it again under the same Idempotency-Key.
@@ -242,18 +306,47 @@ class MastodonAdapter(HttpAdapter):
 
         ``publishing``: whether the call can make something public (only posting a status can).
         """
-        action = f"{method} {path}"
+        response = self._request(api, token, method, path, publishing=publishing, **kwargs)
+        return self._answer(response, f"{method} {path}", token, publishing=publishing), response.status_code
+
+    def _request(
+        self, api: httpx.Client, token: str, method: str, path: str, *, publishing: bool, **kwargs: Any
+    ) -> httpx.Response:
+        """One request; a transport failure raised as its DeliveryError, naming the call."""
         try:
-            response = http.request(api, method, path, publishing=publishing, **kwargs)
+            return http.request(api, method, path, publishing=publishing, **kwargs)
         except DeliveryError as exc:  # transport failures, already redacted; say which call
-            exc.args = (f"Mastodon {action}: {_scrub(str(exc), token)}",)
+            exc.args = (f"Mastodon {method} {path}: {_scrub(str(exc), token)}",)
             raise
+
+    def _answer(
+        self, response: httpx.Response, action: str, token: str, *, publishing: bool
+    ) -> dict[str, Any]:
+        """A success answer's JSON object, or the DeliveryError the answer means."""
         if not response.is_success:
             raise self._error(response, action, token, publishing=publishing)
         answer = json_object(response.content)
         if not answer:
             raise self.no_id(action, response.status_code, publishing=publishing)
-        return answer, response.status_code
+        return answer
+
+    def _edit_media(
+        self, api: httpx.Client, token: str, message: Message, delivery: Delivery
+    ) -> tuple[list[str], str]:
+        """The media ids an edit names, and the image they show.
+
+        The same image as sent (or a send that did not record its image): the status's own media
+        ids, since an edit without them would remove the attachment. Another image: uploaded as a
+        send would (on failure the status goes without one, as a send would). No image: none.
+        """
+        sent = delivery.sent_details or {}
+        kept = [str(m) for m in sent.get("media_ids") or []]
+        if not (self.setting("image") and message.image_url):
+            return [], ""
+        if kept and sent.get("image_url", message.image_url) == message.image_url:
+            return kept, message.image_url
+        media_ids = self._upload_image(api, token, message, delivery)
+        return media_ids, message.image_url if media_ids else ""
 
     def _upload_image(self, api: httpx.Client, token: str, message: Message, delivery: Delivery) -> list[str]:
         """Upload the image and wait for the instance to process it; [] (no image) if any step fails.
@@ -341,6 +434,20 @@ def idempotency_key(delivery: Delivery) -> str:
     created = delivery.created_at.isoformat() if delivery.created_at else ""
     digest = hashlib.sha256(f"syndicator-delivery:{delivery.pk}:{created}".encode()).hexdigest()
     return f"syndicator-{digest[:40]}"
+
+
+def _status_id(delivery: Delivery) -> str:
+    """The id of the delivery's status, from what its send recorded."""
+    status_id = str((delivery.sent_details or {}).get("status_id") or delivery.external_id or "").strip()
+    if not _STATUS_ID.fullmatch(status_id):
+        raise PermanentError(f"Mastodon: the delivery names no status id ({status_id[:80]!r})")
+    return status_id
+
+
+def _record_not_found(response: httpx.Response) -> bool:
+    """Mastodon's own 404 ({"error": "Record not found"}: the status does not exist, or is not
+    ours), as opposed to a web server's page for a path it does not serve."""
+    return response.status_code == 404 and bool(json_object(response.content).get("error"))
 
 
 def maybe_posted_since(delivery: Delivery) -> datetime | None:
