@@ -191,10 +191,10 @@ def post_changed(post: Post) -> int:
             continue  # not out yet: the send renders the newest version itself
         adapter = get_adapter(delivery.target)
         why = ""
-        if policy(adapter, "on_update") != "edit":
-            why = "this target's on_update is ignore"
-        elif problem := cannot(adapter, delivery, Followup.EDIT):
+        if problem := cannot(adapter, delivery, Followup.EDIT):
             why = problem
+        elif policy(adapter, "on_update") != "edit":
+            why = "this target's on_update is ignore"
         elif delivery.status == Status.SENT and not _text_changes(adapter, delivery):
             Delivery.objects.filter(pk=delivery.pk, status=Status.SENT).update(source_version=article.version)
             continue
@@ -401,6 +401,9 @@ def run(delivery_id: int, action: str, *, task_id: str = "", worker: str = "") -
         else:
             adapter.delete(delivery)
             result = None
+    except NotImplementedError as exc:  # a network that declares what its adapter cannot do
+        gap = PermanentError(f"{adapter.label}: {exc}")
+        return durably(lambda: _failed(delivery, attempt, action, gap, started))
     except Exception as exc:
         failure = exc if isinstance(exc, DeliveryError) else OutcomeUnknown(f"unexpected error: {exc!r}")
         if failure is not exc:
