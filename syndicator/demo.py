@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from syndicator.models import Feed, Subscriber, Target
-from syndicator.targets.registry import OUTBOX, formats
+from syndicator.targets.registry import OUTBOX, formats, network
 from syndicator.views import DEMO_FEEDS_DIR
 
 DEMO_FEEDS_PATH = "/demo/feeds/"
@@ -69,9 +69,12 @@ def seed_demo(base_url: str, mailbox_port: int | None = None) -> bool:
             )
         for fmt in formats():  # one dry run per network
             # The demo feeds ship fixed dates (2005, 2025): no max_age, or every item is stale.
-            Target.objects.create(
-                name=f"demo-{fmt}", kind=OUTBOX, settings={"format": fmt, "max_age": DEMO_MAX_AGE}
-            )
+            demo_settings = {"format": fmt, "max_age": DEMO_MAX_AGE}
+            if network(fmt).capabilities.delete:
+                # The post the demo feed takes out is deleted where the format can (the default,
+                # flag, is seen on the others and on the mailbox).
+                demo_settings["on_unpublish"] = "delete"
+            Target.objects.create(name=f"demo-{fmt}", kind=OUTBOX, settings=demo_settings)
         seed_demo_mailbox_target(mailbox_port)
     return True
 

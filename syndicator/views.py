@@ -33,6 +33,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 # A demo feed with a "-next" edition grows: this long after its first poll, the next edition (one
 # new post) is served, so a newcomer sees a post arrive live after the backfill.
 DEMO_NEXT_EDITION_AFTER = timedelta(minutes=2)
+# Then its "-later" edition: the new post's headline edited and an older post taken out (items
+# published before it still there), so the demo shows edits and unpublishing followed (#12).
+DEMO_LATER_EDITION_AFTER = timedelta(minutes=4)
 
 
 @require_GET
@@ -41,9 +44,12 @@ def demo_feed(request: HttpRequest, name: str) -> HttpResponse:
     path = (DEMO_FEEDS_DIR / name).resolve()
     if path.parent != DEMO_FEEDS_DIR.resolve() or path.suffix != ".rss" or not path.is_file():
         raise Http404("no such demo feed")
-    following = path.with_name(f"{path.stem}-next.rss")
-    if following.is_file() and _demo_feed_polled_before(name, timezone.now() - DEMO_NEXT_EDITION_AFTER):
-        path = following
+    now = timezone.now()
+    for suffix, after in (("-later", DEMO_LATER_EDITION_AFTER), ("-next", DEMO_NEXT_EDITION_AFTER)):
+        edition = path.with_name(f"{path.stem}{suffix}.rss")
+        if edition.is_file() and _demo_feed_polled_before(name, now - after):
+            path = edition
+            break
     return HttpResponse(path.read_bytes(), content_type="application/rss+xml; charset=utf-8")
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
-from syndicator import watch
+from syndicator import delivery as deliveries
+from syndicator import feeds, watch
 from syndicator.demo import seed_demo
 from syndicator.models import Delivery, Feed, Post
 from syndicator.targets.registry import formats
-from syndicator.views import DEMO_NEXT_EDITION_AFTER
+from syndicator.views import DEMO_LATER_EDITION_AFTER, DEMO_NEXT_EDITION_AFTER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,3 +49,44 @@ def test_the_demo_delivers_the_new_post_live_after_its_backfill(live_server):
     new = Post.objects.get(guid=NEW_POST_GUID)
     assert [p.pk for p in second.new_posts] == [new.pk]
     assert Delivery.objects.filter(post=new).count() == len(formats())
+
+
+def test_the_demo_then_edits_a_headline_and_pulls_a_post_which_the_outboxes_follow(client, settings):
+    """The "-later" edition: the new post's headline edited, an older post taken out (#12)."""
+
+    settings.SYNDICATOR_FEED_ALLOW_PRIVATE = True
+    seed_demo("http://testserver")
+    feed = Feed.objects.get(url__endswith="nejat-en-recent.rss")
+    body = client.get("/demo/feeds/nejat-en-recent.rss").content
+    later = client.get("/demo/feeds/nejat-en-recent-later.rss").content
+    store = watch._store_body  # the body as served, parsed and stored as a poll does
+
+    with transaction.atomic():
+        store(feed, feeds.parse(body, base_url=feed.url), timezone.now())
+    Feed.objects.filter(pk=feed.pk).update(first_polled_at=timezone.now() - DEMO_LATER_EDITION_AFTER)
+    assert client.get("/demo/feeds/nejat-en-recent.rss").content == later
+    with transaction.atomic():  # the "-next" edition: the newsletter arrives
+        store(
+            feed,
+            feeds.parse(client.get("/demo/feeds/nejat-en-recent-next.rss").content, base_url=feed.url),
+            timezone.now(),
+        )
+    pulled = Post.objects.get(guid="https://www.nejatngo.org/?p=90004")
+    edited = Post.objects.get(guid=NEW_POST_GUID)
+    for d in Delivery.objects.filter(post__in=[pulled, edited]):
+        deliveries.attempt_delivery(d.pk)
+    with transaction.atomic():
+        store(feed, feeds.parse(later, base_url=feed.url), timezone.now())
+    pulled.refresh_from_db()
+    assert pulled.unpublished_at is not None
+    for d in Delivery.objects.filter(post=pulled):
+        deliveries.attempt_delivery(d.pk)
+    edited.refresh_from_db()
+    assert edited.version == 2 and "letters" in edited.title
+    for d in Delivery.objects.filter(post=edited, followup="edit"):
+        deliveries.attempt_delivery(d.pk)
+    assert "letters" in Delivery.objects.get(post=edited, target__name="demo-telegram").rendered_text
+    statuses = dict(Delivery.objects.filter(post=pulled).values_list("target__name", "status"))
+    assert statuses["demo-telegram"] == "deleted"  # Telegram deletes (within 48 h)
+    assert statuses["demo-email"] == "sent"  # an email cannot be taken back: flagged
+    assert Delivery.objects.get(post=pulled, target__name="demo-email").flagged_at is not None
