@@ -23,7 +23,13 @@ from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult
 BATCH = 5000
 # A delivery in one of these states is not retried automatically, so its per-recipient results no
 # longer decide who gets the post (an admin's retry of a year-old email would send to everyone).
-SETTLED = (Delivery.Status.SENT, Delivery.Status.FAILED, Delivery.Status.SKIPPED, Delivery.Status.CANCELLED)
+SETTLED = (
+    Delivery.Status.SENT,
+    Delivery.Status.FAILED,
+    Delivery.Status.SKIPPED,
+    Delivery.Status.CANCELLED,
+    Delivery.Status.DELETED,
+)
 
 
 @dataclass(frozen=True)
