@@ -93,6 +93,7 @@ def seed_demo_mailbox_target(port: int | None) -> Target | None:
             "security": "none",
             "from_address": "desk@newsroom.example",
             "from_name": "Newsroom demo",
+            "max_age": DEMO_MAX_AGE,  # the demo feeds' fixed dates: else every post is stale
         },
     )
     for address, name in DEMO_SUBSCRIBERS:
