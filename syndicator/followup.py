@@ -106,7 +106,7 @@ def cannot(adapter: Adapter, delivery: Delivery, action: str, *, now: datetime |
     abilities = adapter.abilities()
     now = now or timezone.now()
     age = (now - delivery.sent_at).total_seconds() if delivery.sent_at else 0.0
-    label = adapter.label
+    label = adapter.network_label()
     if action == Followup.EDIT:
         if not abilities.edit:
             return f"{label} posts cannot be edited ({abilities.note})"

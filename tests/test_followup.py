@@ -109,7 +109,9 @@ def test_an_edited_item_edits_each_editable_post_once_and_leaves_the_others(
     assert now["x"].source_version == Post.objects.get(pk=post.pk).version == 2
     # Email cannot change a sent message: untouched, and the reason is shown.
     assert now["mail"].edits == 0 and "Story 2, corrected" not in now["mail"].rendered_text
-    assert "cannot be edited" in now["mail"].followup_note
+    assert (
+        "email (dry run) posts cannot be edited (a sent email cannot be changed" in now["mail"].followup_note
+    )
     # Each edit is a logged attempt of kind edit, with the text before and after.
     edit = DeliveryAttempt.objects.get(delivery=now["tg"], kind="edit")
     assert edit.outcome == "sent"

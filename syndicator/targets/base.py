@@ -251,6 +251,10 @@ class Adapter:
         """Publish the message; raise a DeliveryError subclass on failure."""
         raise NotImplementedError
 
+    def network_label(self) -> str:
+        """Whose posts these are, for what a follow-up says ("X posts cannot be edited")."""
+        return self.label
+
     def abilities(self) -> Capabilities:
         """What this target can edit and delete: the network's ``capabilities`` (an outbox
         imitates those of the format it renders)."""

@@ -74,6 +74,11 @@ class OutboxAdapter(Adapter):
         digest = hashlib.sha256(f"{delivery.pk}:{message.as_log_text()}".encode()).hexdigest()[:16]
         return SendResult(external_id=f"outbox-{delivery.pk}-{digest}")
 
+    def network_label(self) -> str:
+        from syndicator.targets.registry import network
+
+        return f"{network(self.target.message_format).label} (dry run)"
+
     def abilities(self) -> Capabilities:
         """The edit and delete abilities of the network whose format this outbox renders."""
         from syndicator.targets.registry import network
@@ -85,7 +90,7 @@ class OutboxAdapter(Adapter):
             edit_window=imitated.edit_window,
             delete_window=imitated.delete_window,
             max_edits=imitated.max_edits,
-            note=f"dry run, as {network(self.target.message_format).label}: {imitated.note}",
+            note=imitated.note,
         )
 
     def edit(self, message: Message, delivery: Delivery) -> SendResult:
