@@ -288,11 +288,14 @@ def test_the_executable_edits_and_prints_json(env, sent):
     assert result.returncode == 0, result.stderr
     assert [(r["target"], r["asked"]) for r in json_lines(result.stdout)] == [("tg", True), ("mail", False)]
     assert work(sent["tg"])["tg"].edits == 1
+    listed = syndicator(env, "help").stdout
+    assert {"edit", "delete"} <= set(listed[listed.index("[syndicator]") :].split())
 
 
-def at_a_terminal(env: dict[str, str], command_line: str, answer: str) -> tuple[int, str, str]:
+def at_a_terminal(env: dict[str, str], command_line: str, answer: str | None) -> tuple[int, str, str]:
     """Run the executable with a pseudo-terminal as its standard input; type `answer` once it
-    asks. Its exit code, stdout and what the terminal side showed (stderr)."""
+    asks (None: expect no question). Its exit code, stdout and what the terminal side showed
+    (stderr)."""
     controller, terminal = pty.openpty()
     child = subprocess.Popen(
         [SYNDICATOR, *shlex.split(command_line)],
@@ -304,6 +307,9 @@ def at_a_terminal(env: dict[str, str], command_line: str, answer: str) -> tuple[
     )
     os.close(terminal)
     try:
+        if answer is None:
+            out, shown = child.communicate(timeout=60)
+            return child.returncode, out, shown
         # The question goes to stderr; wait for it before answering (a terminal would show it).
         deadline = time.monotonic() + 60
         asked = ""
@@ -502,3 +508,12 @@ def test_the_api_delivery_shows_each_attempts_action_and_text(client: Client, se
         "sent, edited 1 time",
         1,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_at_a_terminal_a_delete_with_nothing_to_delete_asks_nothing(env, sent):
+    code, out, shown = at_a_terminal(env, f"delete {post_of(sent).pk} --to mail", None)
+    assert code == 0 and "[y/N]" not in shown, shown
+    assert "(nothing to delete, nothing changed)" in out
+    assert "→ mail: would not be deleted: outbox (dry run) posts cannot be deleted" in out
+    assert "0 of 1 target: nothing to delete" in out
