@@ -314,7 +314,7 @@ class FollowupCommand(SyndicatorCommand):
     def act(
         self, post: Post, targets: list[str] | None, *, dry_run: bool, user: str, **options: Any
     ) -> tuple[list[followup.Plan], str]:
-        """The plans, and, when they are a preview that changed nothing, why ("dry run")."""
+        """The plans, and, when they are a preview that changed nothing, why (for the header)."""
         if dry_run:
             return followup.preview(post, self.action, targets=targets), "dry run: nothing changed"
         actor = cli_actor(user)
