@@ -1,9 +1,12 @@
-"""The JSON API for CMS hooks and scripts: repost, the post list, the delivery log, retry, health.
+"""The JSON API for CMS hooks and scripts: repost, edit and delete everywhere, the post list, the
+delivery log, retry, health.
 
 Mounted at /api/ (schema at /api/openapi.json, docs at /api/docs). A caller is a user, by an
 ``Authorization: Bearer`` token (``syndicator tokens create``) or a logged-in session, and the roles
-apply as on the admin pages: reading needs the view rights, a repost adds a delivery (editors and
-admins), a retry changes one (admins only). Every error is JSON with a ``detail``.
+apply as on the admin pages: reading needs the view rights; a repost adds a delivery, and an edit
+or delete everywhere (the post page's "Update everywhere" / "Delete everywhere") needs the same
+rights (editors and admins); a retry changes one (admins only). Every error is JSON with a
+``detail``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ninja.errors import HttpError, ValidationError
 from ninja.responses import Status
 from ninja.security import APIKeyCookie, HttpBearer
 
-from syndicator import decisions, queueing, websub
+from syndicator import decisions, followup, queueing, websub
 from syndicator import delivery as deliveries
 from syndicator.api_schemas import (
     DeliveryDetail,
@@ -30,16 +33,19 @@ from syndicator.api_schemas import (
     DeliveryPage,
     Error,
     FeedOut,
+    FollowupIn,
     HealthOut,
     Id,
+    PlansOut,
     PostFilters,
     PostPage,
     RepostIn,
     RepostRejected,
 )
 from syndicator.delivery_states import RETRYABLE
+from syndicator.errors import UserError
 from syndicator.health import feed_health, target_health
-from syndicator.management.commands.log import delivery_row
+from syndicator.management.commands.log import attempt_row, attempts_of, delivery_row
 from syndicator.models import Delivery, Feed, Post, Target
 from syndicator.reposting import choose_targets, text_problems
 from syndicator.throttle import Throttled
@@ -74,7 +80,8 @@ class SessionAuth(APIKeyCookie):
 api = NinjaAPI(
     title="syndicator",
     version="1",
-    description="Repost posts, read the delivery log and retry failed deliveries.",
+    description="Repost posts, edit or delete them everywhere, read the delivery log and retry failed "
+    "deliveries.",
     auth=[TokenAuth(), SessionAuth()],
     urls_namespace="api",
 )
@@ -204,6 +211,47 @@ def repost(request: HttpRequest, post_id: Path[Id], body: RepostIn) -> Status:
     return Status(201, [detail_row(d) for d in created])
 
 
+FOLLOWUP_RESPONSES = {200: PlansOut, 400: Error, 403: Error, 404: Error}
+
+
+@api.post("/posts/{post_id}/edit", response=FOLLOWUP_RESPONSES, tags=["posts"])
+def edit_post(request: HttpRequest, post_id: Path[Id], body: FollowupIn | None = None) -> Status:
+    """Update everywhere: re-render the post and edit it on every target it went to (or those
+    named) whose network still allows it; the plan says, per target, whether it was asked and
+    why not. A worker makes the edits; ``dry_run`` only shows the plan."""
+    return follow_up(request, post_id, body, Delivery.Followup.EDIT)
+
+
+@api.post("/posts/{post_id}/delete", response=FOLLOWUP_RESPONSES, tags=["posts"])
+def delete_post(request: HttpRequest, post_id: Path[Id], body: FollowupIn | None = None) -> Status:
+    """Delete everywhere: delete the post on every target it went to (or those named) whose network
+    allows it, and cancel its deliveries not sent yet; in your name. A deletion is not undone:
+    ``dry_run`` shows the plan first (the confirmation step of a client)."""
+    return follow_up(request, post_id, body, Delivery.Followup.DELETE)
+
+
+def follow_up(request: HttpRequest, post_id: int, body: FollowupIn | None, action: str) -> Status:
+    """An editor's edit or delete everywhere, or its plan only (the rights a repost needs)."""
+    user = require(request, "syndicator.view_post", "syndicator.add_delivery")
+    post = Post.objects.select_related("feed").filter(pk=post_id).first()
+    if post is None:
+        return Status(404, {"detail": f"no post with id {post_id}"})
+    names, dry_run = (body.targets, body.dry_run) if body else (None, False)
+    if names is not None and not names:
+        return Status(400, {"detail": "name at least one target, or leave out targets for every one"})
+    targets = list(dict.fromkeys(names)) if names else None
+    try:
+        if dry_run:
+            plans = followup.preview(post, action, targets=targets)
+        elif action == Delivery.Followup.EDIT:
+            plans = followup.edit_everywhere(post, actor=user, targets=targets)
+        else:
+            plans = followup.delete_everywhere(post, actor=user, targets=targets)
+    except UserError as exc:  # a target the post was not delivered to
+        return Status(400, {"detail": str(exc)})
+    return Status(200, {"plans": [plan.as_dict() for plan in plans]})
+
+
 # --- deliveries -------------------------------------------------------------------------------
 
 
@@ -211,7 +259,9 @@ def repost(request: HttpRequest, post_id: Path[Id], body: RepostIn) -> Status:
 def list_deliveries(request: HttpRequest, filters: Query[DeliveryFilters]) -> dict[str, Any]:
     """The delivery log, newest first, filtered like the admin's and searchable."""
     require(request, "syndicator.view_delivery")
-    rows = filter_deliveries(Delivery.objects.select_related("post__feed", "target"), filters)
+    rows = filter_deliveries(
+        Delivery.objects.select_related("post__feed", "target").prefetch_related("attempt_log"), filters
+    )
     page = rows.order_by("-created_at", "-id")[filters.offset : filters.offset + filters.limit]
     return {
         "count": rows.count(),
@@ -244,22 +294,18 @@ def filter_deliveries(rows: QuerySet[Delivery], filters: DeliveryFilters) -> Que
 
 
 def detail_row(delivery: Delivery) -> dict[str, Any]:
-    """A delivery with its attempt timeline."""
+    """A delivery with its attempt timeline (each attempt as ``log --json`` shows it, and more)."""
     attempts = [
         {
-            "number": a.number,
+            **attempt_row(a),
             "started_at": a.started_at,
             "finished_at": a.finished_at,
             "duration_ms": a.duration_ms,
-            "outcome": a.outcome,
             "http_status": a.http_status,
             "error_class": a.error_class,
-            "message": a.message,
             "retry_after": a.retry_after,
-            "kind": a.kind,
-            "actor": a.actor_name,
         }
-        for a in delivery.attempt_log.order_by("number")
+        for a in attempts_of(delivery)
     ]
     return {**delivery_row(delivery), "attempt_log": attempts}
 

@@ -72,6 +72,37 @@ class RepostIn(BaseModel):
     )
 
 
+class FollowupIn(BaseModel):
+    """Which targets an edit or a delete everywhere is for, and whether only to see the plan."""
+
+    # A plain pydantic model, as RepostIn: a misspelt field is an error, not ignored.
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[Annotated[StorableText, Field(max_length=100)]] | None = Field(
+        None, description="Target names the post was delivered to; omit for every one.", max_length=100
+    )
+    dry_run: bool = Field(False, description="Only say what each target would do; change nothing.")
+
+
+class PlanOut(Schema):
+    """What one target does about the edit or the delete (syndicator.followup.Plan)."""
+
+    delivery: int = Field(description="The post's delivery to this target.")
+    target: str
+    action: str = Field(description="edit or delete.")
+    asked: bool = Field(
+        description="Asked of the target (a worker does it), or, in a dry run, would be; false: "
+        "it is not, and reason says why."
+    )
+    reason: str = Field(description="Why not; or, asked, what else to know (e.g. not sent yet: cancelled).")
+
+
+class PlansOut(Schema):
+    """The plan of an edit or a delete everywhere, one entry per delivery of the post."""
+
+    plans: list[PlanOut]
+
+
 class PostDelivery(Schema):
     """One delivery of a post, as a post list shows it."""
 
@@ -119,19 +150,43 @@ class DeliveryOut(Schema):
     origin: str
     requested_by: str
     attempts: int
-    text: str = Field(description="The message as sent, or as it would be sent.")
+    action: str = Field(
+        description='What the latest attempt was about: "send", "edit" or "delete" ("send" before '
+        "the first one; a look-up and a person's verdict count as send)."
+    )
+    history: str = Field(description='The delivery\'s life in a few words: "sent, edited 2 times, deleted".')
+    text: str = Field(
+        description="The message as the network shows it now (after its edits), or as it would be sent."
+    )
     external_id: str
     external_url: str
     last_error: str
     created_at: datetime
     sent_at: datetime | None
     next_attempt_at: datetime | None
+    edits: int = Field(description="Edits applied on the network.")
+    followup: str = Field(description="A follow-up asked for and not done yet: edit, delete or empty.")
+    followup_by: str = Field(description="Who asked for it (an editor's name); empty when syndicator did.")
+    followup_note: str = Field(
+        description="Why the last edit or delete did not happen, or why the post waits for an editor."
+    )
+    flagged_at: datetime | None = Field(
+        description="The article was unpublished and the target's on_unpublish is flag: an editor decides."
+    )
+    deleted_at: datetime | None
+    deleted_by: str = Field(
+        description='Who or what decided the deletion: "editor NAME" or "syndicator: <reason>".'
+    )
 
 
 class AttemptOut(Schema):
-    """One try at sending: the delivery's timeline."""
+    """One try at sending, editing or deleting: the delivery's timeline."""
 
     number: int
+    action: str = Field(
+        description="send, edit or delete: what the attempt was about (a look-up and a verdict "
+        "count as send)."
+    )
     started_at: datetime
     finished_at: datetime | None
     duration_ms: int | None
@@ -141,10 +196,15 @@ class AttemptOut(Schema):
     message: str
     retry_after: float | None
     kind: DeliveryAttempt.Kind = Field(
-        description="send, lookup (asking the network whether an uncertain one went out) or verdict "
-        "(a person's decision: marked sent or not sent, retried, cancelled)."
+        description="send, lookup (asking the network whether an uncertain one went out), verdict "
+        "(a person's decision: marked sent or not sent, retried, cancelled), edit or delete."
     )
-    actor: str = Field(description="Who made a verdict (their user name); empty for the system.")
+    actor: str = Field(
+        description="Who made a verdict or asked for the edit or delete (their user name); empty "
+        "for the system."
+    )
+    text_before: str = Field(description="An edit's text as the network showed it before.")
+    text_after: str = Field(description="An edit's text as the network was asked to show it.")
 
 
 class DeliveryDetail(DeliveryOut):

@@ -9,10 +9,13 @@ import json
 import os
 import re
 import shutil
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, ProgrammingError
 from django.utils import timezone
@@ -20,8 +23,9 @@ from rich import box
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from syndicator import followup
 from syndicator.errors import UserError
-from syndicator.models import Feed, Post, Target
+from syndicator.models import Delivery, Feed, Post, Target
 
 # Colours of statuses in tables (the admin's badges use the same families).
 STATUS_STYLES = {
@@ -254,3 +258,99 @@ def relative(moment: datetime | None, now: datetime | None = None) -> str:
     if span < 1:
         return "now"
     return f"{amount} ago" if seconds > 0 else f"in {amount}"
+
+
+# --- edit and delete everywhere (#12) ------------------------------------------------------------
+
+
+def cli_actor(name: str) -> AbstractBaseUser:
+    """Who asks, for followup.edit_everywhere / delete_everywhere: the --user name or the OS user,
+    credited "NAME (command line)" as `syndicator retry` credits its verdicts. An unsaved user: the
+    command line does not log in, so the name is not linked to an account (decisions keeps the
+    name of an unsaved user and links none)."""
+    user_model = get_user_model()
+    credit = f"{name.strip() or os_user()} (command line)"
+    limit = Delivery._meta.get_field("followup_by").max_length or 150
+    return user_model(**{user_model.USERNAME_FIELD: credit[:limit]})
+
+
+class FollowupCommand(SyndicatorCommand):
+    """``syndicator edit`` and ``syndicator delete``: an editor's edit or delete everywhere
+    (syndicator.followup), printed as a plan per target: asked, or why not."""
+
+    action: str  # Delivery.Followup.EDIT or DELETE
+    # A plan line's words by (dry run, asked): "edit asked", "would not be edited", …
+    words: dict[tuple[bool, bool], str]
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        """The post, the targets, a dry run, who asks and the output format."""
+        parser.add_argument("post", metavar="POST_ID_OR_URL", help="the post's id or its exact URL")
+        parser.add_argument(
+            "--to",
+            action="append",
+            default=[],
+            metavar="TARGET",
+            help="only this target (repeat it, or give names comma-separated; default: every "
+            "target the post went to)",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="print what each target would do; change nothing"
+        )
+        parser.add_argument("--user", default="", help="who asked, for the log (default: your user name)")
+        parser.add_argument("--json", action="store_true", help="one JSON object per target's plan")
+
+    def handle(self, *args: Any, post: str, to: list[str], json: bool, **options: Any) -> None:
+        """Check the post and the targets, act (or preview), print the plan."""
+        found = find_post(post)
+        names = list(dict.fromkeys(name for value in to for name in split_list(value)))
+        if names:
+            get_targets(names)  # a name no target has is told as everywhere else; followup the rest
+        plans, unchanged = self.act(found, names or None, **options)
+        if json:
+            self.write_json_lines(plan.as_dict() for plan in plans)
+            return
+        self.write_plans(found, plans, unchanged=unchanged)
+
+    def act(
+        self, post: Post, targets: list[str] | None, *, dry_run: bool, user: str, **options: Any
+    ) -> tuple[list[followup.Plan], str]:
+        """The plans, and, when they are a preview that changed nothing, why (for the header)."""
+        if dry_run:
+            return followup.preview(post, self.action, targets=targets), "dry run: nothing changed"
+        actor = cli_actor(user)
+        if self.action == Delivery.Followup.EDIT:
+            return followup.edit_everywhere(post, actor=actor, targets=targets), ""
+        return followup.delete_everywhere(post, actor=actor, targets=targets), ""
+
+    def write_plans(
+        self, post: Post, plans: list[followup.Plan], *, unchanged: str = "", to_stderr: bool = False
+    ) -> None:
+        """A line per target, then what it comes to. ``unchanged`` is set for a preview (its lines
+        read "would be …"): why it changed nothing."""
+        out = self.stderr if to_stderr else self.stdout
+        preview = bool(unchanged)
+        out.write(f"post {post.pk}: {post.title or post.url}" + (f" ({unchanged})" if preview else ""))
+        if not plans:
+            out.write(f"it was not delivered to any target: nothing to {self.action}")
+            return
+        for plan in plans:
+            word = self.words[(preview, plan.asked)]
+            if plan.reason:
+                word = f"{word} ({plan.reason})" if plan.asked else f"{word}: {plan.reason}"
+            out.write(f"delivery {plan.delivery_id} → {plan.target}: {word}")
+        asked = sum(plan.asked for plan in plans)
+        of = f"{asked} of {plural(len(plans), 'target')}"
+        if not asked:
+            out.write(f"{of}: nothing to {self.action}")
+        elif preview:
+            out.write(f"{of}: {self.words[(True, True)]}")
+        else:
+            out.write(f"{of}: {self.words[(False, True)]}; a worker does it (see `syndicator log`)")
+
+
+def stdin_is_a_terminal() -> bool:
+    """Whether a person can answer a question on standard input."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):  # closed, or replaced by something without isatty
+        return False
