@@ -104,7 +104,7 @@ def test_edit_asks_the_targets_that_can_and_the_worker_edits_them(sent):
 
     assert f"post {post.pk}: {FIXED}" in out
     assert f"delivery {sent['tg'].pk} → tg: edit asked" in out
-    assert f"delivery {sent['mail'].pk} → mail: not edited: outbox (dry run) posts cannot be edited" in out
+    assert f"delivery {sent['mail'].pk} → mail: not edited: email (dry run) posts cannot be edited" in out
     assert "1 of 2 targets: edit asked; a worker does it" in out
     now = work(sent["tg"], sent["mail"])
     assert (now["tg"].status, now["tg"].edits, now["tg"].followup) == (Status.SENT, 1, "")
@@ -130,7 +130,7 @@ def test_edit_dry_run_prints_the_plan_and_changes_nothing(sent):
 
     assert f"post {post.pk}: {FIXED} (dry run: nothing changed)" in out
     assert (
-        "→ tg: would be edited" in out and "→ mail: would not be edited: outbox (dry run) posts cannot" in out
+        "→ tg: would be edited" in out and "→ mail: would not be edited: email (dry run) posts cannot" in out
     )
     assert "1 of 2 targets: would be edited" in out
     assert not Delivery.objects.exclude(followup="").exists()
@@ -175,7 +175,7 @@ def test_delete_with_yes_deletes_where_the_network_can_in_the_users_name(sent):
     out = run(f"delete {post.pk} --yes --user alice")
 
     assert f"delivery {sent['tg'].pk} → tg: delete asked" in out
-    assert f"delivery {sent['mail'].pk} → mail: not deleted: outbox (dry run) posts cannot be deleted" in out
+    assert f"delivery {sent['mail'].pk} → mail: not deleted: email (dry run) posts cannot be deleted" in out
     now = work(sent["tg"], sent["mail"])
     assert now["tg"].status == Status.DELETED and now["tg"].deleted_by == "editor alice (command line)"
     assert now["mail"].status == Status.SENT
@@ -489,7 +489,7 @@ def test_the_human_log_shows_what_a_followup_left_to_know(sent):
     assert "cannot be edited" not in table, "the plan alone writes no note on the delivery"
     followup.post_changed(post_of(sent))  # detection: writes the reason on the delivery
     (row,) = json_lines(run("log --target mail --json"))
-    assert "not edited here: outbox (dry run) posts cannot be edited" in row["followup_note"]
+    assert "not edited here: email (dry run) posts cannot be edited" in row["followup_note"]
     assert "edit asked" in run("log --target tg")
     # The table's detail column shows the note (cut to fit).
     assert "the article changed at its source" in run("log --target mail")
@@ -515,5 +515,5 @@ def test_at_a_terminal_a_delete_with_nothing_to_delete_asks_nothing(env, sent):
     code, out, shown = at_a_terminal(env, f"delete {post_of(sent).pk} --to mail", None)
     assert code == 0 and "[y/N]" not in shown, shown
     assert "(nothing to delete, nothing changed)" in out
-    assert "→ mail: would not be deleted: outbox (dry run) posts cannot be deleted" in out
+    assert "→ mail: would not be deleted: email (dry run) posts cannot be deleted" in out
     assert "0 of 1 target: nothing to delete" in out
