@@ -379,14 +379,14 @@ def next_look_up(delivery: Delivery, error: DeliveryError, now: datetime) -> tup
     horizon = look_up_horizon(delivery)
     policy = {**settings.SYNDICATOR_RETRY, "max_attempts": math.inf}
     delay = retry_delay(horizon.failures, error.retry_after, policy=policy) or 0.0
-    due = now + timedelta(seconds=delay)
-    if due > horizon.last_call():
+    due, last_call = now + timedelta(seconds=delay), horizon.last_call()
+    if due > last_call:
         # One last try at the horizon, if the network's wait and the policy's first step allow it.
         floor = now + timedelta(seconds=max(error.retry_after or 0.0, policy["backoff"][0]))
-        due = horizon.last_call() if horizon.last_call() >= floor else None
-    if due is None:
-        return None, f"{look_ups_given_up(delivery, horizon, error)}; "
-    until = timezone.localtime(horizon.last_call()).strftime("%Y-%m-%d %H:%M %Z")
+        if last_call < floor:
+            return None, f"{look_ups_given_up(delivery, horizon)}; "
+        due = last_call
+    until = timezone.localtime(last_call).strftime("%Y-%m-%d %H:%M %Z")
     at = timezone.localtime(due).strftime("%H:%M:%S %Z")
     return due, f"looked up again at {at} (with backoff while it fails, until {until}); "
 

@@ -93,17 +93,16 @@ def unverified() -> Q:
     Every move to `uncertain` after a look-up sets next_attempt_at (None: not again), and the
     look-up's claim clears it, so a due time left from an earlier retry never counts here.
     """
-    # Q & an expression is a Q (Q._combine); django-stubs type it Combinable, hence the casts here.
     again = Q(next_attempt_at__isnull=False)
-    return cast(Q, Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & (~_looked_up() | again))
+    return Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & (~_looked_up() | again)
 
 
 def look_up_due(now: datetime) -> Q:
     """Of the unverified deliveries, those to look up at ``now``: the first look-up once the delivery
     has been uncertain for SYNDICATOR_VERIFY_AFTER, a further one once its next_attempt_at came."""
     settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
-    first = cast(Q, ~_looked_up() & Q(updated_at__lte=settled))
-    again = cast(Q, _looked_up() & Q(next_attempt_at__lte=now))
+    first = ~_looked_up() & Q(updated_at__lte=settled)
+    again = _looked_up() & Q(next_attempt_at__lte=now)
     return unverified() & (first | again)
 
 
@@ -131,6 +130,7 @@ class LookUpHorizon:
     since: datetime  # the first attempt that may have posted (else this episode's first look-up)
     until: datetime  # since + the adapter's verify_horizon
     failures: int  # look-ups of this episode that failed, rate limits aside (the backoff's step)
+    tried: int  # look-ups of this episode that ended, rate limits included
 
     def last_call(self) -> datetime:
         """The latest a further look-up may be due (LAST_LOOK_UP_MARGIN before ``until``)."""
@@ -148,22 +148,25 @@ def look_up_horizon(delivery: Delivery) -> LookUpHorizon:
     look_ups = attempts.filter(kind=Kind.LOOKUP, number__gt=last_send)
     since = maybe_posted_since(delivery) or look_ups.aggregate(at=Min("started_at"))["at"] or db_now()
     adapter = ADAPTERS[delivery.target.kind]
-    failures = look_ups.filter(finished_at__isnull=False).exclude(
-        outcome__in=(Outcome.SENT, Outcome.RATE_LIMITED)
+    ended = look_ups.filter(finished_at__isnull=False)
+    return LookUpHorizon(
+        since,
+        since + timedelta(seconds=adapter.verify_horizon),
+        failures=ended.exclude(outcome__in=(Outcome.SENT, Outcome.RATE_LIMITED)).count(),
+        tried=ended.count(),
     )
-    return LookUpHorizon(since, since + timedelta(seconds=adapter.verify_horizon), failures.count())
 
 
-def look_ups_given_up(delivery: Delivery, horizon: LookUpHorizon, error: Exception) -> str:
+def look_ups_given_up(delivery: Delivery, horizon: LookUpHorizon) -> str:
     """Why an uncertain delivery whose look-ups kept failing waits for an admin, and what to check."""
     adapter = ADAPTERS[delivery.target.kind]
     since = timezone.localtime(horizon.since).strftime("%Y-%m-%d %H:%M %Z")
     hours = adapter.verify_horizon / 3600
     span = f"{hours:.0f} hours" if hours >= 2 else f"{adapter.verify_horizon / 60:.0f} minutes"
     return (
-        f"not looked up again: every look-up failed ({horizon.failures} since the attempt of {since}; "
-        f"last: {error}), and none is tried more than {span} after it, since {adapter.verify_horizon_note}. "
-        f"An admin checks that {adapter.label} is reachable and the account: if the post is there, "
+        f"not looked up again: the look-ups since the attempt of {since} all failed ({horizon.tried}), and "
+        f"none is made more than {span} after that attempt: {adapter.verify_horizon_note}. An admin "
+        f"checks that {adapter.label} is reachable and looks at the account: if the post is there, "
         "mark the delivery sent; if not, retry it"
     )
 
