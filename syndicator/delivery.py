@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
+from django.utils import timezone
 
 from syndicator import clock, followup, pacing, waiting
 from syndicator.clock import db_now
@@ -57,6 +59,8 @@ from syndicator.recovery import (
     claim_verification,
     due_verifications,
     durably,
+    look_up_horizon,
+    look_ups_given_up,
     settle_lost_sends,
     uncertain_cause,
     uncertain_policy,
@@ -321,7 +325,12 @@ def _failures_in_budget(delivery: Delivery) -> int:
 
 
 def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
-    """Ask the target whether an uncertain delivery's post went out: sent if found, else uncertain."""
+    """Ask the target whether an uncertain delivery's post went out: sent if found, else uncertain.
+
+    A look-up that failed transiently (TransientError: the network down or slow, a 429) sets the
+    next one's time (next_look_up); one that found nothing, or could not tell, leaves the delivery
+    to an admin.
+    """
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=attempt.delivery_id)
     started = time.monotonic()
     # Why it became uncertain: what the attempt before this look-up said (not the policy note,
@@ -343,7 +352,8 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
     def still_uncertain() -> DeliveryAttempt:
         now = db_now()
         _finish_attempt(attempt, _outcome(error), started, now, error)
-        why = redact(f"looked up: {error}; before: {earlier}")[:5000]
+        again, plan = next_look_up(delivery, error, now) if isinstance(error, TransientError) else (None, "")
+        why = redact(f"looked up: {error}; {plan}before: {earlier}")[:5000]
         # `uncertain` too, while this is still its latest attempt: the sweeper took a slow look-up
         # for lost, and what the look-up found after all is better knowledge than "lost".
         move(
@@ -352,12 +362,38 @@ def verify_delivery(attempt: DeliveryAttempt) -> DeliveryAttempt:
             where=Q(attempts=attempt.number),
             now=now,
             lease_until=None,
+            next_attempt_at=again,  # None: not looked up again (recovery.unverified)
+            enqueued_at=None,  # the sweeper sends its message when it is due
             last_error=why,
         )
         log.warning("delivery %s stays uncertain: %s", delivery.pk, why)
         return attempt
 
     return durably(still_uncertain)
+
+
+def next_look_up(delivery: Delivery, error: DeliveryError, now: datetime) -> tuple[datetime | None, str]:
+    """When a look-up that failed transiently is tried again, and what last_error says of it.
+
+    The one retry policy's backoff (retry_delay: its schedule, jitter and max_delay, a 429's wait
+    as the floor), bounded not by max_attempts but by the adapter's horizon (recovery.
+    look_up_horizon): the last try is moved before it, and past it (None) an admin decides, with
+    the reason. A network that stays away for an hour is no reason to give up on a look-up that
+    stays safe for a day.
+    """
+    horizon = look_up_horizon(delivery)
+    policy = {**settings.SYNDICATOR_RETRY, "max_attempts": math.inf}
+    delay = retry_delay(horizon.failures, error.retry_after, policy=policy) or 0.0
+    due, last_call = now + timedelta(seconds=delay), horizon.last_call()
+    if due > last_call:
+        # One last try at the horizon, if the network's wait and the policy's first step allow it.
+        floor = now + timedelta(seconds=max(error.retry_after or 0.0, policy["backoff"][0]))
+        if last_call < floor:
+            return None, f"{look_ups_given_up(delivery, horizon)}; "
+        due = last_call
+    until = timezone.localtime(last_call).strftime("%Y-%m-%d %H:%M %Z")
+    at = timezone.localtime(due).strftime("%H:%M:%S %Z")
+    return due, f"looked up again at {at} (with backoff while it fails, until {until}); "
 
 
 # --- the sweeper --------------------------------------------------------------------------------

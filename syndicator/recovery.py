@@ -3,9 +3,13 @@
 - A worker lost while sending (its lease expired) left either nothing on the wire (no attempt was
   logged yet: the delivery goes back to the queue) or a request that may have been published:
   the delivery becomes ``uncertain``.
-- An uncertain delivery is settled by its target's policy: looked up on the network once when the
+- An uncertain delivery is settled by its target's policy: looked up on the network when the
   adapter can (``Adapter.verify``, an attempt of kind ``lookup``), else left to an admin with the
-  reason in its last_error.
+  reason in its last_error. A look-up that fails transiently (the network down, a 429) is tried
+  again with the one retry policy's backoff (delivery.verify_delivery), for as long as that is safe
+  (``Adapter.verify_horizon`` after the first attempt that may have posted: Mastodon's
+  Idempotency-Key hour, a day for a look-up among the newest posts); then, and after a look-up
+  that found nothing, an admin decides, with the reason.
 - A target whose attempts have all failed for long enough (SYNDICATOR_TARGET_PAUSE_AFTER) is
   paused, with the reason shown; a success ends the streak, and a resume (``Target.resumed_at``)
   starts a new one.
@@ -49,6 +53,9 @@ LOOK_UP_LOST = (
     "looking it up was lost with its worker (lease expired), and a post is looked up once: "
     "an admin checks the account, then retries the delivery or leaves it"
 )
+# The last try of a failing look-up is due this long before its horizon: the sweeper's round and a
+# busy queue delay it, and a Mastodon re-send that starts past the key's window is refused.
+LAST_LOOK_UP_MARGIN = 60.0
 # Outcomes that count towards pausing a failing target (rate limits do not: the network said when).
 FAILED_OUTCOMES = (Outcome.TRANSIENT, Outcome.PERMANENT, Outcome.UNKNOWN, Outcome.LOST)
 
@@ -71,13 +78,97 @@ def verifiable_kinds() -> list[str]:
     return [kind for kind, cls in ADAPTERS.items() if cls.can_verify()]
 
 
-def unverified() -> Q:
-    """Uncertain deliveries of verifiable targets, not looked up since they became uncertain."""
-    looked_up = DeliveryAttempt.objects.filter(
-        delivery=OuterRef("pk"), number=OuterRef("attempts"), kind=Kind.LOOKUP
+def _looked_up() -> Exists:
+    """The delivery's latest attempt is a look-up (it was looked up since it became uncertain)."""
+    return Exists(
+        DeliveryAttempt.objects.filter(delivery=OuterRef("pk"), number=OuterRef("attempts"), kind=Kind.LOOKUP)
     )
-    # Q & an expression is a Q (Q._combine); django-stubs type it Combinable, hence the casts here.
-    return cast(Q, Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & ~Exists(looked_up))
+
+
+def unverified() -> Q:
+    """Uncertain deliveries of verifiable targets that are still to be looked up: not looked up
+    since they became uncertain, or their look-up failed transiently and set the next one's time
+    (``next_attempt_at``). The others wait for an admin.
+
+    Every move to `uncertain` after a look-up sets next_attempt_at (None: not again), and the
+    look-up's claim clears it, so a due time left from an earlier retry never counts here.
+    """
+    again = Q(next_attempt_at__isnull=False)
+    return Q(status=Status.UNCERTAIN, target__kind__in=verifiable_kinds()) & (~_looked_up() | again)
+
+
+def look_up_due(now: datetime) -> Q:
+    """Of the unverified deliveries, those to look up at ``now``: the first look-up once the delivery
+    has been uncertain for SYNDICATOR_VERIFY_AFTER, a further one once its next_attempt_at came."""
+    settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
+    first = ~_looked_up() & Q(updated_at__lte=settled)
+    again = _looked_up() & Q(next_attempt_at__lte=now)
+    return unverified() & (first | again)
+
+
+def maybe_posted_since(delivery: Delivery) -> datetime | None:
+    """When the delivery's earliest attempt that may have posted started (since an admin's retry).
+
+    What Mastodon's Idempotency-Key hour is counted from, and every look-up's horizon.
+    """
+    return (
+        DeliveryAttempt.objects.filter(
+            delivery_id=delivery.pk,
+            number__gt=delivery.budget_start,
+            outcome__in=(Outcome.UNKNOWN, Outcome.LOST),
+        )
+        .order_by("started_at")
+        .values_list("started_at", flat=True)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class LookUpHorizon:
+    """Until when a failing look-up of an uncertain delivery is tried again, and from when."""
+
+    since: datetime  # the first attempt that may have posted (else this episode's first look-up)
+    until: datetime  # since + the adapter's verify_horizon
+    failures: int  # look-ups of this episode that failed, rate limits aside (the backoff's step)
+    tried: int  # look-ups of this episode that ended, rate limits included
+
+    def last_call(self) -> datetime:
+        """The latest a further look-up may be due (LAST_LOOK_UP_MARGIN before ``until``)."""
+        return self.until - timedelta(seconds=LAST_LOOK_UP_MARGIN)
+
+
+def look_up_horizon(delivery: Delivery) -> LookUpHorizon:
+    """The horizon of an uncertain delivery's failing look-ups, read from its attempt log.
+
+    This episode's look-ups are those after its latest send (an admin's retry sends again and
+    starts a new one); the database's times throughout (syndicator/clock.py).
+    """
+    attempts = DeliveryAttempt.objects.filter(delivery_id=delivery.pk, number__gt=delivery.budget_start)
+    last_send = attempts.filter(kind=Kind.SEND).aggregate(n=Max("number"))["n"] or delivery.budget_start
+    look_ups = attempts.filter(kind=Kind.LOOKUP, number__gt=last_send)
+    since = maybe_posted_since(delivery) or look_ups.aggregate(at=Min("started_at"))["at"] or db_now()
+    adapter = ADAPTERS[delivery.target.kind]
+    ended = look_ups.filter(finished_at__isnull=False)
+    return LookUpHorizon(
+        since,
+        since + timedelta(seconds=adapter.verify_horizon),
+        failures=ended.exclude(outcome__in=(Outcome.SENT, Outcome.RATE_LIMITED)).count(),
+        tried=ended.count(),
+    )
+
+
+def look_ups_given_up(delivery: Delivery, horizon: LookUpHorizon) -> str:
+    """Why an uncertain delivery whose look-ups kept failing waits for an admin, and what to check."""
+    adapter = ADAPTERS[delivery.target.kind]
+    since = timezone.localtime(horizon.since).strftime("%Y-%m-%d %H:%M %Z")
+    hours = adapter.verify_horizon / 3600
+    span = f"{hours:.0f} hours" if hours >= 2 else f"{adapter.verify_horizon / 60:.0f} minutes"
+    return (
+        f"not looked up again: the look-ups since the attempt of {since} all failed ({horizon.tried}), and "
+        f"none is made more than {span} after that attempt: {adapter.verify_horizon_note}. An admin "
+        f"checks that {adapter.label} is reachable and looks at the account: if the post is there, "
+        "mark the delivery sent; if not, retry it"
+    )
 
 
 def uncertain_cause(delivery_id: int, *, before: int) -> str:
@@ -124,7 +215,8 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
             last_error="the worker was lost before sending: queued again",
         )
         # A look-up sent nothing: the delivery was uncertain before it and stays so, with the reason
-        # it had. It is not looked up again (once per uncertain episode), so an admin decides.
+        # it had. A lost look-up is not tried again (its claim cleared next_attempt_at: a look-up
+        # that kills its worker would do so again), so an admin decides.
         looking_up = started.filter(kind=Kind.LOOKUP)
         settle: dict[str, Any] = {"lease_until": None, "enqueued_at": None, "now": now}
         lost_look_up = f"{LOOK_UP_LOST}; before: {uncertain_cause(pk, before=number)}"[:5000]
@@ -155,17 +247,17 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
 
 
 def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "") -> DeliveryAttempt | None:
-    """Take an uncertain delivery to look it up, at most once: the look-up's attempt, or None.
+    """Take an uncertain delivery to look it up, when due: the look-up's attempt, or None.
 
-    Only once the delivery has been uncertain for SYNDICATOR_VERIFY_AFTER (see due_verifications),
-    whoever sent the message. The claim and its log row are one transaction, so a look-up lost with
-    its worker is never mistaken for a send that had not started (and so never requeued). "Settled"
-    and the lease are the database's time (syndicator/clock.py), as the sweeper reads them.
+    Only once the delivery has been uncertain for SYNDICATOR_VERIFY_AFTER, or a failed look-up's
+    next time came (look_up_due), whoever sent the message. The claim and its log row are one
+    transaction, so a look-up lost with its worker is never mistaken for a send that had not
+    started (and so never requeued). "Due" and the lease are the database's time
+    (syndicator/clock.py), as the sweeper reads them.
     """
     now = db_now()
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
-    settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
-    eligible = Delivery.objects.filter(unverified(), ACTIVE_TARGET, pk=delivery_id, updated_at__lte=settled)
+    eligible = Delivery.objects.filter(look_up_due(now), ACTIVE_TARGET, pk=delivery_id)
     with transaction.atomic():
         # Lock the row first, then judge it in a statement of its own, which sees every look-up
         # committed before the lock was ours. A conditional UPDATE alone judges its subquery on the
@@ -175,7 +267,15 @@ def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "")
         mine = Delivery.objects.select_for_update().filter(pk=delivery_id, status=Status.UNCERTAIN)
         if not list(mine.values_list("pk", flat=True)) or not eligible.exists():
             return None
-        move(delivery_id, Event.LOOK_UP, now=now, attempts=F("attempts") + 1, lease_until=now + lease)
+        # next_attempt_at is cleared: only a look-up that fails transiently sets the next one's.
+        move(
+            delivery_id,
+            Event.LOOK_UP,
+            now=now,
+            attempts=F("attempts") + 1,
+            lease_until=now + lease,
+            next_attempt_at=None,
+        )
         number = Delivery.objects.values_list("attempts", flat=True).get(pk=delivery_id)
         return DeliveryAttempt.objects.create(
             delivery_id=delivery_id,
@@ -188,14 +288,13 @@ def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "")
 
 
 def due_verifications(now: datetime, not_recently_sent: Q) -> list[tuple[int, str, datetime | None]]:
-    """(id, kind, enqueued_at) of uncertain deliveries to look up now: settled for VERIFY_AFTER.
+    """(id, kind, enqueued_at) of uncertain deliveries to look up now (look_up_due).
 
-    The wait gives the network time to show a post whose answer was lost (a timeout often means
-    it is still being made).
+    The first look-up waits VERIFY_AFTER: the network gets time to show a post whose answer was
+    lost (a timeout often means it is still being made).
     """
-    settled = now - timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER)
     return list(
-        Delivery.objects.filter(unverified(), ACTIVE_TARGET, not_recently_sent, updated_at__lte=settled)
+        Delivery.objects.filter(look_up_due(now), ACTIVE_TARGET, not_recently_sent)
         .order_by("updated_at")
         .values_list("pk", "target__kind", "enqueued_at")[:BATCH]
     )

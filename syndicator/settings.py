@@ -258,8 +258,9 @@ SYNDICATOR_SEND_LEASE = float(os.environ.get("SYNDICATOR_SEND_LEASE", CELERY_TAS
 # A `queued` delivery whose message was sent this long ago and never claimed is looked for in the
 # broker, and sent again only if its message is not there (syndicator/waiting.py).
 SYNDICATOR_STRANDED_AFTER = float(os.environ.get("SYNDICATOR_STRANDED_AFTER", 60))
-# An uncertain delivery of a target that can look its posts up (Adapter.verify) is looked up once,
-# this many seconds after it became uncertain: a timed-out post is often still being made.
+# An uncertain delivery of a target that can look its posts up (Adapter.verify) is looked up this
+# many seconds after it became uncertain (a timed-out post is often still being made); a look-up
+# that fails transiently is tried again by SYNDICATOR_RETRY's backoff (docs/delivery-states.md).
 SYNDICATOR_VERIFY_AFTER = float(os.environ.get("SYNDICATOR_VERIFY_AFTER", 60))
 # How long a worker keeps trying to write what the network answered while the database is away
 # (a restart, a failover); below the task time limit, so the task ends before Celery kills it.

@@ -125,6 +125,13 @@ class Adapter:
     )
     # What happens next to an uncertain delivery, for adapters that can settle one (see ``verify``).
     verify_plan: ClassVar[str] = "it will be looked up on the network shortly"
+    # How long after the first attempt that may have posted a look-up that failed transiently (the
+    # network down, a 429) is tried again (syndicator.recovery), and why not after that. A day for a
+    # look-up among the newest posts: later, newer posts may have pushed it out of the page read.
+    verify_horizon: ClassVar[float] = 24 * 3600.0
+    verify_horizon_note: ClassVar[str] = (
+        "a look-up reads only the account's newest posts, and after a day this one may be past them"
+    )
     # The network records a result per recipient (a mailing list): shown with each delivery.
     per_recipient_results: ClassVar[bool] = False
     # Environment variable names this network's documentation suggests for its secrets (allowed
@@ -292,8 +299,9 @@ class Adapter:
 
         Return its SendResult when found; raise a DeliveryError saying what the look-up found (or
         why it failed) when not; None when this network cannot tell, which leaves the delivery to
-        an admin (``verify_note`` says why). syndicator.recovery calls it at most once per
-        uncertain episode.
+        an admin (``verify_note`` says why). syndicator.recovery calls it once per uncertain
+        episode, and again with the retry policy's backoff while it fails transiently (raises a
+        TransientError: the network down, a 429), up to ``verify_horizon``.
         """
         return None
 

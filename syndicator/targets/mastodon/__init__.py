@@ -35,7 +35,7 @@ import hashlib
 import logging
 import re
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -50,6 +50,7 @@ from syndicator.errors import (
     PermanentError,
     RateLimited,
     TargetBroken,
+    TransientError,
 )
 from syndicator.redact import redact
 from syndicator.targets import http
@@ -140,6 +141,11 @@ class MastodonAdapter(HttpAdapter):
     verify_plan = (
         "it will be sent again shortly with the same Idempotency-Key, which the instance honours "
         "for about an hour, so it cannot appear twice"
+    )
+    # A re-send that fails is repeated (syndicator.recovery) only within the key's window.
+    verify_horizon = IDEMPOTENCY_WINDOW
+    verify_horizon_note = (
+        "the instance keeps an Idempotency-Key for about an hour, and a re-send after that could post twice"
     )
     pacing = Pacing(rate_limits=(RateLimit("account", 300, 300, "docs.joinmastodon.org/api/rate-limits"),))
     settings_spec = (
@@ -249,6 +255,8 @@ class MastodonAdapter(HttpAdapter):
         makes it now if that attempt made none: either way exactly one status. Past the window,
         raise OutcomeUnknown saying so; the delivery waits for an admin.
         """
+        from syndicator.recovery import maybe_posted_since  # recovery imports the adapters
+
         since = maybe_posted_since(delivery)
         # The attempt's start is the database's time, and so is "now" here (syndicator/clock.py):
         # a worker whose clock runs behind must not re-send past the key's hour.
@@ -264,8 +272,12 @@ class MastodonAdapter(HttpAdapter):
             result = self.send(self.render(delivery), delivery)
         except DeliveryError as exc:
             until = timezone.localtime((since or now) + timedelta(seconds=IDEMPOTENCY_WINDOW))
-            raise type(exc)(
-                f"re-sending under the same Idempotency-Key failed: {exc}; an admin's retry before "
+            # Within the window a re-send whose outcome is unknown (a 5xx, a lost answer) is as safe
+            # to repeat as the first: the instance answers a repeat with the status the key made.
+            # So it is a plain retry, which syndicator.recovery repeats with backoff until then.
+            again = TransientError if isinstance(exc, OutcomeUnknown) else type(exc)
+            raise again(
+                f"re-sending under the same Idempotency-Key failed: {exc}; a re-send before "
                 f"{until:%H:%M %Z} is still safe (same key), later it could post twice",
                 http_status=exc.http_status,
                 retry_after=exc.retry_after,
@@ -448,23 +460,6 @@ def _record_not_found(response: httpx.Response) -> bool:
     """Mastodon's own 404 ({"error": "Record not found"}: the status does not exist, or is not
     ours), as opposed to a web server's page for a path it does not serve."""
     return response.status_code == 404 and bool(json_object(response.content).get("error"))
-
-
-def maybe_posted_since(delivery: Delivery) -> datetime | None:
-    """When the delivery's earliest attempt that may have posted started (since an admin's retry)."""
-    from syndicator.models import DeliveryAttempt
-
-    Outcome = DeliveryAttempt.Outcome
-    return (
-        DeliveryAttempt.objects.filter(
-            delivery_id=delivery.pk,
-            number__gt=delivery.budget_start,
-            outcome__in=(Outcome.UNKNOWN, Outcome.LOST),
-        )
-        .order_by("started_at")
-        .values_list("started_at", flat=True)
-        .first()
-    )
 
 
 # --- helpers ---------------------------------------------------------------------------------------
