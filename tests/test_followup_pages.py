@@ -147,8 +147,8 @@ def test_the_update_page_lists_what_each_target_will_do_and_changes_nothing(edit
     assert rows["mail"].verdict == "will not edit" and "cannot be edited" in rows["mail"].detail
     page = response.content.decode()
     assert "csrfmiddlewaretoken" in page and 'id="everywhere-confirm"' in page
-    for name in ("tg", "x", "mail"):
-        assert f'name="targets" value="{name}"' in page  # the "only these" boxes, ticked
+    # The "only these" boxes, ticked: one for each target that can do it; the others say why not.
+    assert re.findall(r'name="targets" value="(\w+)"[^>]*checked', page) == ["tg"]
     assert asked(post) == {"tg": ("", ""), "x": ("", ""), "mail": ("", "")}, "a preview changes nothing"
 
 
@@ -207,9 +207,20 @@ def test_the_delivery_page_shows_an_edit_with_its_texts_escaped(editor, post):
 def test_only_the_ticked_targets_are_asked(editor, post):
     changed(post)
 
-    editor.post(update_url(post), {"targets": ["tg"]})
+    editor.post(update_url(post), {"targets": ["tg", "mail"]})  # mail cannot: not offered, ignored
 
     assert asked(post) == {"tg": ("edit", "edna"), "x": ("", ""), "mail": ("", "")}
+
+
+def test_when_no_target_can_do_it_there_is_nothing_to_confirm(editor, post):
+    Delivery.objects.filter(post=post).exclude(target__name="mail").update(status=Status.CANCELLED)
+    changed(post)
+
+    page = editor.get(update_url(post)).content.decode()
+    assert 'id="everywhere-none-can"' in page and 'id="everywhere-confirm"' not in page
+    response = editor.post(update_url(post), {"targets": ["mail"]})
+    assert response.status_code == 200 and "No target can edit it now." in response.content.decode()
+    assert asked(post)["mail"] == ("", "")
 
 
 def test_confirming_with_no_target_ticked_asks_nothing(editor, post):
@@ -232,7 +243,7 @@ def test_delete_everywhere_deletes_in_the_editors_name(post):
     tg = Delivery.objects.get(post=post, target__name="tg")
     assert (tg.status, tg.deleted_by) == (Status.DELETED, "editor ada")
     page = admin.get(post_url(post)).content.decode()
-    assert page.count("sent, deleted") == 2 and "deleted by editor ada" in page
+    assert page.count("sent, deleted") == 2 and "— by editor ada" in page
     detail = admin.get(reverse("admin:syndicator_delivery_change", args=[tg.pk])).content.decode()
     assert 'id="deleted-by"' in detail and "deleted by editor ada" in detail
     delete_row = re.search(r'<tr class="attempt"[^>]*data-kind="delete".*?</tr>', detail, re.S)

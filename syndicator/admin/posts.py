@@ -101,9 +101,7 @@ def delivery_life(delivery: Delivery) -> str:
         by = f" by {delivery.followup_by}" if delivery.followup_by else ""
         parts.append(format_html('<span class="delivery-pending">{} asked{}</span>', delivery.followup, by))
     if delivery.deleted_by:
-        parts.append(
-            format_html('<span class="delivery-deleted-by">deleted by {}</span>', delivery.deleted_by)
-        )
+        parts.append(format_html('<span class="delivery-deleted-by">— by {}</span>', delivery.deleted_by))
     if delivery.followup_note:
         parts.append(format_html('<div class="delivery-note" dir="auto">{}</div>', delivery.followup_note))
     return format_html_join(" ", "{}", ((part,) for part in parts))
@@ -117,7 +115,7 @@ class PlanRow:
     delivery: Delivery | None
     verdict: str  # "will edit", "will delete", "will cancel", "will not edit", …
     detail: str
-    first: bool  # the first of its target's lines: the one with the "only these" box
+    box: bool  # this line has its target's "only these" box (one per target that can do it)
 
 
 def plan_words(plan: followup.Plan) -> tuple[str, str]:
@@ -375,37 +373,34 @@ class PostAdmin(admin.ModelAdmin):
         post = get_object_or_404(Post.objects.select_related("feed", "same_as"), pk=post_id)
         words = EVERYWHERE[action]
         article = post.same_as or post
-        names = list(
-            dict.fromkeys(
-                Delivery.objects.filter(post=article)
-                .order_by("target__name")
-                .values_list("target__name", flat=True)
-            )
-        )
+        plans = followup.preview(post, action)
+        # The "only these" boxes: the targets that can do it now (the others are shown, with why).
+        offered = sorted({p.target for p in plans if p.asked})
         error = ""
-        chosen = names
+        chosen = offered
         if request.method == "POST":
-            chosen = [name for name in request.POST.getlist("targets") if name in names]
+            chosen = [name for name in request.POST.getlist("targets") if name in offered]
             if not chosen:
-                error = "Choose at least one target."
+                error = "Choose at least one target." if offered else f"No target can {words['verb']} it now."
             else:
                 act = followup.edit_everywhere if action == "edit" else followup.delete_everywhere
-                # Every target: None, so a target delivered to meanwhile is included too.
-                only = None if set(chosen) == set(names) else chosen
+                # All ticked: everywhere (None), so the result lists every target, those that cannot too.
+                only = None if set(chosen) == set(offered) else chosen
                 try:
-                    plans = act(post, actor=request.user, targets=only)
+                    done = act(post, actor=request.user, targets=only)
                 except UserError as exc:
                     error = str(exc)
                 else:
-                    self._report(request, words, plans)
+                    self._report(request, words, done)
                     return redirect("admin:syndicator_post_change", post.pk)
-        plans = followup.preview(post, action)
         by_pk = Delivery.objects.select_related("target").in_bulk([p.delivery_id for p in plans])
         rows: list[PlanRow] = []
         for plan in sorted(plans, key=lambda p: (p.target, p.delivery_id)):  # a target's rows together
             verdict, detail = plan_words(plan)
-            first = not rows or rows[-1].plan.target != plan.target
-            rows.append(PlanRow(plan, by_pk.get(plan.delivery_id), verdict, detail, first))
+            box = plan.target in offered and not any(
+                row.box for row in rows if row.plan.target == plan.target
+            )
+            rows.append(PlanRow(plan, by_pk.get(plan.delivery_id), verdict, detail, box))
         context = {
             **self.admin_site.each_context(request),
             "title": f"{words['title']}: confirm",
@@ -415,9 +410,8 @@ class PostAdmin(admin.ModelAdmin):
             "action": action,
             "words": words,
             "rows": rows,
-            "names": names,
+            "offered": offered,
             "chosen": set(chosen),
-            "asked": sum(1 for p in plans if p.asked),
             "error": error,
         }
         return TemplateResponse(request, "admin/syndicator/post/everywhere.html", context)
