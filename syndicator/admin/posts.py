@@ -432,13 +432,14 @@ class PostAdmin(admin.ModelAdmin):
             self.message_user(
                 request,
                 f"{words['title']}: {words['verb']} asked by {request.user.get_username()} for "
-                f"{', '.join(parts)}. A worker does it; each delivery's history shows when it is done.",
+                f"{', '.join(dict.fromkeys(parts))}. A worker does it; each delivery's history shows when "
+                "it is done.",
                 messages.SUCCESS,
             )
         if refused:
             parts = [f"{p.target}: {p.reason}" for p in refused]
             level = messages.INFO if asked else messages.WARNING
-            self.message_user(request, f"Not {words['done']}: {'; '.join(parts)}.", level)
+            self.message_user(request, f"Not {words['done']}: {'; '.join(dict.fromkeys(parts))}.", level)
         if not plans:
             self.message_user(request, "This post went to no target: nothing to do.", messages.INFO)
 
