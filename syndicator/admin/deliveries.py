@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.text import smart_split, unescape_string_literal
 from django.views.decorators.http import require_POST
 
-from syndicator import decisions
+from syndicator import decisions, followup
 from syndicator.admin.common import badge, require_change
 from syndicator.admin.export import csv_response
 from syndicator.admin.filters import DateRangeFilter
@@ -111,6 +111,14 @@ class DeliveryAdmin(admin.ModelAdmin):
         "last_error",
         "created_at",
         "sent_at",
+        "life",
+        "followup_asked",
+        "followup_note",
+        "edits",
+        "source_version",
+        "flagged_at",
+        "deleted_at",
+        "deleted_by",
     )
     fieldsets = (
         (None, {"fields": ("post_link", "target", "status_badge", "origin_label", "published_link")}),
@@ -118,6 +126,21 @@ class DeliveryAdmin(admin.ModelAdmin):
         (
             "State",
             {"fields": ("attempts", "next_attempt_at", "external_id", "last_error", "created_at", "sent_at")},
+        ),
+        (
+            "Following the article",
+            {
+                "fields": (
+                    "life",
+                    "followup_asked",
+                    "followup_note",
+                    "edits",
+                    "source_version",
+                    "flagged_at",
+                    "deleted_at",
+                    "deleted_by",
+                )
+            },
         ),
     )
 
@@ -180,6 +203,18 @@ class DeliveryAdmin(admin.ModelAdmin):
     @admin.display(description="message")
     def shown_text(self, obj: Delivery) -> str:
         return rendered_message(obj)
+
+    @admin.display(description="history")
+    def life(self, obj: Delivery) -> str:
+        return followup.history(obj)
+
+    @admin.display(description="follow-up asked")
+    def followup_asked(self, obj: Delivery) -> str:
+        if not obj.followup:
+            return "—"
+        return (
+            f"{obj.followup}, by {obj.followup_by}" if obj.followup_by else f"{obj.followup}, by syndicator"
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # deliveries come from feeds and reposts, never from a blank form
@@ -279,6 +314,10 @@ class DeliveryAdmin(admin.ModelAdmin):
                     state, attempt.get_outcome_display() or "in progress", css="outcome-badge"
                 )
                 attempt.by = acted_by(attempt)
+                attempt.note = ""
+            deleting = [a for a in attempts if a.kind == DeliveryAttempt.Kind.DELETE and a.outcome == "sent"]
+            if obj.status == Status.DELETED and deleting:  # the attempt that deleted it
+                deleting[-1].note = f"deleted by {obj.deleted_by}" if obj.deleted_by else "deleted"
             context.update(
                 attempts=attempts,
                 can_retry=can_act and obj.status in RETRYABLE,

@@ -3,11 +3,18 @@
 The Repost page lets an editor choose targets, see each target's message as the worker would send
 it, edit the text with a live count in each network's own measure, and send. Checks and previews
 come from ``syndicator.reposting``, the code the JSON API uses too.
+
+"Update everywhere" and "Delete everywhere" (#12) lead to a confirm page that shows what each
+target will do (``followup.preview``, which changes nothing); confirming asks the follow-ups in
+the editor's name (``followup.edit_everywhere`` / ``delete_everywhere``, the code the CLI and the
+API use too). The post page shows each delivery's life (sent, edited, deleted, flagged) and, for
+an article pulled at its source, a banner with what waits for an editor (docs/followups.md).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -16,7 +23,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Prefetch, QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -25,20 +32,42 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from syndicator import delivery as deliveries
-from syndicator import queueing
+from syndicator import followup, queueing
 from syndicator.admin.common import badge
 from syndicator.api_schemas import MAX_TEXT
+from syndicator.errors import UserError
 from syndicator.models import Delivery, Post, Target
 from syndicator.reposting import preview, text_problems
 
 REPOST_PERMISSIONS = ("syndicator.view_post", "syndicator.add_delivery")
+# A follow-up changes what the networks show, as a repost does: the same rights (editors, admins).
+FOLLOWUP_PERMISSIONS = REPOST_PERMISSIONS
+# The two "everywhere" pages: their path, the follow-up they ask and the words the page uses.
+EVERYWHERE = {
+    "edit": {"path": "update-everywhere", "title": "Update everywhere", "verb": "edit", "done": "edited"},
+    "delete": {
+        "path": "delete-everywhere",
+        "title": "Delete everywhere",
+        "verb": "delete",
+        "done": "deleted",
+    },
+}
 
 
 class DeliveryInline(admin.TabularInline):
     model = Delivery
     extra = 0
     can_delete = False
-    fields = ("target", "status_badge", "origin", "requested_by", "attempts", "created_at", "published")
+    fields = (
+        "target",
+        "status_badge",
+        "origin",
+        "requested_by",
+        "attempts",
+        "created_at",
+        "published",
+        "life",
+    )
     readonly_fields = fields
     ordering = ("-created_at", "-id")
     show_change_link = True
@@ -58,6 +87,45 @@ class DeliveryInline(admin.TabularInline):
         if not obj.external_url:
             return "—"
         return format_html('<a href="{}" target="_blank" rel="noopener">open</a>', obj.external_url)
+
+    @admin.display(description="history")
+    def life(self, obj: Delivery) -> str:
+        return delivery_life(obj)
+
+
+def delivery_life(delivery: Delivery) -> str:
+    """A delivery's life for the post page: "sent, edited 2 times", a follow-up still to be done,
+    who deleted it, and why the last follow-up did not happen (its followup_note)."""
+    parts = [format_html('<span class="delivery-history">{}</span>', followup.history(delivery))]
+    if delivery.followup:
+        by = f" by {delivery.followup_by}" if delivery.followup_by else ""
+        parts.append(format_html('<span class="delivery-pending">{} asked{}</span>', delivery.followup, by))
+    if delivery.deleted_by:
+        parts.append(format_html('<span class="delivery-deleted-by">— by {}</span>', delivery.deleted_by))
+    if delivery.followup_note:
+        parts.append(format_html('<div class="delivery-note" dir="auto">{}</div>', delivery.followup_note))
+    return format_html_join(" ", "{}", ((part,) for part in parts))
+
+
+@dataclass
+class PlanRow:
+    """One line of a confirm page: a delivery's plan, in the page's words."""
+
+    plan: followup.Plan
+    delivery: Delivery | None
+    verdict: str  # "will edit", "will delete", "will cancel", "will not edit", …
+    detail: str
+    box: bool  # this line has its target's "only these" box (one per target that can do it)
+
+
+def plan_words(plan: followup.Plan) -> tuple[str, str]:
+    """What the confirm page says a target will do: a short verdict and the detail."""
+    words = EVERYWHERE[plan.action]
+    if plan.asked and plan.reason.startswith("not sent yet"):
+        return "will cancel", "not sent yet: it is cancelled and never goes out"
+    if plan.asked:
+        return f"will {words['verb']}", plan.reason
+    return f"will not {words['verb']}", plan.reason
 
 
 class RepostForm(forms.Form):
@@ -195,7 +263,17 @@ class PostAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list:
         wrap = self.admin_site.admin_view
+        everywhere = [
+            path(
+                f"<int:post_id>/{words['path']}/",
+                wrap(self.everywhere_view),
+                {"action": action},
+                name=f"syndicator_post_{words['path'].replace('-', '_')}",
+            )
+            for action, words in EVERYWHERE.items()
+        ]
         return [
+            *everywhere,
             path("<int:post_id>/repost/", wrap(self.repost_view), name="syndicator_post_repost"),
             path(
                 "<int:post_id>/repost/preview/",
@@ -264,6 +342,106 @@ class PostAdmin(admin.ModelAdmin):
     def _require_repost_rights(self, request: HttpRequest) -> None:
         if not request.user.has_perms(REPOST_PERMISSIONS):
             raise PermissionDenied("reposting needs the editor or admin role")
+
+    # --- following the article: the post page's follow-up view and the two confirm pages ------
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
+    ) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if obj is not None:
+            article = obj.same_as or obj
+            rows = (
+                Delivery.objects.filter(post=article).select_related("target").order_by("target__name", "pk")
+            )
+            context.update(
+                article=article,
+                can_followup=request.user.has_perms(FOLLOWUP_PERMISSIONS),
+                has_deliveries=rows.exists(),
+                flagged=list(rows.filter(flagged_at__isnull=False).exclude(status=Delivery.Status.DELETED)),
+            )
+        return super().change_view(request, object_id, form_url, context)
+
+    def everywhere_view(self, request: HttpRequest, post_id: int, action: str) -> HttpResponse:
+        """Update or Delete everywhere: GET shows each target's plan (nothing changes); the
+        confirming POST asks the follow-ups in the editor's name and says what was asked."""
+        if action not in EVERYWHERE:
+            raise Http404("no such follow-up")
+        if not request.user.has_perms(FOLLOWUP_PERMISSIONS):
+            raise PermissionDenied("updating or deleting a post everywhere needs the editor or admin role")
+        post = get_object_or_404(Post.objects.select_related("feed", "same_as"), pk=post_id)
+        words = EVERYWHERE[action]
+        article = post.same_as or post
+        plans = followup.preview(post, action)
+        # The "only these" boxes: the targets that can do it now (the others are shown, with why).
+        offered = sorted({p.target for p in plans if p.asked})
+        error = ""
+        chosen = offered
+        if request.method == "POST":
+            chosen = [name for name in request.POST.getlist("targets") if name in offered]
+            if not chosen:
+                error = "Choose at least one target." if offered else f"No target can {words['verb']} it now."
+            else:
+                act = followup.edit_everywhere if action == "edit" else followup.delete_everywhere
+                # All ticked: everywhere (None), so the result lists every target, those that cannot too.
+                only = None if set(chosen) == set(offered) else chosen
+                try:
+                    done = act(post, actor=request.user, targets=only)
+                except UserError as exc:
+                    error = str(exc)
+                else:
+                    self._report(request, words, done)
+                    return redirect("admin:syndicator_post_change", post.pk)
+        by_pk = Delivery.objects.select_related("target").in_bulk([p.delivery_id for p in plans])
+        rows: list[PlanRow] = []
+        for plan in sorted(plans, key=lambda p: (p.target, p.delivery_id)):  # a target's rows together
+            verdict, detail = plan_words(plan)
+            box = plan.target in offered and not any(
+                row.box for row in rows if row.plan.target == plan.target
+            )
+            rows.append(PlanRow(plan, by_pk.get(plan.delivery_id), verdict, detail, box))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{words['title']}: confirm",
+            "opts": self.model._meta,
+            "post": post,
+            "article": article,
+            "action": action,
+            "words": words,
+            "rows": rows,
+            "offered": offered,
+            "chosen": set(chosen),
+            "error": error,
+        }
+        return TemplateResponse(request, "admin/syndicator/post/everywhere.html", context)
+
+    def _report(self, request: HttpRequest, words: dict[str, str], plans: list[followup.Plan]) -> None:
+        """The result as messages: of which targets it was asked, and which not, with why."""
+        asked = [p for p in plans if p.asked]
+        refused = [p for p in plans if not p.asked]
+        if asked:
+            parts = [
+                f"{p.target} (not sent yet: cancelled)"
+                if plan_words(p)[0] == "will cancel"
+                else f"{p.target} ({p.reason})"
+                if p.reason
+                else p.target
+                for p in asked
+            ]
+            self.message_user(
+                request,
+                f"{words['title']}: {words['verb']} asked by {request.user.get_username()} for "
+                f"{', '.join(dict.fromkeys(parts))}. A worker does it; each delivery's history shows when "
+                "it is done.",
+                messages.SUCCESS,
+            )
+        if refused:
+            parts = [f"{p.target}: {p.reason}" for p in refused]
+            level = messages.INFO if asked else messages.WARNING
+            self.message_user(request, f"Not {words['done']}: {'; '.join(dict.fromkeys(parts))}.", level)
+        if not plans:
+            self.message_user(request, "This post went to no target: nothing to do.", messages.INFO)
 
 
 def _short_time(moment: datetime | None) -> str:

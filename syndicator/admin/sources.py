@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
-from syndicator import decisions
+from syndicator import decisions, followup
 from syndicator.admin.common import badge, require_change
 from syndicator.admin.target_form import (
     TargetFormBase,
@@ -29,11 +29,12 @@ from syndicator.admin.target_form import (
     template_field,
 )
 from syndicator.dispatch import queue_poll
-from syndicator.errors import PermanentError
+from syndicator.errors import PermanentError, TargetBroken
 from syndicator.formatting import message_length, message_templates
 from syndicator.health import feed_health, target_health
 from syndicator.models import Feed, Post, Target
 from syndicator.reposting import unit_of
+from syndicator.targets import get_adapter
 from syndicator.targets.registry import text_rules
 
 PREVIEW_POSTS = 30  # how many recent posts the preview offers to pick from
@@ -44,6 +45,40 @@ TESTING_SWITCHES = {"outbox": ("fail", "fail_next", "fail_retry_after")}
 def is_testing_switch(kind: str, setting: str) -> bool:
     """Whether a setting exists only to make sends fail on purpose (shown folded, or when set)."""
     return setting in TESTING_SWITCHES.get(kind, ())
+
+
+def _window(seconds: float | None) -> str:
+    if seconds is None:
+        return "at any time"
+    hours = seconds / 3600
+    if hours >= 72 and hours % 24 == 0:
+        return f"within {hours / 24:g} days of posting"
+    if hours >= 1:
+        return f"within {hours:g} hours of posting"
+    return f"within {seconds / 60:g} minutes of posting"
+
+
+def followup_abilities(target: Target) -> dict[str, str] | None:
+    """What the target's network lets it change once a post is out (its declared Capabilities; an
+    outbox imitates its format's) and the target's own policies, for the target page (#12)."""
+    try:
+        adapter = get_adapter(target)
+    except TargetBroken:
+        return None  # a kind without an adapter: the page says so elsewhere (health)
+    can = adapter.abilities()
+    edits = "not possible"
+    if can.edit:
+        edits = _window(can.edit_window)
+        if can.max_edits is not None:
+            edits += f", at most {can.max_edits} times"
+    return {
+        "network": adapter.label,
+        "note": can.note,
+        "edits": edits,
+        "deletes": _window(can.delete_window) if can.delete else "not possible",
+        "on_update": followup.policy(adapter, "on_update"),
+        "on_unpublish": followup.policy(adapter, "on_unpublish"),
+    }
 
 
 @admin.register(Feed)
@@ -350,6 +385,7 @@ class TargetAdmin(admin.ModelAdmin):
                     :PREVIEW_POSTS
                 ],
                 template_fields=[template_field(n) for n in message_templates(obj.message_format)],
+                abilities=followup_abilities(obj),
             )
         return super().change_view(request, object_id, form_url, context)
 
