@@ -72,7 +72,7 @@ def followup_abilities(target: Target) -> dict[str, str] | None:
         if can.max_edits is not None:
             edits += f", at most {can.max_edits} times"
     return {
-        "network": adapter.label,
+        "network": adapter.network_label(),
         "note": can.note,
         "edits": edits,
         "deletes": _window(can.delete_window) if can.delete else "not possible",
