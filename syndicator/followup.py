@@ -306,6 +306,10 @@ def _everywhere(
             continue
         adapter = get_adapter(delivery.target)
         if problem := cannot(adapter, delivery, action):
+            if apply:  # in the delivery's history too, not only in the editor's message
+                what = "edit" if action == Followup.EDIT else "delete"
+                note = f"{by or 'an editor'} asked to {what} it everywhere; not here: {problem}"
+                Delivery.objects.filter(pk=delivery.pk).update(followup_note=note[:5000])
             plans.append(Plan(delivery.pk, name, action, False, problem))
             continue
         if (

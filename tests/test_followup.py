@@ -285,6 +285,10 @@ def test_an_editor_sees_what_each_target_will_do_before_confirming(feed_server, 
     )
     plans = {p.target: p for p in followup.preview(post, "edit")}
     assert not plans["x"].asked and "30 minutes" in plans["x"].reason
+    # Asked for real, the refusal stays in the delivery's history, not only in the editor's message.
+    followup.edit_everywhere(post, actor=User.objects.create_user("dara"))
+    mail = Delivery.objects.get(post=post, target=targets["mail"])
+    assert mail.followup_note.startswith("dara asked to edit it everywhere; not here: email (dry run) posts")
     with pytest.raises(Exception, match="not delivered to nowhere"):
         followup.preview(post, "edit", targets=["nowhere"])
 
