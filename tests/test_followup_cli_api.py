@@ -484,9 +484,11 @@ def test_a_look_up_or_a_verdict_counts_as_the_send(sent):
 
 
 def test_the_human_log_shows_what_a_followup_left_to_know(sent):
-    run(f"edit {post_of(sent).pk}")
+    run(f"edit {post_of(sent).pk} --dry-run")
     table = run("log --target mail")
-    assert "cannot be edited" not in table, "the plan alone writes no note on the delivery"
+    assert "cannot be edited" not in table, "a dry run writes no note on the delivery"
+    run(f"edit {post_of(sent).pk}")  # asked for real: the refusal is noted on the delivery
+    assert "asked to edit it everywhere; not here" in run("log --target mail")
     followup.post_changed(post_of(sent))  # detection: writes the reason on the delivery
     (row,) = json_lines(run("log --target mail --json"))
     assert "not edited here: email (dry run) posts cannot be edited" in row["followup_note"]
