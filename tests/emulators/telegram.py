@@ -1,4 +1,5 @@
-"""A Telegram Bot API emulator: getMe, getChat, getChatMember, sendMessage, sendPhoto on 127.0.0.1.
+"""A Telegram Bot API emulator: getMe, getChat, getChatMember, sendMessage, sendPhoto,
+editMessageText, editMessageCaption, editMessageMedia and deleteMessage on 127.0.0.1.
 
 It answers like the real server: the token in the path is checked (401 Unauthorized; 404 when
 it is not even token-shaped), the chat must exist, HTML is parsed by TDLib's rules, the lengths
@@ -6,11 +7,20 @@ are counted after parsing, a group upgraded to a supergroup answers ``migrate_to
 and photo URLs can be made unreachable. ``telegram_parse`` (from telegram_html.py) is that HTML
 parser on its own, for tests that want to know whether Telegram would accept a text.
 
+Sent messages stay live with their versions: an edit that changes nothing answers "message is
+not modified", an edit of a message that is gone "message to edit not found", a delete of one
+that is gone "message to delete not found", and a delete of a message sent 48 hours ago or more
+"message can't be deleted" (core.telegram.org/bots/api#deletemessage). The emulator's clock
+(``now``) moves with ``advance_clock``, so a test reaches the 48 hours without waiting.
+
     with TelegramEmulator() as api:
         api.fail_with("Bad Request: chat not found")   # the next call gets this Bot API error
         api.rate_limit_next(retry_after=7)
         api.refuse_photo("https://example.org/big.jpg")
+        api.fail_method("deleteMessage", status=502)     # only the next deleteMessage fails
+        api.advance_clock(49 * 3600)                     # two days later, for the delete window
         api.messages()                                   # what was posted, in order
+        api.message(chat_id, message_id)                 # one message now (None once deleted)
 """
 
 from __future__ import annotations
@@ -37,6 +47,11 @@ PRIVATE_CHANNEL_ID = -1001234567890
 OLD_GROUP_ID = -4012345678  # a basic group, upgraded: sends to it answer migrate_to_chat_id
 SUPERGROUP_ID = -1005551234567
 TEXT_MAX, CAPTION_MAX = 4096, 1024  # code points after entity parsing (TDLib's utf8_length)
+DELETE_WINDOW = 48 * 3600  # "sent less than 48 hours ago" (core.telegram.org/bots/api#deletemessage)
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are "
+    "exactly the same as a current content and reply markup of the message"
+)
 
 
 @dataclass
@@ -92,6 +107,11 @@ class TelegramEmulator(Emulator):
         self._initial_chats = chats if chats is not None else default_chats()
         self.chats: dict[int, Chat] = {}
         self.refused_photos: dict[str, str] = {}
+        # (chat id, message id) → the message as it reads now, with "versions" (sent, then each edit)
+        self.live: dict[tuple[int, int], dict[str, Any]] = {}
+        self.deleted: list[tuple[int, int]] = []
+        self.clock_offset = 0.0
+        self._method_faults: dict[str, list[Reply]] = {}
         self.reset()
         self.route("POST", r"/bot(?P<token>[^/]*)/(?P<method>\w+)", self._dispatch_method)
         self.route("GET", r"/bot(?P<token>[^/]*)/(?P<method>\w+)", self._dispatch_method)
@@ -107,6 +127,38 @@ class TelegramEmulator(Emulator):
         fresh = (replace(chat, next_message_id=itertools.count(1)) for chat in self._initial_chats)
         self.chats = {chat.id: chat for chat in fresh}
         self.refused_photos.clear()
+        self.live.clear()
+        self.deleted.clear()
+        self.clock_offset = 0.0
+        self._method_faults.clear()
+
+    def now(self) -> float:
+        """The emulator's clock: real time moved by ``advance_clock``."""
+        return time.time() + self.clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the emulator's clock forward (the messages' ages grow by ``seconds``)."""
+        self.clock_offset += seconds
+
+    def fail_method(
+        self,
+        method: str,
+        *,
+        status: int = 500,
+        json: Any = None,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        count: int = 1,
+    ) -> None:
+        """The next ``count`` calls of this Bot API method (any case) get this reply; other methods
+        are answered as usual."""
+        reply = Reply(status=status, json=json, body=body, headers=dict(headers or {}))
+        with self._lock:
+            self._method_faults.setdefault(method.lower(), []).extend(reply for _ in range(count))
+
+    def message(self, chat_id: int, message_id: int) -> dict[str, Any] | None:
+        """A sent message as it reads now ("text": what readers see; "versions"); None once deleted."""
+        return self.live.get((int(chat_id), int(message_id)))
 
     def fail_with(self, description: str, code: int = 400, count: int = 1, **parameters: Any) -> None:
         """The next ``count`` calls get this Bot API error."""
@@ -142,12 +194,20 @@ class TelegramEmulator(Emulator):
             return Reply(404, json=error(404, "Not Found"))  # what api.telegram.org says to a non-token
         if token != self.token:
             return Reply(401, json=error(401, "Unauthorized"))
+        with self._lock:
+            faults = self._method_faults.get(method)
+            if faults:
+                return faults.pop(0)
         handler = {
             "getme": self._get_me,
             "getchat": self._get_chat,
             "getchatmember": self._get_chat_member,
             "sendmessage": self._send,
             "sendphoto": self._send,
+            "editmessagetext": self._edit,
+            "editmessagecaption": self._edit,
+            "editmessagemedia": self._edit,
+            "deletemessage": self._delete,
         }.get(method)
         if handler is None:
             return Reply(404, json=error(404, "Not Found"))
@@ -177,18 +237,7 @@ class TelegramEmulator(Emulator):
     def _send(self, method: str, params: dict) -> dict[str, Any]:
         photo = method == "sendphoto"
         field_name = "caption" if photo else "text"
-        raw = params.get(field_name) or ""
-        if not isinstance(raw, str):
-            raise _Refusal(400, f"Bad Request: {field_name} must be a string")
-        mode = str(params.get("parse_mode") or "")
-        if mode.lower() == "html":
-            plain, problem = telegram_parse(raw)
-            if problem:
-                raise _Refusal(400, f"Bad Request: can't parse entities: {problem}")
-        elif mode:
-            raise _Refusal(400, "Bad Request: unsupported parse_mode")
-        else:
-            plain = raw
+        raw, plain = self._parsed(params, field_name)
         chat = self._resolve(params)
         if chat.migrated_to:
             raise _Refusal(
@@ -208,7 +257,111 @@ class TelegramEmulator(Emulator):
             raise _Refusal(400, "Bad Request: message is too long")
         return self._post(chat, method, params, plain, raw)
 
+    def _edit(self, method: str, params: dict) -> dict[str, Any]:
+        """editMessageText (a text message), editMessageCaption (a photo's caption), editMessageMedia
+        (a new photo, with its caption); "message is not modified" when it already reads so."""
+        chat = self._resolve(params)
+        self._check_rights(chat, "messages")
+        media: Any = params.get("media") if method == "editmessagemedia" else None
+        if isinstance(media, str):  # form-encoded requests carry it as JSON text
+            media = json.loads(media or "null")
+        if method == "editmessagemedia":
+            if not isinstance(media, dict) or media.get("type") not in ("photo", "video", "animation"):
+                raise _Refusal(400, "Bad Request: can't parse InputMedia: media not found")
+            fields = media
+        else:
+            fields = params
+        found = self._live(chat, params, "edit")
+        if method == "editmessagetext":
+            if found["photo"]:
+                raise _Refusal(400, "Bad Request: there is no text in the message to edit")
+            raw, plain = self._parsed(fields, "text")
+            plain = plain.strip()
+            if not plain:
+                raise _Refusal(400, "Bad Request: message text is empty")
+            if len(plain) > TEXT_MAX:
+                raise _Refusal(400, "Bad Request: message is too long")
+            photo = ""
+        else:
+            if method == "editmessagecaption" and not found["photo"]:
+                raise _Refusal(400, "Bad Request: there is no caption in the message to edit")
+            raw, plain = self._parsed(fields, "caption")
+            plain = plain.strip()
+            if len(plain) > CAPTION_MAX:
+                raise _Refusal(400, "Bad Request: message caption is too long")
+            photo = found["photo"]
+            if method == "editmessagemedia":
+                self._check_photo(media.get("media"))
+                photo = media["media"]
+        if (plain, raw, photo) == (found["text"], found["html"], found["photo"]):
+            raise _Refusal(400, NOT_MODIFIED)
+        found.update(text=plain, html=raw, photo=photo, edit_date=int(self.now()))
+        found["versions"].append({"method": method, "text": plain, "html": raw, "photo": photo})
+        self.record("edit", method=method, chat_id=chat.id, message_id=found["message_id"], text=plain)
+        return self._public(chat, found)
+
+    def _delete(self, method: str, params: dict) -> bool:
+        """deleteMessage: True; "message to delete not found" for one that is gone, "message can't
+        be deleted" for one sent 48 hours ago or more."""
+        chat = self._resolve(params)
+        self._check_rights(chat, "messages")
+        found = self._live(chat, params, "delete")
+        if self.now() - found["date"] >= DELETE_WINDOW:
+            raise _Refusal(400, "Bad Request: message can't be deleted")
+        key = (chat.id, found["message_id"])
+        del self.live[key]
+        self.deleted.append(key)
+        self.record("delete", chat_id=chat.id, message_id=found["message_id"])
+        return True
+
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _parsed(self, params: dict, field_name: str) -> tuple[str, str]:
+        """The raw text of ``field_name`` and what readers see of it, by its parse_mode."""
+        raw = params.get(field_name) or ""
+        if not isinstance(raw, str):
+            raise _Refusal(400, f"Bad Request: {field_name} must be a string")
+        mode = str(params.get("parse_mode") or "")
+        if mode.lower() == "html":
+            plain, problem = telegram_parse(raw)
+            if problem:
+                raise _Refusal(400, f"Bad Request: can't parse entities: {problem}")
+        elif mode:
+            raise _Refusal(400, "Bad Request: unsupported parse_mode")
+        else:
+            plain = raw
+        return raw, plain
+
+    def _live(self, chat: Chat, params: dict, action: str) -> dict[str, Any]:
+        """The live message ``params`` name, or Telegram's "message to edit/delete not found"."""
+        try:
+            message_id = int(params.get("message_id"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise _Refusal(400, "Bad Request: message identifier is not specified") from None
+        found = self.live.get((chat.id, message_id))
+        if found is None:
+            raise _Refusal(400, f"Bad Request: message to {action} not found")
+        return found
+
+    def _public(self, chat: Chat, found: dict[str, Any]) -> dict[str, Any]:
+        """The Message object of a live message, as an edit answers it."""
+        result: dict[str, Any] = {
+            "message_id": found["message_id"],
+            "date": found["date"],
+            "chat": chat.public(),
+        }
+        if chat.type == "channel":
+            result["sender_chat"] = chat.public()
+        if "edit_date" in found:
+            result["edit_date"] = found["edit_date"]
+        if found["photo"]:
+            result["photo"] = [
+                {"file_id": f"photo-{found['message_id']}-{len(found['versions'])}", "width": 800}
+            ]
+            result["caption"] = found["text"]
+        else:
+            result["text"] = found["text"]
+        return result
 
     def _find_chat(self, raw: Any) -> Chat | None:
         if isinstance(raw, str) and raw.startswith("@"):
@@ -248,7 +401,7 @@ class TelegramEmulator(Emulator):
 
     def _post(self, chat: Chat, method: str, params: dict, plain: str, raw: str) -> dict[str, Any]:
         message_id = next(chat.next_message_id)
-        result: dict[str, Any] = {"message_id": message_id, "date": int(time.time()), "chat": chat.public()}
+        result: dict[str, Any] = {"message_id": message_id, "date": int(self.now()), "chat": chat.public()}
         if chat.type == "channel":
             result["sender_chat"] = chat.public()
         preview = params.get("link_preview_options")
@@ -277,6 +430,16 @@ class TelegramEmulator(Emulator):
             link_preview_options=preview,
             disable_notification=params.get("disable_notification"),
         )
+        photo = str(params.get("photo", "")) if method == "sendphoto" else ""
+        version = {"method": "sendPhoto" if photo else "sendMessage", "text": plain, "html": raw}
+        self.live[(chat.id, message_id)] = {
+            "message_id": message_id,
+            "date": result["date"],
+            "text": plain,
+            "html": raw,
+            "photo": photo,  # the photo's URL; "" for a text message
+            "versions": [{**version, "photo": photo}],
+        }
         return result
 
 
@@ -337,6 +500,20 @@ class Harness(HttpHarness):
 
     def external_id(self, sent: dict[str, Any]) -> str:
         return f"{sent['chat_id']}:{sent['message_id']}"
+
+    def _message(self, external_id: str) -> dict[str, Any] | None:
+        chat_id, _, message_id = external_id.rpartition(":")
+        return self.api.message(int(chat_id), int(message_id))
+
+    def post_text(self, external_id: str) -> str | None:
+        """What readers see of the message now (a photo's caption); None once deleted."""
+        found = self._message(external_id)
+        return None if found is None else str(found["text"])
+
+    def edit_count(self, external_id: str) -> int:
+        """How many edits changed the message (a "not modified" answer changes nothing)."""
+        found = self._message(external_id)
+        return len(found["versions"]) - 1 if found else 0
 
     def script_outage(self, hang: float) -> None:
         self.api.fail_next(status=502, body=b"<html><title>502 Bad Gateway</title></html>")

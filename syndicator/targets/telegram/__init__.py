@@ -6,7 +6,14 @@ holds up the news. Everything else is ``sendMessage`` in HTML parse mode.
 
 Identity: ``external_id`` is ``"{chat.id}:{message_id}"`` with the numeric chat id from Telegram's
 answer. A message id is unique only within its chat, and the numeric id survives a username
-change or a group's upgrade, so the pair is what editMessage/deleteMessage would need later.
+change or a group's upgrade, so the pair is what editMessage*/deleteMessage need later.
+``sent_details`` also records the message's kind ("text" or "photo") and a photo's image URL:
+a text message is edited with editMessageText, a photo's caption with editMessageCaption, and
+a photo whose image changed with editMessageMedia (the Bot API cannot turn one kind into the
+other, so a photo stays a photo). Telegram answers 400 "message is not modified" to an edit
+that changes nothing: that is success, so an edit is safe to repeat. deleteMessage works only
+on messages sent less than 48 hours ago (core.telegram.org/bots/api#deletemessage); a message
+already gone ("message to delete not found") counts as deleted.
 
 The bot token is part of every request URL: no URL is ever put in an exception or a log line,
 and every message built from a response is scrubbed of the token (see ``_scrub``).
@@ -20,9 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from django.db import transaction
+from django.utils import timezone
 
 from syndicator.errors import (
     DeliveryError,
+    EditRefused,
     OutcomeUnknown,
     PermanentError,
     RateLimited,
@@ -34,6 +43,7 @@ from syndicator.targets import http
 from syndicator.targets.base import Capabilities, HttpAdapter, SendResult, register
 from syndicator.targets.config import Pacing, RateLimit, Setting
 from syndicator.targets.faults import ErrorTable, Rule, retry_after
+from syndicator.targets.telegram.text import CAPTION_MAX, telegram_length
 from syndicator.targets.telegram.text import RULES as TEXT_RULES
 
 if TYPE_CHECKING:
@@ -110,6 +120,22 @@ ERRORS = ErrorTable(
         ("wrong type of the web page content", Rule(PhotoRefused, "the image URL is not an image")),
         ("photo_invalid_dimensions", Rule(PhotoRefused, "the image's size is not accepted")),
         ("image_process_failed", Rule(PhotoRefused, "Telegram could not process the image")),
+        # An edit or delete Telegram will not make: the message stays as it is (EditRefused).
+        # "message to edit not found" is the answer for a message deleted in the channel.
+        (
+            "message to edit not found",
+            Rule(EditRefused, "the message no longer exists", "it was deleted in the channel"),
+        ),
+        ("message can't be edited", Rule(EditRefused, "Telegram will not edit this message")),
+        (
+            "message can't be deleted",
+            Rule(
+                EditRefused,
+                "Telegram will not delete this message",
+                "the Bot API deletes only messages sent less than 48 hours ago; an admin of {chat} "
+                "can still delete it in the Telegram app",
+            ),
+        ),
     ),
     unlisted_3xx=Rule(CONFIG, "redirected", "the Bot API does not redirect: check base_url {base_url}"),
     unlisted_4xx=Rule(PermanentError, "Telegram refused this message"),
@@ -141,6 +167,16 @@ def classify(err: ApiError) -> Rule:
 
 # The Bot API methods that publish: only their lost answers can hide a posted message.
 PUBLISHING = frozenset({"sendMessage", "sendPhoto"})
+# Methods whose ``result`` is True rather than a Message.
+ANSWERS_TRUE = frozenset({"deleteMessage"})
+# "A message can only be deleted if it was sent less than 48 hours ago"
+# (core.telegram.org/bots/api#deletemessage).
+DELETE_WINDOW = 48 * 3600
+# The answer to an edit that changes nothing ("Bad Request: message is not modified: specified
+# new message content and reply markup are exactly the same as a current content…"): success.
+NOT_MODIFIED = "message is not modified"
+# The answer to deleting a message that is already gone: deleted.
+ALREADY_DELETED = "message to delete not found"
 
 
 def message_url(chat_id: int | str, username: str, message_id: int) -> str:
@@ -177,7 +213,7 @@ class TelegramAdapter(HttpAdapter):
     capabilities = Capabilities(
         edit=True,
         delete=True,
-        delete_window=48 * 3600,
+        delete_window=DELETE_WINDOW,
         note="edits its own posts at any time; deletes them within 48 hours",
     )
     idempotent = False  # the Bot API has no idempotency key: a lost answer may hide a posted message
@@ -204,7 +240,9 @@ class TelegramAdapter(HttpAdapter):
             fallback = ""
             if message.image_url and message.caption and self.setting("photo"):
                 try:
-                    return self._result(self._deliver(client, token, "sendPhoto", self._photo(message)), "")
+                    return self._result(
+                        self._deliver(client, token, "sendPhoto", self._photo(message)), "", message
+                    )
                 except ApiError as err:
                     rule = classify(err)
                     if not issubclass(rule.error, PhotoRefused):
@@ -219,7 +257,92 @@ class TelegramAdapter(HttpAdapter):
                 answer = self._deliver(client, token, "sendMessage", self._text(message))
             except ApiError as err:
                 raise self._error(err, token, "sendMessage") from None
-            return self._result(answer, fallback)
+            return self._result(answer, fallback, message)
+
+    def edit(self, message: Message, delivery: Delivery) -> SendResult:
+        """Make the sent message read as ``message``, with the parse mode and preview a send uses.
+
+        A text message: editMessageText. A photo: editMessageCaption, or editMessageMedia when the
+        post's image is not the one the send recorded (if Telegram cannot use the new image, the
+        caption alone is edited and the old photo stays, as a send falls back to text). A photo
+        cannot become a text message: when the new text is over a caption's 1024 characters the
+        edit is refused. "message is not modified" is success (the same edit again changes
+        nothing); a message that is gone is EditRefused.
+        """
+        token = self.secret()
+        chat_id, message_id, sent = self._sent_message(delivery)
+        where = {"chat_id": chat_id, "message_id": message_id}
+        photo = sent.get("kind") == "photo" or (not sent.get("kind") and sent.get("photo") is True)
+        image = str(sent.get("image_url") or "")
+        fallback = ""
+        with self._client() as client:
+            if not photo:
+                text = {k: v for k, v in self._text(message).items() if k != "disable_notification"}
+                answer = self._edit(client, token, "editMessageText", {**where, **text})
+            else:
+                caption = message.caption or message.text
+                if telegram_length(caption) > CAPTION_MAX:
+                    raise EditRefused(
+                        f"{self.label} edit: message {chat_id}:{message_id} is a photo and the new text "
+                        f"is {telegram_length(caption)} characters, over a caption's {CAPTION_MAX}; the "
+                        "Bot API cannot turn a photo into a text message: delete it and post again"
+                    )
+                fields = {"caption": caption, "parse_mode": message.parse_mode or "HTML"}
+                # The same image as sent (or a send that did not record its image) keeps its photo.
+                new_image = message.image_url if self.setting("photo") else ""
+                answer = None
+                if new_image and new_image != sent.get("image_url", new_image):
+                    media = {"type": "photo", "media": new_image, **fields}
+                    try:
+                        answer = self._edit(client, token, "editMessageMedia", {**where, "media": media})
+                        image = new_image
+                    except PhotoRefused as refused:
+                        fallback = str(refused)
+                        log.info(
+                            "Telegram target %s: new photo not used, editing the caption: %s",
+                            self.target.name,
+                            fallback,
+                        )
+                if answer is None:
+                    answer = self._edit(client, token, "editMessageCaption", {**where, **fields})
+        chat = found if isinstance(found := (answer or {}).get("chat"), dict) else {}
+        username = str(chat.get("username") or sent.get("username") or "")
+        details = {
+            **sent,
+            "kind": "photo" if photo else "text",
+            "chat_id": chat_id,
+            "message_id": message_id,
+            "username": username,
+            "photo": photo,
+            "image_url": image,
+        }
+        if fallback:
+            details["photo_fallback"] = fallback
+        url = delivery.external_url or message_url(chat_id, username, message_id)
+        return SendResult(f"{chat_id}:{message_id}", url, details)
+
+    def delete(self, delivery: Delivery) -> None:
+        """deleteMessage. Past the Bot API's 48 hours (counted from ``delivery.sent_at``) it is
+        EditRefused before anything is sent; Telegram's own refusal ("message can't be deleted")
+        is EditRefused too. A message already gone ("message to delete not found") is deleted."""
+        chat_id, message_id, _ = self._sent_message(delivery)
+        if delivery.sent_at is not None:
+            age = (timezone.now() - delivery.sent_at).total_seconds()
+            if age >= DELETE_WINDOW:
+                raise EditRefused(
+                    f"{self.label} delete: message {chat_id}:{message_id} was sent {age / 3600:.0f} hours "
+                    "ago, and the Bot API deletes only messages sent less than 48 hours ago "
+                    "(core.telegram.org/bots/api#deletemessage); an admin of the channel can still "
+                    "delete it in the Telegram app"
+                )
+        token = self.secret()
+        with self._client() as client:
+            try:
+                self._call(client, token, "deleteMessage", {"chat_id": chat_id, "message_id": message_id})
+            except ApiError as err:
+                if err.status == 400 and ALREADY_DELETED in err.description.lower():
+                    return
+                raise self._error(err, token, "deleteMessage") from None
 
     def check(self) -> str:
         """Verify the token (getMe), the chat (getChat) and the bot's right to post (getChatMember)."""
@@ -274,8 +397,22 @@ class TelegramAdapter(HttpAdapter):
                 ) from None
             raise
 
+    def _edit(self, client: httpx.Client, token: str, method: str, payload: dict) -> dict | None:
+        """One editMessage* call: the edited Message, None when it was already so ("message is not
+        modified"), else the DeliveryError (PhotoRefused, for the caller, on editMessageMedia)."""
+        try:
+            return self._call(client, token, method, payload)
+        except ApiError as err:
+            if err.status == 400 and NOT_MODIFIED in err.description.lower():
+                return None
+            if method == "editMessageMedia" and issubclass(classify(err).error, PhotoRefused):
+                reason = classify(err).reason
+                raise PhotoRefused(_scrub(f"{err.description[:200]} ({reason})", token)) from None
+            raise self._error(err, token, method) from None
+
     def _call(self, client: httpx.Client, token: str, method: str, payload: dict) -> dict:
-        """One Bot API call: its ``result``, or ApiError; transport errors as DeliveryErrors."""
+        """One Bot API call: its ``result`` ({} for a method that answers True), or ApiError;
+        transport errors as DeliveryErrors."""
         try:
             response = http.request(
                 client, "POST", f"/bot{token}/{method}", publishing=method in PUBLISHING, json=payload
@@ -297,6 +434,8 @@ class TelegramAdapter(HttpAdapter):
         body = body if isinstance(body, dict) else {}
         if response.is_success and body.get("ok") is True and isinstance(body.get("result"), dict):
             return body["result"]
+        if response.is_success and body.get("ok") is True and method in ANSWERS_TRUE:
+            return {}
         if response.is_success:
             # The Bot API said success in a shape we cannot read: it probably posted.
             raise self.no_id(method, response.status_code, publishing=method in PUBLISHING)
@@ -353,19 +492,23 @@ class TelegramAdapter(HttpAdapter):
             "disable_notification": self.setting("silent"),
         }
 
-    def _result(self, answer: dict, fallback: str) -> SendResult:
-        """The SendResult of a sent Message object."""
+    def _result(self, answer: dict, fallback: str, message: Message) -> SendResult:
+        """The SendResult of a sent Message object, with what an edit or delete needs."""
         message_id = answer.get("message_id")
         chat = found if isinstance(found := answer.get("chat"), dict) else {}
         if not isinstance(message_id, int):
             raise self.no_id("sendMessage", 200)
         chat_id = chat.get("id", self._chat_id())
         username = str(chat.get("username") or "")
+        photo = "photo" in answer
         details = {
+            "kind": "photo" if photo else "text",
             "chat_id": chat_id,
             "message_id": message_id,
             "username": username,
-            "photo": "photo" in answer,
+            "photo": photo,
+            # Whether an edit must replace the photo (editMessageMedia) or only its caption.
+            "image_url": message.image_url if photo else "",
         }
         if fallback:
             details["photo_fallback"] = fallback
@@ -374,6 +517,20 @@ class TelegramAdapter(HttpAdapter):
             external_url=message_url(chat_id, username, message_id),
             details=details,
         )
+
+    def _sent_message(self, delivery: Delivery) -> tuple[int | str, int, dict]:
+        """The chat id and message id a send recorded (sent_details, else external_id
+        "{chat}:{message}"), and the rest of what it recorded; PermanentError without them."""
+        sent = dict(delivery.sent_details or {})
+        chat_id, message_id = sent.get("chat_id"), sent.get("message_id")
+        if chat_id in (None, "") or not isinstance(message_id, int):
+            chat_part, _, message_part = str(delivery.external_id or "").rpartition(":")
+            if not (re.fullmatch(r"-?\d+", chat_part) and message_part.isdigit()):
+                raise PermanentError(
+                    f"{self.label}: the delivery names no message (external_id {delivery.external_id!r})"
+                )
+            chat_id, message_id = int(chat_part), int(message_part)
+        return chat_id, message_id, sent
 
     def _migrate(self, new_chat_id: int) -> None:
         """Store the supergroup's id in the target's settings (TARGETS.md: update the chat id)."""
