@@ -18,7 +18,7 @@ from syndicator.models import Delivery, DeliveryAttempt, Post
 from syndicator.targets.registry import network
 from tests.conftest import wait_for
 from tests.faults.conftest import TAG
-from tests.faults.networks import KINDS, reconcile
+from tests.faults.networks import KINDS
 from tests.faults.support import settled, store_posts
 
 pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
@@ -74,5 +74,6 @@ def test_a_worker_killed_mid_edit_leaves_each_edit_applied_once(networks, start_
         assert networks.harnesses[kind].edit_count(out[kind].external_id) == 1, kind
         log = DeliveryAttempt.objects.filter(delivery=out[kind], kind="edit").order_by("number")
         assert list(log.values_list("outcome", flat=True)) == ["lost", "sent"], kind
-    books = reconcile(networks)
-    assert not books.problems, books.problems
+    # Nothing posted twice: one post per network (reconcile's id check does not apply: an X edit
+    # is a new post id, which the delivery follows).
+    assert {kind: len(h.sent()) for kind, h in networks.harnesses.items()} == dict.fromkeys(KINDS, 1)
