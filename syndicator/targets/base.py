@@ -275,8 +275,8 @@ class Adapter:
         applied twice leaves the same post. Errors come from the network's ``errors`` table with
         ``publishing=False`` (an edit whose answer was lost is retried, never uncertain); a
         network that will not make the change (window passed, too many edits) raises
-        ``syndicator.errors.EditRefused``. Returns the post's id and URL (they may change, e.g.
-        Telegram's photo replaced) and what a later edit or delete needs in ``details``.
+        ``syndicator.errors.EditRefused``. Returns the post's id and URL (they may change: an X
+        edit is a new post id) and what a later edit or delete needs in ``details``.
         """
         raise NotImplementedError(f"{self.label} posts cannot be edited")
 
