@@ -74,6 +74,19 @@ def _streamed(rows: QuerySet[Delivery]) -> Iterator[list]:
             yield _export_row(delivery)
 
 
+# The delivery's life after it went out (docs/followups.md), one section of its page.
+FOLLOWUP_FIELDS = (
+    "life",
+    "followup_asked",
+    "followup_note",
+    "edits",
+    "source_version",
+    "flagged_at",
+    "deleted_at",
+    "deleted_by",
+)
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     list_display = (
@@ -111,14 +124,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "last_error",
         "created_at",
         "sent_at",
-        "life",
-        "followup_asked",
-        "followup_note",
-        "edits",
-        "source_version",
-        "flagged_at",
-        "deleted_at",
-        "deleted_by",
+        *FOLLOWUP_FIELDS,
     )
     fieldsets = (
         (None, {"fields": ("post_link", "target", "status_badge", "origin_label", "published_link")}),
@@ -129,18 +135,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         ),
         (
             "Following the article",
-            {
-                "fields": (
-                    "life",
-                    "followup_asked",
-                    "followup_note",
-                    "edits",
-                    "source_version",
-                    "flagged_at",
-                    "deleted_at",
-                    "deleted_by",
-                )
-            },
+            {"fields": FOLLOWUP_FIELDS},
         ),
     )
 
