@@ -39,9 +39,10 @@ from django.conf import settings as django_settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
+from syndicator import delivery as deliveries
 from syndicator.clock import db_now
 from syndicator.delivery import create_auto_deliveries
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Post
+from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from tests.conftest import wait_for
 from tests.emulators import facebook, mastodon
 from tests.emulators.base import EmulatedRequest, Reply
@@ -381,6 +382,69 @@ def make_post(feed: Feed, number: int, *, auto: bool = True) -> Post:
         with transaction.atomic():
             create_auto_deliveries([made])  # enqueued on commit
     return made
+
+
+def test_a_claim_answered_into_the_cut_is_not_mistaken_for_the_newer_claim(
+    namespace, relay, social, partitioned_worker, start_worker, sweeper, settings
+):
+    """B's claim commits, and its answer is lost in the cut: the sweeper takes the claim back, A
+    claims and sends. When B's answer arrives at last, the delivery B reads is A's live claim (the
+    same status): B must see that its claim was attempt 1, not 2, and leave it."""
+    settings.SYNDICATOR_TARGET_ALLOW_PRIVATE = allowed_private().split(",")
+    host = namespace.host_address
+    target = social.make_target(
+        name="fault-mastodon", timeout=LATE, base_url=f"http://{host}:{relay(('127.0.0.1', port(social)))}"
+    )
+    feed = Feed.objects.create(url=f"http://127.0.0.1:9/{TAG}", enabled=False)
+    delivery = Delivery.objects.create(
+        post=make_post(feed, 1, auto=False), target=target, next_attempt_at=db_now() + timedelta(hours=1)
+    )
+    b = partitioned_worker(concurrency=1, name="wB")
+    wait_for(lambda: b.check() or "ready." in b.log_tail(), timeout=60)
+    # B's claim waits for the target table (its UPDATE reads it: an active target), so it is
+    # answered only once the cable is pulled. The sweeper waits too, meanwhile: the message is ours.
+    lock = TableLock(Target._meta.db_table).take()
+    try:
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)  # due: B's to claim
+        deliveries.enqueue([(delivery.pk, "mastodon")])
+        wait_for(lambda: b.check() or claim_waiting(), timeout=30)
+        namespace.cut()
+    finally:
+        lock.release()
+    # Lost before sending; queued again, and A's send of it held in flight while B comes back.
+    in_flight = HeldAnswer(social.emulator, 1)
+    try:
+        start_worker(
+            concurrency=1,
+            SYNDICATOR_TARGET_ALLOW_PRIVATE=allowed_private(),
+            SYNDICATOR_SEND_LEASE="60",
+            CELERY_TASK_TIME_LIMIT="120",
+        )
+        wait_for(
+            lambda: attempts(delivery) == [(2, "send", "", "w1")] and len(social.sent()) == 1, timeout=40
+        )
+        before = snapshot()
+        namespace.restore()
+        wait_for(lambda: b.check() or re.search(r"succeeded in|raised", b.log_tail(100_000)), timeout=60)
+        log = b.log_tail(100_000)
+        assert f"delivery {delivery.pk}: claim taken back before sending" in log, log[-1500:]
+        assert snapshot() == before, "B acted on A's claim"
+    finally:
+        in_flight.release()
+    wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="sent").exists(), timeout=30)
+    assert attempts(delivery) == [(2, "send", "sent", "w1")]
+    assert posted(social) == Counter({1: 1})
+
+
+def claim_waiting() -> bool:
+    """Whether a worker's claim (the UPDATE to `sending`) waits for a lock now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE %s",
+            ['UPDATE "syndicator_delivery" SET "status" = \'sending\'%'],
+        )
+        return bool(cursor.fetchone()[0])
 
 
 class HeldInsert:
