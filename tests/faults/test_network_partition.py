@@ -18,7 +18,11 @@ for an ACCESS EXCLUSIVE lock on the feed table that this test holds; the cable i
 the lock released, so B's read is answered into the cut. B holds no transaction open across the
 cut (the claim is one autocommit UPDATE, the read one SELECT).
 
-The second test cuts B inside a transaction (delivery._log_attempt's lease UPDATE and attempt
+The second test loses B's claim's own answer in the cut: when it comes, the delivery B reads
+is A's newer claim, which B must not take for its own (delivery.attempt_delivery: the claim is
+a compare-and-set on the attempt number read before it).
+
+The third test cuts B inside a transaction (delivery._log_attempt's lease UPDATE and attempt
 INSERT): the server keeps B's row lock for as long as the cut lasts, and the sweeper waits on it.
 It is marked xfail (strict) until the workers' sessions get an idle-in-transaction timeout.
 """
