@@ -101,8 +101,11 @@ def retry_delay(
 # --- claim, send, record ------------------------------------------------------------------------
 
 
-def claim(delivery_id: int, *, now: datetime | None = None) -> bool:
+def claim(delivery_id: int, *, now: datetime | None = None, attempts: int | None = None) -> bool:
     """Atomically move a due delivery of an active target to `sending`; False if there is none.
+
+    With ``attempts``, only while the delivery has had that many: the claim is then attempt
+    ``attempts + 1``, known without reading the row back (see attempt_delivery).
 
     Due and the lease are judged by the database's clock, in the UPDATE itself (syndicator/clock.py):
     a worker whose clock is fast must neither take a retry early nor lease past the sweeper's view.
@@ -111,6 +114,8 @@ def claim(delivery_id: int, *, now: datetime | None = None) -> bool:
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
     active = Q(pk__in=Delivery.objects.filter(ACTIVE_TARGET, pk=delivery_id).values("pk"))
+    if attempts is not None:
+        due &= Q(attempts=attempts)
     return bool(
         move(
             delivery_id,
@@ -128,15 +133,23 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
 
     None when there was nothing to do: already handled, not due, or its target paused.
     """
-    if not claim(delivery_id):
+    # The claim is attempt `earlier + 1`. Reading the number back after the claim is not the same:
+    # a worker whose claim's answer came late (a partition, a long pause) read the newer claim the
+    # sweeper and another worker had made meanwhile, and logged its attempt under it
+    # (tests/faults/test_network_partition.py).
+    earlier = Delivery.objects.filter(pk=delivery_id).values_list("attempts", flat=True).first()
+    if earlier is None or not claim(delivery_id, attempts=earlier):
         # The same task message serves a sent post's edit or delete (syndicator/followup.py).
-        if action := followup.claim(delivery_id):
-            return followup.run(delivery_id, action, task_id=task_id, worker=worker)
+        if earlier is not None and (action := followup.claim(delivery_id, attempts=earlier)):
+            return followup.run(delivery_id, action, number=earlier + 1, task_id=task_id, worker=worker)
         if verifying := claim_verification(delivery_id, task_id=task_id, worker=worker):
             return verify_delivery(verifying)
         log.info("delivery %s: nothing to claim (already handled, not due, or target paused)", delivery_id)
         return None
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=delivery_id)
+    if delivery.attempts != earlier + 1:
+        log.warning("delivery %s: claim taken back before sending; nothing sent", delivery_id)
+        return None
     if pacing.held(delivery):  # not yet (spacing, budgets, quiet hours) or too old: moved, nothing sent
         return None
     started = time.monotonic()

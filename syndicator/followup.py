@@ -337,9 +337,12 @@ def _everywhere(
 # --- the worker's side ---------------------------------------------------------------------------
 
 
-def claim(delivery_id: int) -> str:
+def claim(delivery_id: int, *, attempts: int | None = None) -> str:
     """Atomically take a sent delivery's due follow-up (to `editing` or `deleting`, under a lease,
-    counting an attempt); the action taken, or '' when there is none. A delete goes first."""
+    counting an attempt); the action taken, or '' when there is none. A delete goes first.
+
+    ``attempts``: the count read before claiming, so the claim is attempt ``attempts + 1`` and a
+    claim answered late is not confused with a newer one (as delivery.claim)."""
     at = clock.now_expr()
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
     due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
@@ -348,7 +351,7 @@ def claim(delivery_id: int) -> str:
         if move(
             delivery_id,
             event,
-            where=Q(followup=action) & due & active,
+            where=Q(followup=action) & due & active & (Q() if attempts is None else Q(attempts=attempts)),
             now=at,
             attempts=F("attempts") + 1,
             lease_until=at + lease,
@@ -357,12 +360,20 @@ def claim(delivery_id: int) -> str:
     return ""
 
 
-def run(delivery_id: int, action: str, *, task_id: str = "", worker: str = "") -> DeliveryAttempt | None:
-    """Edit or delete the claimed delivery's post on its network and record the outcome."""
+def run(
+    delivery_id: int, action: str, *, number: int | None = None, task_id: str = "", worker: str = ""
+) -> DeliveryAttempt | None:
+    """Edit or delete the claimed delivery's post on its network and record the outcome.
+
+    ``number``: the attempt the claim made; a delivery read back with another is a newer claim's,
+    left alone."""
     from syndicator.delivery import _finish_attempt
     from syndicator.recovery import durably
 
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=delivery_id)
+    if number is not None and delivery.attempts != number:
+        log.warning("delivery %s: %s claim taken back before it began; nothing done", delivery_id, action)
+        return None
     started = time.monotonic()
     status = Status.EDITING if action == Followup.EDIT else Status.DELETING
     adapter = get_adapter(delivery.target)

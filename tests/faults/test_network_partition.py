@@ -1,0 +1,530 @@
+"""A worker cut off from the network mid-send, beside one that runs normally (issue 15, item 9).
+
+Worker B runs in a network namespace of its own (tests/faults/partition.py) and reaches
+PostgreSQL, the broker and the emulators over a veth pair; worker A runs on the host. B takes
+three deliveries: two whose requests reached the networks and whose answers the networks hold
+(Mastodon, Facebook: lost mid-send), and one it has claimed but not started (lost before
+sending). Then B's cable is pulled. Its leases expire by the database's clock, the sweeper
+settles what it held (the two in flight become uncertain and A looks them up; the claimed one
+goes back to the queue and A sends it) and A delivers new posts meanwhile. When the link is
+back, B's stalled work resumes against claims that are no longer its own: it must change no
+delivery and send nothing; it comes back while A's own send of the claimed one is in flight,
+so only the attempt number tells B's stale claim from A's live one (the same status). Each post
+reaches each network exactly once.
+
+The claimed-but-not-started delivery is made deterministic with a table lock: B's claim commits,
+and the read that follows it (attempt_delivery loads the delivery with its post and feed) waits
+for an ACCESS EXCLUSIVE lock on the feed table that this test holds; the cable is pulled, then
+the lock released, so B's read is answered into the cut. B holds no transaction open across the
+cut (the claim is one autocommit UPDATE, the read one SELECT).
+
+The second test loses B's claim's own answer in the cut: when it comes, the delivery B reads
+is A's newer claim, which B must not take for its own (delivery.attempt_delivery: the claim is
+a compare-and-set on the attempt number read before it).
+
+The third test cuts B inside a transaction (delivery._log_attempt's lease UPDATE and attempt
+INSERT): the server keeps B's row lock for as long as the cut lasts, and the sweeper waits on it.
+It is marked xfail (strict) until the workers' sessions get an idle-in-transaction timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote, unquote_plus
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+
+from syndicator import delivery as deliveries
+from syndicator.clock import db_now
+from syndicator.delivery import create_auto_deliveries
+from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
+from tests.conftest import wait_for
+from tests.emulators import facebook, mastodon
+from tests.emulators.base import EmulatedRequest, Reply
+from tests.faults.conftest import TAG, WORKER_ENV
+from tests.faults.partition import Forwarder, Namespace, NamespacedWorker, NotPermitted
+from tests.faults.support import Broker
+
+pytestmark = [pytest.mark.faults, pytest.mark.django_db(transaction=True)]
+
+LEASE = float(WORKER_ENV["SYNDICATOR_SEND_LEASE"])
+TIMEOUT = 10.0  # Facebook's API timeout: B gives up on its held answer (HOLD) about when it is back
+HOLD = 40.0
+LATE = 60.0  # Mastodon's: B still waits for its answer when the link is back and the answer comes
+ALLOW = "10.231.0.0/16"  # the namespaces' addresses (partition.SUBNETS), for the targets' guard
+MARKER = re.compile(rf"{TAG} post (\d{{4}})")
+
+
+@pytest.fixture
+def namespace() -> Iterator[Namespace]:
+    try:
+        made = Namespace().create()
+    except NotPermitted as exc:
+        pytest.skip(f"no network namespace for the partitioned worker: {exc}")
+    try:
+        yield made
+    finally:
+        made.destroy()
+
+
+@pytest.fixture
+def relay(namespace: Namespace) -> Iterator[Callable[[tuple[str, int] | Path], int]]:
+    """forward(upstream) -> a port at the host end of the veth pair that leads to upstream."""
+    running: list[Forwarder] = []
+
+    def forward(upstream: tuple[str, int] | Path) -> int:
+        running.append(Forwarder(namespace.host_address, upstream).start())
+        return running[-1].port
+
+    yield forward
+    for forwarder in running:
+        forwarder.stop()
+
+
+@pytest.fixture
+def social(transactional_db) -> Iterator[mastodon.Harness]:
+    with mastodon.Harness() as harness:
+        yield harness
+
+
+@pytest.fixture
+def page(transactional_db) -> Iterator[facebook.Harness]:
+    with facebook.Harness() as harness:
+        yield harness
+
+
+@pytest.fixture
+def partitioned_worker(
+    namespace: Namespace, relay, broker: Broker, scratch: Path, celery_app, transactional_db
+) -> Iterator[Callable[..., NamespacedWorker]]:
+    """Start a worker in the namespace: the database and the broker over the veth pair."""
+    started: list[NamespacedWorker] = []
+    db = django_settings.DATABASES["default"]
+    pg = relay((db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+    redis = relay(Path(broker.url.removeprefix("redis+socket://")))
+    credentials = quote(db["USER"] or "", safe="") + (
+        ":" + quote(db["PASSWORD"], safe="") if db.get("PASSWORD") else ""
+    )
+    assert namespace.reaches(namespace.host_address, pg), "the namespace reaches the host end"
+
+    def start(*, concurrency: int, name: str, **env: str) -> NamespacedWorker:
+        environment = {
+            **os.environ,
+            **WORKER_ENV,
+            "DATABASE_URL": f"postgres://{credentials}@{namespace.host_address}:{pg}/{db['NAME']}",
+            # The cache and the pacing limiter follow the broker (syndicator/settings.py).
+            "CELERY_BROKER_URL": f"redis://{namespace.host_address}:{redis}/0",
+            "SYNDICATOR_BROKER_PREFIX": celery_app.conf.broker_transport_options.get("global_keyprefix", ""),
+            "SYNDICATOR_DATA_DIR": str(scratch / "data"),
+            "SYNDICATOR_TARGET_ALLOW_PRIVATE": allowed_private(),
+            **env,
+        }
+        environment.pop("REDIS_URL", None)
+        worker = NamespacedWorker(
+            namespace, environment, scratch / f"{name}.log", concurrency=concurrency, name=name
+        )
+        started.append(worker.start())
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def allowed_private() -> str:
+    return ",".join([*django_settings.SYNDICATOR_TARGET_ALLOW_PRIVATE, ALLOW])
+
+
+class HeldAnswer:
+    """The next publishing request for post ``number`` is handled (the post is made), and its
+    answer waits until ``release()``, or ``seconds``: an answer still on its way."""
+
+    def __init__(self, emulator, number: int, *, seconds: float = 90.0) -> None:
+        self._released = threading.Event()
+        original = emulator.dispatch
+
+        def dispatch(request: EmulatedRequest) -> Reply:
+            reply = original(request)
+            if request.method == "POST" and f"{TAG} post {number:04d}" in unquote_plus(request.body.decode()):
+                emulator.dispatch = original  # the next ones (a look-up, a re-send) go through
+                self._released.wait(seconds)
+            return reply
+
+        emulator.dispatch = dispatch
+
+    def release(self) -> None:
+        self._released.set()
+
+
+class TableLock:
+    """ACCESS EXCLUSIVE on a table, held by a connection of its own (a thread) until released:
+    any statement that reads the table waits, one that does not goes on."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self._locked, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold, name="fault-table-lock", daemon=True)
+
+    def _hold(self) -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f'LOCK TABLE "{self.table}" IN ACCESS EXCLUSIVE MODE')
+                self._locked.set()
+                self._release.wait(60)
+        finally:
+            connection.close()
+
+    def take(self) -> TableLock:
+        self._thread.start()
+        assert self._locked.wait(10), f"could not lock {self.table}"
+        return self
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join(10)
+
+
+def waiting_for_a_lock() -> int:
+    """Sessions of this database that wait for a lock now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+def posted(harness) -> Counter[int]:
+    """How many times each post number reached the network."""
+    found: Counter[int] = Counter()
+    for sent in harness.sent():
+        match = MARKER.search(sent["text"])
+        assert match, sent["text"][:200]
+        found[int(match[1])] += 1
+    return found
+
+
+def attempts(delivery: Delivery) -> list[tuple[int, str, str, str]]:
+    """(number, kind, outcome, worker name) of each attempt."""
+    return [
+        (number, kind, outcome, worker.split("-", 1)[0])
+        for number, kind, outcome, worker in DeliveryAttempt.objects.filter(delivery=delivery)
+        .order_by("number")
+        .values_list("number", "kind", "outcome", "worker")
+    ]
+
+
+def workers(tries: QuerySet[DeliveryAttempt]) -> set[str]:
+    """The names of the workers that made these attempts (a hostname is name-pid@host)."""
+    return {worker.split("-", 1)[0] for worker in tries.values_list("worker", flat=True)}
+
+
+def snapshot() -> dict[str, list[tuple]]:
+    """What B must not change once it is back: the deliveries, and the attempts of the others."""
+    rows = Delivery.objects.values_list(
+        "pk", "status", "attempts", "external_id", "sent_at", "updated_at", "lease_until", "last_error"
+    )
+    others = DeliveryAttempt.objects.exclude(worker__startswith="wB-").values_list(
+        "pk", "delivery_id", "number", "kind", "outcome", "finished_at", "message"
+    )
+    return {
+        "deliveries": sorted(rows),
+        "attempts": sorted(others),
+        "of_b": sorted(
+            DeliveryAttempt.objects.filter(worker__startswith="wB-").values_list("delivery_id", "number")
+        ),
+    }
+
+
+def test_a_worker_cut_off_mid_send_loses_nothing_posts_nothing_twice_and_acts_on_no_stale_claim(
+    namespace, relay, social, page, partitioned_worker, start_worker, sweeper, settings, request
+):
+    settings.SYNDICATOR_TARGET_ALLOW_PRIVATE = allowed_private().split(",")
+    # Both workers reach the networks at the host end's address (A over the host's own routing,
+    # which a down link does not take away); the emulators listen on loopback behind forwarders.
+    host = namespace.host_address
+    toot_port = relay(("127.0.0.1", port(social)))
+    toot = social.make_target(name="fault-mastodon", timeout=LATE, base_url=f"http://{host}:{toot_port}")
+    page_port = relay(("127.0.0.1", port(page)))
+    page.make_target(name="fault-facebook", timeout=TIMEOUT, base_url=f"http://{host}:{page_port}")
+    feed = Feed.objects.create(url=f"http://127.0.0.1:9/{TAG}", enabled=False)  # never polled
+
+    def post(number: int, *, auto: bool = True) -> Post:
+        return make_post(feed, number, auto=auto)
+
+    def held(number: int, harness, **wait: float) -> HeldAnswer:
+        holding = HeldAnswer(harness.emulator, number, **wait)
+        request.addfinalizer(holding.release)
+        return holding
+
+    # 1. B alone; post 1 goes to both networks, which make it and hold their answers: in flight.
+    # Mastodon's answer comes once the link is back (a late success); Facebook's not in time (B
+    # gives up after its 10 s timeout, a late "maybe").
+    # Its tasks may run past the fault workers' 30 s time limit: they wait through the cut.
+    b = partitioned_worker(concurrency=3, name="wB", CELERY_TASK_TIME_LIMIT="120")
+    late_answer = held(1, social)
+    held(1, page, seconds=HOLD)
+    post(1)
+    toot_delivery, page_delivery = (
+        Delivery.objects.get(post__guid=f"{TAG}-1", target__kind=kind) for kind in ("mastodon", "facebook")
+    )
+    in_flight = [toot_delivery, page_delivery]
+    wait_for(lambda: b.check() or (len(social.sent()), len(page.sent())) == (1, 1), timeout=60)
+    assert all(attempts(d) == [(1, "send", "", "wB")] for d in in_flight), [attempts(d) for d in in_flight]
+
+    # 2. Post 2's Mastodon delivery, claimed by B and stopped right after the claim (the feed
+    # table is locked): it will be lost before sending. Not due until the lock is held, so no
+    # worker claims it early.
+    claimed = Delivery.objects.create(
+        post=post(2, auto=False), target=toot, next_attempt_at=db_now() + timedelta(hours=1)
+    )
+    lock = TableLock(Feed._meta.db_table).take()
+    try:
+        Delivery.objects.filter(pk=claimed.pk).update(next_attempt_at=None)  # the sweeper sends it
+        wait_for(
+            lambda: (
+                b.check()
+                or (
+                    Delivery.objects.filter(pk=claimed.pk, status="sending").exists() and waiting_for_a_lock()
+                )
+            ),
+            timeout=30,
+        )
+        # 3. The cable is pulled; then B's read is answered, into the cut.
+        namespace.cut()
+    finally:
+        lock.release()
+    assert not namespace.reaches(host, toot_port), "the link is down"
+
+    # 4. A runs normally beside it: settles what B held and delivers four new posts. Its own send
+    # of post 2 is held in flight, so that B comes back while A's newer claim is live.
+    # A's leases and time limit are long: that send must stay live (not lost) until B is back
+    # and has tried.
+    resent = held(2, social)
+    a = start_worker(
+        concurrency=2,
+        SYNDICATOR_TARGET_ALLOW_PRIVATE=allowed_private(),
+        SYNDICATOR_SEND_LEASE="60",
+        CELERY_TASK_TIME_LIMIT="120",
+    )
+    for number in range(3, 7):
+        post(number)
+    others = Delivery.objects.exclude(pk=claimed.pk)
+
+    def settled() -> bool:
+        a.check()
+        return others.filter(status="sent").count() == others.count() == 2 + 2 * 4
+
+    wait_for(settled, timeout=60)
+    for delivery in in_flight:  # lost mid-send, uncertain, looked up by A: found, not re-posted
+        assert attempts(delivery) == [(1, "send", "lost", "wB"), (2, "lookup", "sent", "w1")], delivery.target
+    # Lost before sending: queued again (its claim was attempt 1, with no row), now A's attempt 2.
+    wait_for(lambda: attempts(claimed) == [(2, "send", "", "w1")] and posted(social)[2] == 1, timeout=30)
+    assert workers(DeliveryAttempt.objects.exclude(delivery__in=in_flight, number=1)) == {"w1"}
+    before = snapshot()
+
+    # 5. The link is back: B's stalled tasks resume, each against a claim that is no longer its.
+    # The claimed one finds A's live claim (the same status, a newer attempt): B sends nothing.
+    namespace.restore()
+    stale = DeliveryAttempt.objects.filter(delivery=claimed, worker__startswith="wB-")
+    wait_for(
+        lambda: b.check() or f"delivery {claimed.pk}: claim taken back" in b.log_tail() or stale.exists(),
+        timeout=60,
+    )
+    assert snapshot() == before, f"B acted on a claim that is no longer its own: {attempts(claimed)}"
+    resent.release()  # A's send of post 2 is answered: sent, under A's attempt
+    wait_for(lambda: Delivery.objects.filter(pk=claimed.pk, status="sent").exists(), timeout=30)
+    assert attempts(claimed) == [(2, "send", "sent", "w1")]
+    # The late answer and the late "maybe" change no delivery and no attempt of A's.
+    before = snapshot()
+    late_answer.release()
+    wait_for(lambda: b.check() or b.log_tail(100_000).count("succeeded in") >= 3, timeout=60)
+    assert f"delivery {toot_delivery.pk}: attempt 1 sent" in b.log_tail(100_000)
+    assert snapshot() == before, "B changed a delivery it no longer held"
+    # What B learned stays on its own attempt's row (delivery._record_success): the network's id
+    # for the late answer, the timeout for the other; neither is the delivery's outcome.
+    assert attempts(toot_delivery)[0] == (1, "send", "sent", "wB")
+    assert attempts(page_delivery)[0] == (1, "send", "unknown", "wB")
+    mastodon_posts, page_posts = posted(social), posted(page)
+    assert mastodon_posts == Counter({n: 1 for n in (1, 2, 3, 4, 5, 6)}), mastodon_posts
+    assert page_posts == Counter({n: 1 for n in (1, 3, 4, 5, 6)}), page_posts
+
+    # 6. And B works again: with A stopped, it delivers a new post.
+    a.stop()
+    post(7)
+    wait_for(
+        lambda: b.check() or Delivery.objects.filter(post__guid=f"{TAG}-7", status="sent").count() == 2,
+        timeout=60,
+    )
+    assert workers(DeliveryAttempt.objects.filter(delivery__post__guid=f"{TAG}-7")) == {"wB"}
+    assert posted(social)[7] == posted(page)[7] == 1
+
+
+def port(harness) -> int:
+    return int(harness.emulator.base_url.rsplit(":", 1)[1])
+
+
+def make_post(feed: Feed, number: int, *, auto: bool = True) -> Post:
+    """A post whose number its messages carry; ``auto``: with its deliveries, enqueued."""
+    made = Post.objects.create(
+        feed=feed,
+        guid=f"{TAG}-{number}",
+        url=f"https://news.example/{TAG}/{number:04d}",
+        title=f"{TAG} post {number:04d}: winter kits reach the villages",
+        language="en",
+    )
+    if auto:
+        with transaction.atomic():
+            create_auto_deliveries([made])  # enqueued on commit
+    return made
+
+
+def test_a_claim_answered_into_the_cut_is_not_mistaken_for_the_newer_claim(
+    namespace, relay, social, partitioned_worker, start_worker, sweeper, settings
+):
+    """B's claim commits, and its answer is lost in the cut: the sweeper takes the claim back, A
+    claims and sends. When B's answer arrives at last, the delivery B reads is A's live claim (the
+    same status): B must see that its claim was attempt 1, not 2, and leave it."""
+    settings.SYNDICATOR_TARGET_ALLOW_PRIVATE = allowed_private().split(",")
+    host = namespace.host_address
+    target = social.make_target(
+        name="fault-mastodon", timeout=LATE, base_url=f"http://{host}:{relay(('127.0.0.1', port(social)))}"
+    )
+    feed = Feed.objects.create(url=f"http://127.0.0.1:9/{TAG}", enabled=False)
+    delivery = Delivery.objects.create(
+        post=make_post(feed, 1, auto=False), target=target, next_attempt_at=db_now() + timedelta(hours=1)
+    )
+    b = partitioned_worker(concurrency=1, name="wB")
+    wait_for(lambda: b.check() or "ready." in b.log_tail(), timeout=60)
+    # B's claim waits for the target table (its UPDATE reads it: an active target), so it is
+    # answered only once the cable is pulled. The sweeper waits too, meanwhile: the message is ours.
+    lock = TableLock(Target._meta.db_table).take()
+    try:
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)  # due: B's to claim
+        deliveries.enqueue([(delivery.pk, "mastodon")])
+        wait_for(lambda: b.check() or claim_waiting(), timeout=30)
+        namespace.cut()
+    finally:
+        lock.release()
+    # Lost before sending; queued again, and A's send of it held in flight while B comes back.
+    in_flight = HeldAnswer(social.emulator, 1)
+    try:
+        start_worker(
+            concurrency=1,
+            SYNDICATOR_TARGET_ALLOW_PRIVATE=allowed_private(),
+            SYNDICATOR_SEND_LEASE="60",
+            CELERY_TASK_TIME_LIMIT="120",
+        )
+        wait_for(
+            lambda: attempts(delivery) == [(2, "send", "", "w1")] and len(social.sent()) == 1, timeout=40
+        )
+        before = snapshot()
+        namespace.restore()
+        wait_for(lambda: b.check() or re.search(r"succeeded in|raised", b.log_tail(100_000)), timeout=60)
+        log = b.log_tail(100_000)
+        assert f"delivery {delivery.pk}: claim taken back before sending" in log, log[-1500:]
+        assert snapshot() == before, "B acted on A's claim"
+    finally:
+        in_flight.release()
+    wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="sent").exists(), timeout=30)
+    assert attempts(delivery) == [(2, "send", "sent", "w1")]
+    assert posted(social) == Counter({1: 1})
+
+
+def claim_waiting() -> bool:
+    """Whether a worker's claim (the UPDATE to `sending`) waits for a lock now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE %s",
+            ['UPDATE "syndicator_delivery" SET "status" = \'sending\'%'],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+class HeldInsert:
+    """An attempt row for (delivery, number) inserted and not committed, by a connection of its own
+    (a thread): a worker logging that attempt (delivery._log_attempt: the lease UPDATE, then this
+    INSERT, one transaction) waits at the INSERT, the delivery's row locked by its UPDATE."""
+
+    def __init__(self, delivery: Delivery, number: int) -> None:
+        self.delivery, self.number = delivery, number
+        self._held, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold, name="fault-held-insert", daemon=True)
+
+    def _hold(self) -> None:
+        try:
+            with transaction.atomic():
+                DeliveryAttempt.objects.create(
+                    delivery=self.delivery, number=self.number, started_at=db_now()
+                )
+                self._held.set()
+                self._release.wait(60)
+                transaction.set_rollback(True)  # never there: the worker's INSERT goes on
+        finally:
+            connection.close()
+
+    def take(self) -> HeldInsert:
+        self._thread.start()
+        assert self._held.wait(10), "could not insert the attempt row"
+        return self
+
+    def release(self) -> None:
+        self._release.set()
+        self._thread.join(10)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a worker cut off inside a transaction keeps its row locks on the server for as long as "
+    "the cut lasts (no idle_in_transaction_session_timeout; PostgreSQL's keepalive is the OS's "
+    "2 h): the sweeper's UPDATE of that row waits, and with it every sweep, until the link is back",
+)
+def test_a_worker_cut_off_inside_a_transaction_does_not_stall_the_sweeper(
+    namespace, relay, social, partitioned_worker, start_worker, sweeper, settings
+):
+    settings.SYNDICATOR_TARGET_ALLOW_PRIVATE = allowed_private().split(",")
+    host = namespace.host_address
+    target = social.make_target(
+        name="fault-mastodon", timeout=TIMEOUT, base_url=f"http://{host}:{relay(('127.0.0.1', port(social)))}"
+    )
+    feed = Feed.objects.create(url=f"http://127.0.0.1:9/{TAG}", enabled=False)
+    delivery = Delivery.objects.create(
+        post=make_post(feed, 1, auto=False), target=target, next_attempt_at=db_now() + timedelta(hours=1)
+    )
+    b = partitioned_worker(concurrency=1, name="wB")
+    wait_for(lambda: b.check() or "ready." in b.log_tail(), timeout=60)
+    # B claims it and logs its attempt: the lease UPDATE is done (the row locked), the INSERT waits.
+    insert = HeldInsert(delivery, 1).take()
+    try:
+        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)  # the sweeper sends it
+        wait_for(
+            lambda: (
+                b.check()
+                or (
+                    Delivery.objects.filter(pk=delivery.pk, status="sending").exists()
+                    and waiting_for_a_lock()
+                )
+            ),
+            timeout=30,
+        )
+        namespace.cut()  # then B's INSERT goes through, and its COMMIT never comes
+    finally:
+        insert.release()
+    try:
+        start_worker(concurrency=1, SYNDICATOR_TARGET_ALLOW_PRIVATE=allowed_private())
+        # The claim's lease expires with no attempt committed: lost before sending, so queued
+        # again and sent by A, while B is still cut off.
+        wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="sent").exists(), timeout=LEASE + 20)
+    finally:
+        namespace.restore()  # B commits or rolls back: its locks go, and the sweeper goes on
+    assert posted(social) == Counter({1: 1})
