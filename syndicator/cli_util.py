@@ -65,6 +65,11 @@ class SyndicatorCommand(BaseCommand):
     traceback (unless ``--traceback``); every ``UserError`` raised below becomes one here.
     """
 
+    # No system checks before an everyday command: they import the URL conf (the API, the admin)
+    # and read every model's choices (every adapter), ~0.5 s for nothing the command uses (issue
+    # #16). `syndicator check`, `migrate` and `run` still run them all.
+    requires_system_checks: list[str] | str = []
+
     def execute(self, *args: Any, **options: Any) -> str | None:
         """Run the command, turning user errors and an unusable database into a CommandError."""
         self._color_option = (
