@@ -82,7 +82,8 @@ def main() -> None:
         rss = statistics.median(r for _, r in results[i]) / 1024
         spread = f"{min(walls):.2f}–{max(walls):.2f}"
         print(f"{code:4}  {label:36} {statistics.median(walls):9.3f} {spread:>12} {rss:12.1f}")
-    print(f"({args.runs} runs each, interleaved; load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs)")
+    load = os.getloadavg()[0]
+    print(f"({args.runs} runs each, interleaved; load average {load:.2f}, {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -68,7 +68,7 @@ class SyndicatorCommand(BaseCommand):
     # No system checks before an everyday command: they import the URL conf (the API, the admin)
     # and read every model's choices (every adapter), ~0.5 s for nothing the command uses (issue
     # #16). `syndicator check`, `migrate` and `run` still run them all.
-    requires_system_checks: list[str] | str = []
+    requires_system_checks: list[str] | tuple[str, ...] | Literal["__all__"] = []
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         """Run the command, turning user errors and an unusable database into a CommandError."""
@@ -97,6 +97,26 @@ class SyndicatorCommand(BaseCommand):
         """Print one JSON object per line (readable with jq, grep, or json.loads per line)."""
         for row in rows:
             self.stdout.write(json.dumps(row, ensure_ascii=False, default=str))
+
+
+class LazyChoices(Sequence[str]):
+    """An argparse ``choices`` read when an argument is checked or --help printed, not when the
+    parser is built: e.g. the formats, which import every network (issue #16: CLI start-up)."""
+
+    def __init__(self, values: Callable[[], Iterable[str]]) -> None:
+        self._values = values
+
+    def _all(self) -> tuple[str, ...]:
+        return tuple(self._values())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
 
 
 def add_actions(parser: CommandParser) -> Callable[..., CommandParser]:
