@@ -12,20 +12,21 @@ import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, ProgrammingError
 from django.utils import timezone
-from rich import box
-from rich.console import Console, RenderableType
-from rich.table import Table
 
 from syndicator import followup
 from syndicator.errors import UserError
 from syndicator.models import Delivery, Feed, Post, Target
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
 
 # Colours of statuses in tables (the admin's badges use the same families).
 STATUS_STYLES = {
@@ -84,6 +85,8 @@ class SyndicatorCommand(BaseCommand):
 
     def write_table(self, renderable: RenderableType) -> None:
         """Print a rich table: coloured and terminal-wide on a terminal, plain and wide in a pipe."""
+        from rich.console import Console  # imported by the commands that print a table (~15 ms)
+
         tty = self.stdout.isatty()
         option = getattr(self, "_color_option", "")
         color = option == "force" or (tty and option != "off")
@@ -147,6 +150,9 @@ def database_problem(exc: Exception) -> str:
 
 def new_table(*columns: str, title: str | None = None) -> Table:
     """A compact table with the given column headers."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")
