@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import NinjaAPI, Path, Query
 from ninja.errors import HttpError, ValidationError
+from ninja.openapi.docs import ABS_TPL_PATH, Swagger
 from ninja.responses import Status
 from ninja.security import APIKeyCookie, HttpBearer
 
@@ -77,6 +78,14 @@ class SessionAuth(APIKeyCookie):
         return request.user if request.user.is_authenticated else None
 
 
+class LocalSwagger(Swagger):
+    """Swagger UI from ninja's own files, not a CDN: ninja picks its local page only when it is an
+    installed app, which it is not here (settings.NINJA_DIR says why), so that page stands in for
+    the CDN one."""
+
+    template_cdn = str(ABS_TPL_PATH / "swagger.html")
+
+
 api = NinjaAPI(
     title="syndicator",
     version="1",
@@ -84,6 +93,7 @@ api = NinjaAPI(
     "deliveries.",
     auth=[TokenAuth(), SessionAuth()],
     urls_namespace="api",
+    docs=LocalSwagger(),
 )
 
 

@@ -10,22 +10,23 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, ProgrammingError
 from django.utils import timezone
-from rich import box
-from rich.console import Console, RenderableType
-from rich.table import Table
 
 from syndicator import followup
 from syndicator.errors import UserError
 from syndicator.models import Delivery, Feed, Post, Target
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.table import Table
 
 # Colours of statuses in tables (the admin's badges use the same families).
 STATUS_STYLES = {
@@ -65,6 +66,11 @@ class SyndicatorCommand(BaseCommand):
     traceback (unless ``--traceback``); every ``UserError`` raised below becomes one here.
     """
 
+    # No system checks before an everyday command: they import the URL conf (the API, the admin)
+    # and read every model's choices (every adapter), ~0.5 s for nothing the command uses (issue
+    # #16). `syndicator check`, `migrate` and `run` still run them all.
+    requires_system_checks: list[str] | tuple[str, ...] | Literal["__all__"] = []
+
     def execute(self, *args: Any, **options: Any) -> str | None:
         """Run the command, turning user errors and an unusable database into a CommandError."""
         self._color_option = (
@@ -79,6 +85,8 @@ class SyndicatorCommand(BaseCommand):
 
     def write_table(self, renderable: RenderableType) -> None:
         """Print a rich table: coloured and terminal-wide on a terminal, plain and wide in a pipe."""
+        from rich.console import Console  # imported by the commands that print a table (~15 ms)
+
         tty = self.stdout.isatty()
         option = getattr(self, "_color_option", "")
         color = option == "force" or (tty and option != "off")
@@ -92,6 +100,26 @@ class SyndicatorCommand(BaseCommand):
         """Print one JSON object per line (readable with jq, grep, or json.loads per line)."""
         for row in rows:
             self.stdout.write(json.dumps(row, ensure_ascii=False, default=str))
+
+
+class LazyChoices(Sequence[str]):
+    """An argparse ``choices`` read when an argument is checked or --help printed, not when the
+    parser is built: e.g. the formats, which import every network (issue #16: CLI start-up)."""
+
+    def __init__(self, values: Callable[[], Iterable[str]]) -> None:
+        self._values = values
+
+    def _all(self) -> tuple[str, ...]:
+        return tuple(self._values())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
 
 
 def add_actions(parser: CommandParser) -> Callable[..., CommandParser]:
@@ -122,6 +150,9 @@ def database_problem(exc: Exception) -> str:
 
 def new_table(*columns: str, title: str | None = None) -> Table:
     """A compact table with the given column headers."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")

@@ -5,9 +5,14 @@ Django's admin stays for the rest; "View site" is gone, since the site *is* the 
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 from django.contrib import messages
-from django.contrib.admin import AdminSite
+from django.contrib.admin import AdminSite, autodiscover, site
 from django.contrib.admin.apps import AdminConfig
+from django.contrib.admin.checks import check_admin_app, check_dependencies
+from django.core import checks
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -17,6 +22,31 @@ from django.urls import URLPattern, URLResolver, path, reverse
 class DeskAdminSite(AdminSite):
     site_url = None  # the public site would be the admin again: no "View site" link
     desk_template = "admin/desk.html"
+
+    # The admin modules (every app's admin.py, syndicator/admin/, which import the adapters) are
+    # imported the first time anything reads the site's registry -- its URLs (syndicator/urls.py,
+    # so every web request and every reverse()), its checks, a test -- instead of at django.setup(),
+    # so a CLI command or a worker that never touches the admin does not pay for them (issue #16).
+    _discovered = False
+    _discovering = threading.RLock()
+
+    @property
+    def _registry(self) -> dict[Any, Any]:
+        if not self._discovered:
+            with self._discovering:
+                if not self._discovered:
+                    # Set first: the admin modules register (reading the registry) while importing.
+                    self._discovered = True
+                    try:
+                        autodiscover()  # what AdminConfig.ready() would have done
+                    except BaseException:
+                        self._discovered = False
+                        raise
+        return self._models
+
+    @_registry.setter
+    def _registry(self, value: dict[Any, Any]) -> None:
+        self._models = value
 
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
         """The start page for those who read the log (editors and admins), else Django's list."""
@@ -105,6 +135,20 @@ def has_demo_mailbox() -> bool:
 
 class SyndicatorAdminConfig(AdminConfig):
     """Django's admin with DeskAdminSite as its default site (Django's documented way to replace
-    it: "Overriding the default admin site"); listed in INSTALLED_APPS instead of django.contrib.admin."""
+    it: "Overriding the default admin site"); listed in INSTALLED_APPS instead of django.contrib.admin.
+
+    Its autodiscovery waits for the first read of the site's registry (DeskAdminSite._registry)."""
 
     default_site = "syndicator.desk_site.DeskAdminSite"
+
+    def ready(self) -> None:
+        # SimpleAdminConfig.ready()'s checks, without AdminConfig's autodiscover(); the app check
+        # discovers first, since it checks the sites that exist and the default one is made lazily.
+        checks.register(check_dependencies, checks.Tags.admin)
+        checks.register(check_discovered_admin, checks.Tags.admin)
+
+
+def check_discovered_admin(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Django's admin app check, on the registry as autodiscovery fills it."""
+    site._registry  # noqa: B018 -- reading it discovers the admin modules
+    return check_admin_app(app_configs, **kwargs)

@@ -20,10 +20,12 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from syndicator.errors import FeedFetchError
+
+if TYPE_CHECKING:  # only in annotations: the callers that fetch have imported httpx already
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -7,6 +7,7 @@ Production sets ``DATABASE_URL`` and ``CELERY_BROKER_URL`` (or ``REDIS_URL``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -104,10 +105,14 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    # Only for its static files: /api/docs then serves Swagger UI from here, not from a CDN.
-    "ninja",
     "syndicator",
 ]
+# django-ninja is no installed app: Django would import it (pydantic and all, ~0.15 s) at every
+# django.setup(), so in every CLI command (issue #16). Its Swagger UI files and page are found in
+# its folder without importing it (STATICFILES_DIRS, TEMPLATES), so /api/docs is served from here,
+# not from a CDN (syndicator.api.LocalSwagger).
+NINJA_DIR = Path(importlib.util.find_spec("ninja").origin or "").parent  # type: ignore[union-attr]
+STATICFILES_DIRS = [NINJA_DIR / "static"]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -127,7 +132,7 @@ TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         # templates/ beside the code holds the web UI overrides; templates/messages/ is Jinja2.
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [BASE_DIR / "templates", NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [

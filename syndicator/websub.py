@@ -36,7 +36,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from syndicator.errors import FeedError
-from syndicator.feedhttp import post_form
 from syndicator.models import Feed, PushSubscription
 from syndicator.redact import redact
 
@@ -132,6 +131,8 @@ def _request(sub: PushSubscription, mode: str, now: datetime) -> bool:
         fields |= {"hub.secret": hub_secret(sub), "hub.lease_seconds": str(settings.SYNDICATOR_WEBSUB_LEASE)}
     PushSubscription.objects.filter(pk=sub.pk).update(pending_mode=mode, requested_at=now)
     sub.pending_mode, sub.requested_at = mode, now
+    from syndicator.feedhttp import post_form  # httpx (~50 ms): not for a CLI that only lists
+
     try:
         status, text = post_form(sub.hub_url, fields)
     except FeedError as exc:

@@ -46,16 +46,20 @@ def load() -> dict[str, type[Adapter]]:
     """Import every network package (each registers its adapter) and return the registry."""
     from syndicator.targets.base import ADAPTERS
 
-    if len(ADAPTERS) < len(kinds()):
+    if not ADAPTERS.keys() >= set(_kinds()):
         for kind in kinds():
             importlib.import_module(f"{_PACKAGE}.{kind}")
     return ADAPTERS
 
 
 def network(kind: str) -> type[Adapter]:
-    """The adapter class of a kind; KeyError when no network has that kind."""
-    adapters = load()
-    return adapters[kind]
+    """The adapter class of a kind, importing that network's package alone on first use;
+    KeyError when no network has that kind."""
+    from syndicator.targets.base import ADAPTERS
+
+    if kind not in ADAPTERS and kind in _kinds():
+        importlib.import_module(f"{_PACKAGE}.{kind}")
+    return ADAPTERS[kind]
 
 
 def kind_choices() -> list[tuple[str, str]]:
@@ -72,7 +76,7 @@ def formats() -> tuple[str, ...]:
 
 def text_rules(fmt: str) -> TextRules:
     """The text rules of a format; KeyError when no network renders it."""
-    rules = load()[fmt].text
+    rules = network(fmt).text
     if rules is None:
         raise KeyError(fmt)
     return rules

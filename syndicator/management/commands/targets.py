@@ -11,6 +11,7 @@ from django.db.models import Count
 
 from syndicator import decisions
 from syndicator.cli_util import (
+    LazyChoices,
     SyndicatorCommand,
     add_actions,
     get_feeds,
@@ -32,7 +33,7 @@ from syndicator.targets import ADAPTERS, get_adapter
 from syndicator.targets.base import Adapter
 from syndicator.targets.config import ENV_NAME_RE, Setting, parse_pairs
 from syndicator.targets.guard import check_target_settings
-from syndicator.targets.registry import formats
+from syndicator.targets.registry import formats, kinds
 
 
 def adapter_class(kind: str) -> type[Adapter]:
@@ -95,9 +96,14 @@ class Command(SyndicatorCommand):
         """Subcommands: add, list, remove, pause, resume."""
         action = add_actions(parser)
         add = action("add", "add a target of a registered kind (outbox: dry run)")
-        add.add_argument("kind", help="adapter kind: " + ", ".join(sorted(ADAPTERS)))
+        add.add_argument("kind", help="adapter kind: " + ", ".join(kinds()))
         add.add_argument("--name", required=True, help="unique name, used by repost --to and log --target")
-        add.add_argument("--format", choices=formats(), help="the network an outbox imitates")
+        add.add_argument(
+            "--format",
+            choices=LazyChoices(formats),
+            metavar="FORMAT",  # argparse would list the choices now, importing every network
+            help="the network an outbox imitates (a kind above, not outbox)",
+        )
         add.add_argument("--feeds", default="", help="only posts of these feed ids (comma-separated)")
         add.add_argument("--languages", default="", help="only posts in these languages, e.g. en,ar")
         add.add_argument("--categories", default="", help="only posts with one of these categories")
