@@ -10,3 +10,9 @@ class SyndicatorConfig(AppConfig):
         from syndicator.redact import install_log_redaction
 
         install_log_redaction()  # before any worker, web or CLI code logs
+
+        from django.contrib.auth.signals import user_login_failed
+
+        from syndicator.throttle import count_failed_login
+
+        user_login_failed.connect(count_failed_login, dispatch_uid="syndicator-count-failed-logins")

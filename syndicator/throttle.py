@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -74,3 +75,13 @@ def failed(kind: str, request: HttpRequest | None, username: str = "") -> None:
     who = f" for user {username!r}" if username else ""
     # Never the token or the password: only who, from where and how often.
     log.warning("failed %s%s from %s (%d in %d s)", kind, who, address, failures, window)
+
+
+def count_failed_login(
+    sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **_: Any
+) -> None:
+    """Every failed authenticate() (the admin login, any other) counts against the client address.
+
+    Connected in SyndicatorConfig.ready, not by the admin module: the admin is loaded on first
+    use (the CLI never loads it), and a failure must count in every process."""
+    failed("login", request, str(credentials.get("username", ""))[:150])

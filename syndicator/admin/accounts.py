@@ -14,11 +14,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
-from django.contrib.auth.signals import user_login_failed
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
 from django.db.models import Q, QuerySet
-from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -256,14 +254,6 @@ class ThrottledLoginForm(AdminAuthenticationForm):
 
 
 admin.site.login_form = ThrottledLoginForm
-
-
-@receiver(user_login_failed, dispatch_uid="syndicator-count-failed-logins")
-def count_failed_login(
-    sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None, **_: Any
-) -> None:
-    """Every failed authenticate() (the admin login, any other) counts against the client address."""
-    throttle.failed("login", request, str(credentials.get("username", ""))[:150])
 
 
 # --- API tokens ---------------------------------------------------------------------------------
