@@ -246,8 +246,13 @@ def post_unpublished(post: Post, *, reason: str, actor: User | None = None) -> i
             if _ask(delivery, Followup.DELETE, by=by):
                 asked.append(delivery)
             continue
-        if problem and policy(adapter, "on_unpublish") == "delete":
-            why_flag = f"{why}; it cannot be deleted automatically: {problem}"
+        if not adapter.abilities().delete:
+            # Nothing anyone can take back (a sent email): said, not flagged for an editor.
+            stays = f"{why}; it stays: {problem}"
+            Delivery.objects.filter(pk=delivery.pk, status__in=FOLLOWABLE).update(followup_note=stays[:5000])
+            continue
+        if problem:  # past the network's window: an editor may still delete it on the network itself
+            why_flag = f"{why}; flagged for an editor, it cannot be deleted from here: {problem}"
         else:
             why_flag = f"{why}; flagged for an editor (on_unpublish is flag)"
         Delivery.objects.filter(pk=delivery.pk, status__in=FOLLOWABLE).update(

@@ -88,5 +88,9 @@ def test_the_demo_then_edits_a_headline_and_pulls_a_post_which_the_outboxes_foll
     assert "letters" in Delivery.objects.get(post=edited, target__name="demo-telegram").rendered_text
     statuses = dict(Delivery.objects.filter(post=pulled).values_list("target__name", "status"))
     assert statuses["demo-telegram"] == "deleted"  # Telegram deletes (within 48 h)
-    assert statuses["demo-email"] == "sent"  # an email cannot be taken back: flagged
-    assert Delivery.objects.get(post=pulled, target__name="demo-email").flagged_at is not None
+    assert statuses["demo-email"] == "sent"
+    # An email cannot be taken back: said on the delivery, not flagged for an editor to act on.
+    mail = Delivery.objects.get(post=pulled, target__name="demo-email")
+    assert (
+        mail.flagged_at is None and "it stays: email (dry run) posts cannot be deleted" in mail.followup_note
+    )

@@ -83,7 +83,8 @@ def test_a_delete_reaches_every_network_that_declares_it(harness):
     followup.post_unpublished(delivery.post, reason="the article was withdrawn")
     delivery.refresh_from_db()
     if not abilities.delete:
-        assert delivery.status == "sent" and delivery.flagged_at is not None
+        assert delivery.status == "sent" and delivery.flagged_at is None
+        assert "it stays:" in delivery.followup_note and "cannot be deleted" in delivery.followup_note
         assert not DeliveryAttempt.objects.filter(delivery=delivery, kind="delete").exists()
         return
     assert delivery.followup == "delete"
