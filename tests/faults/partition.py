@@ -25,8 +25,7 @@ import sys
 import threading
 from pathlib import Path
 
-from syndicator.broker import die_with_parent
-from tests.faults.support import ROOT, Worker
+from tests.faults.support import Worker
 
 PREFIX = "synd-part-"
 # A /30 per run, inside 10.231.0.0/16 (no route of this machine's), chosen by the test process's
@@ -185,28 +184,7 @@ class NamespacedWorker(Worker):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.namespace = namespace
 
-    def start(self) -> NamespacedWorker:
-        from celeryproject import ALL_QUEUES
-
+    def command(self) -> list[str]:
         # `ip netns exec` enters the namespace and execs the command: the pid is the worker's,
         # so Worker.stop and kill reach it and its pool, as for a worker on the host.
-        argv = [
-            "ip", "netns", "exec", self.namespace.name,
-            sys.executable, "-m", "celery", "-A", "celeryproject", "worker",
-            "-Q", ",".join(ALL_QUEUES),
-            "--pool", "prefork", "--concurrency", str(self.concurrency), "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--hostname", f"{self.name}-{os.getpid()}@%h",
-        ]  # fmt: skip
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        return self
+        return ["ip", "netns", "exec", self.namespace.name, *super().command()]

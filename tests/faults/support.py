@@ -56,20 +56,23 @@ class Worker:
         self.env, self.log_path, self.concurrency, self.name = env, log_path, concurrency, name
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Worker:
-        """Start it; tasks wait in the broker until it consumes them."""
+    def command(self) -> list[str]:
+        """The worker's command line (a namespaced worker prefixes it: tests/faults/partition.py)."""
         from celeryproject import ALL_QUEUES
 
-        argv = [
+        return [
             sys.executable, "-m", "celery", "-A", "celeryproject", "worker",
             "-Q", ",".join(ALL_QUEUES),
             "--pool", "prefork", "--concurrency", str(self.concurrency), "--loglevel", "INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--hostname", f"{self.name}-{os.getpid()}@%h",
         ]  # fmt: skip
+
+    def start(self) -> Worker:
+        """Start it; tasks wait in the broker until it consumes them."""
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                argv,
+                self.command(),
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
