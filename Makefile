@@ -41,6 +41,7 @@ test: $(STAMP)
 	scripts/ensure-chromium
 	scripts/ensure-faketime
 	scripts/ensure-php
+	scripts/ensure-nft
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
 		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "not long and not faults_pg_stop"
 	TEST_BROKER_URL=$(TEST_BROKER_URL) SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-sqlite \
@@ -53,6 +54,7 @@ test-long: $(STAMP)
 	scripts/ensure-chromium
 	scripts/ensure-faketime
 	scripts/ensure-php
+	scripts/ensure-nft
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \
 		SYNDICATOR_DATA_DIR=$(CURDIR)/var/test-pg $(BIN)/pytest -m "not faults_pg_stop"
 	DATABASE_URL=$(TEST_DATABASE_URL) TEST_BROKER_URL=$(TEST_BROKER_URL) \

@@ -8,6 +8,7 @@ Production sets ``DATABASE_URL`` and ``CELERY_BROKER_URL`` (or ``REDIS_URL``).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import secrets
 from pathlib import Path
@@ -145,6 +146,39 @@ TEMPLATES = [
 ]
 
 # --- database ----------------------------------------------------------------------------------
+
+
+def dead_peer_options(options: dict, after: float) -> dict:
+    """PostgreSQL connection options that end a session whose peer is gone within ``after`` seconds.
+
+    A worker cut off from the network inside a transaction (its lease UPDATE done, its COMMIT
+    never coming) otherwise keeps its row locks on the server until the operating system's TCP
+    keepalive gives up, about two hours, and the sweeper's UPDATE of that row waits as long
+    (tests/faults/test_network_partition.py). The server's keepalive probes an idle peer, and
+    tcp_user_timeout drops one that leaves an answer unacknowledged (both settable per session:
+    PostgreSQL's runtime-config-connection); the same on the client side (libpq's keepalives and
+    tcp_user_timeout) lets a worker notice a server that is gone. A live but slow peer answers
+    the probes and is never cut. 0 leaves the operating system's defaults. Behind a pooler that
+    refuses startup options (PgBouncer), set them on the server instead.
+    """
+    if after <= 0:
+        return options
+    idle, interval, count = max(1, math.ceil(after / 2)), max(1, math.ceil(after / 6)), 3
+    server = (
+        f"-c tcp_keepalives_idle={idle} -c tcp_keepalives_interval={interval} "
+        f"-c tcp_keepalives_count={count} -c tcp_user_timeout={int(after * 1000)}"
+    )
+    return {
+        **options,
+        "options": f"{options.get('options', '')} {server}".strip(),
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": int(after * 1000),
+    }
+
+
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'syndicator.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -157,6 +191,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+else:
+    DATABASES["default"]["OPTIONS"] = dead_peer_options(
+        DATABASES["default"].get("OPTIONS", {}),
+        float(os.environ.get("SYNDICATOR_DB_DEAD_PEER_AFTER", "60")),
+    )
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

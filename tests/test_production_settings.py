@@ -91,3 +91,30 @@ def test_the_embedded_default_still_makes_and_keeps_its_own_key(tmp_path):
 
     assert first.returncode == second.returncode == 0, first.stderr
     assert len(key) >= 50 and (tmp_path / "secret_key").read_text() == key
+
+
+def test_postgresql_sessions_end_when_their_peer_is_gone():
+    """A cut-off worker's session (and its row locks) must not outlive it by the OS's two hours."""
+    from syndicator.settings import dead_peer_options
+
+    options = dead_peer_options({"options": "-c statement_timeout=5000", "sslmode": "require"}, 60)
+    server = options["options"].split()
+    assert server[:2] == ["-c", "statement_timeout=5000"]  # the user's own options are kept
+    assert "tcp_user_timeout=60000" in server and "tcp_keepalives_count=3" in server
+    idle = int(next(o for o in server if o.startswith("tcp_keepalives_idle=")).split("=")[1])
+    interval = int(next(o for o in server if o.startswith("tcp_keepalives_interval=")).split("=")[1])
+    assert idle + 3 * interval <= 60  # the server gives up on a silent peer within the bound
+    assert options["sslmode"] == "require" and options["keepalives"] == 1
+    assert options["tcp_user_timeout"] == 60000  # and libpq on a silent server
+    assert dead_peer_options({"sslmode": "require"}, 0) == {"sslmode": "require"}
+
+
+@pytest.mark.django_db
+def test_the_server_applies_the_dead_peer_bound_to_our_sessions():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.fail("needs PostgreSQL (DATABASE_URL): the bound is a PostgreSQL session setting")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW tcp_user_timeout")
+        assert cursor.fetchone()[0] not in ("0", "")

@@ -2,14 +2,19 @@
 
 Every other fault test runs its workers on this host's loopback, where no link can fail. Here a
 worker runs in a namespace of its own (``ip netns``), joined to the host by a veth pair: it
-reaches PostgreSQL, the broker and the emulators only over that pair, at the host end's address,
-through forwarders in this process (PostgreSQL and the emulators listen on 127.0.0.1 only, the
-test broker on a unix socket, which a namespace does not separate). Setting the host end down is
-a pulled cable: the worker's connections stay open, their packets go nowhere, and when the link
-is up again TCP retransmits what waited, as after a real partition.
+reaches PostgreSQL, the broker and the emulators only over that pair, at the host end's address.
+PostgreSQL listens on 127.0.0.1 only: an nftables rule (``Namespace.expose``) translates the
+host end's address to it and the worker's to 127.0.0.1, so the server's own TCP stack holds the
+connection to the worker and sees the cut, as across a real network (a forwarder in this process
+would answer for the worker, and the server would never learn that its peer is gone). The
+emulators and the test broker (a unix socket, which a namespace does not separate) are reached
+through forwarders in this process. Setting the host end down is a pulled cable: the worker's
+connections stay open, their packets go nowhere, and when the link is up again TCP retransmits
+what waited, as after a real partition.
 
-Needs root (CAP_NET_ADMIN) and iproute2. A run killed before its finalizer leaves a namespace
-named after its pid; the next run removes those of dead pids.
+Needs root (CAP_NET_ADMIN), iproute2 and nftables (scripts/ensure-nft). A run killed before its
+finalizer leaves a namespace and a table named after its pid; the next run removes those of dead
+pids.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from tests.faults.support import Worker
 
 PREFIX = "synd-part-"
+NAT_PREFIX = "synd_part_"  # nftables table names: no dash
 # A /30 per run, inside 10.231.0.0/16 (no route of this machine's), chosen by the test process's
 # pid: runs at the same time (CI, other checkouts) never share one.
 SUBNETS = ipaddress.ip_network("10.231.0.0/16")
@@ -49,6 +55,16 @@ def remove_stale() -> None:
     for name in re.findall(rf"^({re.escape(PREFIX)}(\d+))", listing, re.M):
         if not Path(f"/proc/{name[1]}").exists():
             ip("netns", "delete", name[0], check=False)  # its veth end goes with it, and so the pair
+    if shutil.which("nft"):
+        tables = nft("list", "tables", check=False).stdout
+        for table, pid in re.findall(rf"^table ip ({NAT_PREFIX}(\d+))$", tables, re.M):
+            if not Path(f"/proc/{pid}").exists():
+                nft("delete", "table", "ip", table, check=False)
+
+
+def nft(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``nft ARGS`` (nftables)."""
+    return subprocess.run(["nft", *args], capture_output=True, text=True, check=check, timeout=10)
 
 
 class Namespace:
@@ -61,6 +77,7 @@ class Namespace:
         subnet = list(SUBNETS.subnets(new_prefix=30))[pid % 2**14]
         self.host_address, self.ns_address = (str(a) for a in list(subnet.hosts())[:2])
         self.prefixlen = subnet.prefixlen
+        self.nat_table = f"{NAT_PREFIX}{pid}"
 
     def create(self) -> Namespace:
         """Make the namespace and the pair, both ends up; NotPermitted when the kernel refuses."""
@@ -83,6 +100,27 @@ class Namespace:
             raise NotPermitted(f"a veth pair is not permitted here: {exc.stderr.strip()}") from exc
         return self
 
+    def expose(self, port: int) -> int:
+        """Make 127.0.0.1:port reachable from the namespace at host_address:port, by NAT.
+
+        The connection is the server's own, not a relay's: incoming packets are translated to
+        127.0.0.1 (and so is their source, which the server's loopback-only access rules accept),
+        the answers back to the namespace, over the veth pair. When the link is down, the server's
+        unacknowledged answers and keepalive probes go nowhere, and its TCP timers decide.
+        """
+        if shutil.which("nft") is None:
+            raise AssertionError("the partition test needs nftables' `nft` (scripts/ensure-nft)")
+        # Packets from a non-loopback interface may not be routed to 127.0.0.1 without it.
+        Path(f"/proc/sys/net/ipv4/conf/{self.host_if}/route_localnet").write_text("1\n")
+        table, match = self.nat_table, f"iifname {self.host_if} tcp dport {port}"
+        nft("add", "table", "ip", table)
+        nft("add", "chain", "ip", table, "in_dst", "{ type nat hook prerouting priority -100; }")
+        nft("add", "chain", "ip", table, "in_src", "{ type nat hook input priority 100; }")
+        nft("add", "rule", "ip", table, "in_dst", *f"{match} ip daddr {self.host_address}".split(),
+            "dnat", "to", f"127.0.0.1:{port}")  # fmt: skip
+        nft("add", "rule", "ip", table, "in_src", *match.split(), "snat", "to", "127.0.0.1")
+        return port
+
     def cut(self) -> None:
         """Pull the cable: the host end goes down, nothing passes either way; sockets stay open."""
         ip("link", "set", self.host_if, "down")
@@ -95,6 +133,8 @@ class Namespace:
         """Remove the pair and the namespace (idempotent)."""
         ip("link", "delete", self.host_if, check=False)
         ip("netns", "delete", self.name, check=False)
+        if shutil.which("nft"):
+            nft("delete", "table", "ip", self.nat_table, check=False)
 
     def reaches(self, host: str, port: int, timeout: float = 2.0) -> bool:
         """Whether a TCP connection from inside the namespace to host:port succeeds now."""
