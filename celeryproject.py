@@ -5,10 +5,11 @@ Workers: ``celery -A celeryproject worker``; scheduler: ``celery -A celeryprojec
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syndicator.settings")
@@ -78,3 +79,18 @@ app.conf.CELERY_DB_REUSE_MAX = 1000
 @task_postrun.connect
 def _drop_stale_connections(**_: object) -> None:
     close_old_connections()
+
+
+@worker_ready.connect
+def _report_at_start(sender: object = None, **_: object) -> None:
+    # The first beat-scheduled heartbeat comes SYNDICATOR_HEARTBEAT_INTERVAL (30 s) after start,
+    # and until then the start page said, in red, that no worker had reported: exactly when a new
+    # user first opens it (seen on `make run`). A database that is away must not stop the worker.
+    from syndicator import desk
+
+    try:
+        desk.record_heartbeat(getattr(sender, "hostname", "") or "")
+    except Exception:
+        logging.getLogger(__name__).warning("could not record the worker's first heartbeat", exc_info=True)
+    finally:
+        close_old_connections()
