@@ -196,3 +196,11 @@ def test_a_worker_records_its_heartbeat(celery_worker):
     heartbeat.delay()
     beat = wait_for(lambda: Heartbeat.objects.filter(name="worker").first(), timeout=20)
     assert timezone.now() - beat.beat_at < timedelta(seconds=20) and beat.hostname
+
+
+def test_the_queue_is_one_click_from_the_start_page(editor_client, admin_role_client):
+    for client in (editor_client, admin_role_client):
+        html = client.get(reverse(INDEX)).content.decode()
+        links = re.findall(r'<nav class="desk-links".*?</nav>', html, re.S)[0]
+        assert f'href="{reverse("admin:queue")}">Queue</a>' in links
+        assert client.get(reverse("admin:queue")).status_code == 200
