@@ -237,8 +237,10 @@ class Delivery(models.Model):
         RETRY = "retry"
         SCHEDULED = "scheduled"  # an editor picked the time
 
-    post = models.ForeignKey(Post, on_delete=models.CASCADE, related_name="deliveries")
-    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="deliveries")
+    # The delivery log is append-only: a post, a feed or a target with deliveries cannot be
+    # deleted by any path (admin, CLI, a shell), since a cascade would delete the log with it.
+    post = models.ForeignKey(Post, on_delete=models.PROTECT, related_name="deliveries")
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="deliveries")
     origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.AUTO)
     requested_by = models.CharField(max_length=150, blank=True)
     text_override = models.TextField(blank=True)

@@ -116,8 +116,29 @@ def test_feeds_list_json_has_one_object_per_feed_with_its_poll_state(feed):
 def test_feeds_remove_deletes_the_feed_and_its_posts(feed):
     make_post(feed, 1)
     out = run(f"feeds remove {feed.pk}")
-    assert f"removed feed {feed.pk} (Example): 1 post and 0 deliveries deleted" in out
+    assert f"removed feed {feed.pk} (Example) and its 1 post" in out
     assert not Feed.objects.exists() and not Post.objects.exists()
+
+
+def test_feeds_remove_keeps_the_delivery_log_and_says_what_to_do(feed, box):
+    Delivery.objects.create(post=make_post(feed, 1), target=box, status="sent")
+    kept = r"has 1 delivery in the delivery log, which is kept: "
+    with pytest.raises(CommandError, match=kept + r".*feeds disable"):
+        run(f"feeds remove {feed.pk}")
+    with pytest.raises(CommandError, match=kept + r".*targets pause box"):
+        run("targets remove box")
+    assert Delivery.objects.count() == 1 and Feed.objects.exists() and Target.objects.exists()
+
+
+def test_no_path_deletes_the_delivery_log_by_cascade(feed, box):
+    """Not the admin, not the CLI, not a shell: Delivery.post and .target are PROTECT."""
+    from django.db.models import ProtectedError
+
+    delivery = Delivery.objects.create(post=make_post(feed, 1), target=box, status="sent")
+    for owner in (feed, delivery.post, box):
+        with pytest.raises(ProtectedError):
+            type(owner).objects.filter(pk=owner.pk).delete()
+    assert Delivery.objects.filter(pk=delivery.pk).exists()
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -195,8 +216,8 @@ def test_targets_pause_holds_deliveries_and_resume_sends_what_waited(feed, box, 
     assert sent == [(waiting.pk, "outbox")] and "1 waiting" in out
 
 
-def test_targets_remove_deletes_the_target(box):
-    run("targets remove box")
+def test_targets_remove_deletes_a_target_without_deliveries(box):
+    assert "removed target 'box' (it had no deliveries)" in run("targets remove box")
     assert not Target.objects.exists()
     with pytest.raises(CommandError, match="unknown target 'box'"):
         run("targets pause box")
@@ -402,3 +423,33 @@ def test_help_lists_the_syndicator_commands(cli_env):
     out = syndicator(cli_env, "help").stdout
     section = out[out.index("[syndicator]") :].split()
     assert {"feeds", "targets", "poll", "log", "repost", "retry"} <= set(section)
+
+
+def test_targets_change_sets_and_unsets_typed_settings_and_filters(box, feed):
+    pacing = "--set min_interval=60 quiet_hours=23:00-06:30"
+    out = run(f"targets change box {pacing} --languages ar,fa --feeds {feed.pk}")
+    assert "changed target 'box': min_interval, quiet_hours, feeds, languages" in out
+    box.refresh_from_db()
+    assert box.settings["min_interval"] == 60 and box.settings["format"] == "telegram"  # typed; kept
+    assert box.languages == ["ar", "fa"] and [f.pk for f in box.feeds.all()] == [feed.pk]
+    run("targets change box --set min_interval= --feeds ''")
+    box.refresh_from_db()
+    assert "min_interval" not in box.settings and not box.feeds.exists()  # back to the defaults
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ("", "nothing to change"),
+        ("--set min_interval=soon", "min_interval"),
+        ("--set nonsense=1", "unknown setting 'nonsense'"),
+        ("--feeds 404", "404"),
+        ("--secret-env DATABASE_URL", "DATABASE_URL"),
+    ],
+)
+def test_targets_change_refuses_what_targets_add_refuses(box, arguments, message):
+    before = dict(box.settings)
+    with pytest.raises(CommandError, match=message):
+        run(f"targets change box {arguments}")
+    box.refresh_from_db()
+    assert box.settings == before and box.secret_env == ""

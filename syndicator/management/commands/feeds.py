@@ -146,7 +146,7 @@ class Command(SyndicatorCommand):
         hook.add_argument("--rotate", action="store_true", help="make a new secret (the old one stops)")
 
         for name, text in (
-            ("remove", "stop watching a feed and delete its posts and their delivery log"),
+            ("remove", "stop watching a feed and delete its posts (refused once one has deliveries)"),
             ("enable", "resume polling a disabled feed"),
             ("disable", "stop polling a feed, keeping its posts and delivery log"),
         ):
@@ -241,14 +241,18 @@ class Command(SyndicatorCommand):
             self.stderr.write("note: set SYNDICATOR_PUBLIC_URL to the address your CMS reaches syndicator at")
 
     def handle_remove(self, *, feed_id: str, **_: Any) -> None:
-        """Delete a feed with its posts and their deliveries."""
+        """Delete a feed and its posts, unless a post has deliveries (the log is kept)."""
         feed = get_feed(feed_id)
         posts = feed.posts.count()
-        deliveries = Delivery.objects.filter(post__feed=feed).count()
+        # The log is append-only (Delivery.post is PROTECT): say what to do instead.
+        if deliveries := Delivery.objects.filter(post__feed=feed).count():
+            raise UserError(
+                f"feed {feed.pk} ({feed}) has {plural(deliveries, 'delivery', 'deliveries')} in the delivery "
+                f"log, which is kept: disable it instead (`syndicator feeds disable {feed.pk}`)"
+            )
         pk, label = feed.pk, str(feed)
         feed.delete()
-        deleted = f"{plural(posts, 'post')} and {plural(deliveries, 'delivery', 'deliveries')} deleted"
-        self.stdout.write(f"removed feed {pk} ({label}): {deleted}")
+        self.stdout.write(f"removed feed {pk} ({label}) and its {plural(posts, 'post')}")
 
     def handle_enable(self, *, feed_id: str, **_: Any) -> None:
         """Enable a feed."""

@@ -1,4 +1,4 @@
-"""``syndicator targets``: add, list, remove, pause and resume the places posts go to."""
+"""``syndicator targets``: add, change, list, remove, pause and resume the places posts go to."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def target_row(target: Target, counts: dict[str, int]) -> dict[str, Any]:
 
 
 class Command(SyndicatorCommand):
-    help = "Add, list, remove, pause and resume delivery targets."
+    help = "Add, change, list, remove, pause, resume and check delivery targets."
 
     def add_arguments(self, parser: CommandParser) -> None:
         """Subcommands: add, list, remove, pause, resume."""
@@ -125,11 +125,36 @@ class Command(SyndicatorCommand):
             help="NAME of the environment variable holding the token or password (never the secret itself)",
         )
 
+        change = action("change", "change a target's settings, filters or secret variable")
+        change.add_argument("target", metavar="NAME")
+        change.add_argument(
+            "--set",
+            dest="set_values",
+            action="extend",
+            nargs="+",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a setting to change (repeatable); KEY= with no value goes back to its default",
+        )
+        change.add_argument("--feeds", default=None, help="only posts of these feed ids ('' for all feeds)")
+        change.add_argument("--languages", default=None, help="only posts in these languages ('' for all)")
+        change.add_argument(
+            "--categories", default=None, help="only posts with these categories ('' for all)"
+        )
+        change.add_argument(
+            "--secret-env",
+            "--token-env",
+            "--password-env",
+            dest="secret_env",
+            default=None,
+            help="NAME of the environment variable holding the token or password",
+        )
+
         listing = action("list", "show targets, their filters and delivery counts")
         listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
         # The positional's dest is not "name": call_command(name=...) would mistake it for --name.
-        remove = action("remove", "delete a target and its delivery log")
+        remove = action("remove", "delete a target that has no deliveries (the log is kept)")
         remove.add_argument("target", metavar="NAME")
         pause = action("pause", "hold deliveries to a target until it is resumed")
         pause.add_argument("target", metavar="NAME")
@@ -189,6 +214,57 @@ class Command(SyndicatorCommand):
             raise UserError(f"a target named {name!r} exists already") from None
         self.stdout.write(str(target.pk))
 
+    def handle_change(
+        self,
+        *,
+        target: str,
+        set_values: list[str],
+        feeds: str | None,
+        languages: str | None,
+        categories: str | None,
+        secret_env: str | None,
+        **_: Any,
+    ) -> None:
+        """Change what was given, checked as `targets add` checks it; say what changed."""
+        found = get_target(target)
+        cls = adapter_class(found.kind)
+        filters = {"feeds": feeds, "languages": languages, "categories": categories}
+        if not set_values and secret_env is None and all(given is None for given in filters.values()):
+            raise UserError(
+                "nothing to change: give --set KEY=VALUE, --feeds, --languages, --categories or --secret-env"
+            )
+        merged = dict(found.settings)
+        for key, value in parse_settings(cls, set_values).items():
+            if value is None:
+                merged.pop(key, None)  # KEY= : back to the network's default
+            else:
+                merged[key] = value
+        if missing := [s.name for s in cls.settings_spec if s.required and s.name not in merged]:
+            raise UserError(f"{found.kind} targets need {', '.join(missing)}: it cannot be unset")
+        new_secret = found.secret_env if secret_env is None else secret_env.strip()
+        if new_secret and not ENV_NAME_RE.fullmatch(new_secret):
+            raise UserError(f"bad --secret-env {new_secret!r}: the name of an environment variable")
+        check_target_settings(cls, merged, new_secret)
+        feed_list = None if feeds is None else get_feeds(parse_ids(split_list(feeds), "feed"))
+        changed = [
+            key
+            for key in sorted(set(merged) | set(found.settings))
+            if merged.get(key) != found.settings.get(key)
+        ]
+        with transaction.atomic():
+            found.settings, found.secret_env = merged, new_secret
+            if languages is not None:
+                found.languages = split_list(languages)
+            if categories is not None:
+                found.categories = split_list(categories)
+            found.save()
+            if feed_list is not None:
+                found.feeds.set(feed_list)
+        what = [*changed, *(name for name, given in filters.items() if given is not None)]
+        if secret_env is not None:
+            what.append("secret_env")
+        self.stdout.write(f"changed target {target!r}: {', '.join(what) or 'nothing (the same values)'}")
+
     def handle_check(self, *, target: str | None, **_: Any) -> None:
         """Ask every (or the named) target's API whether its configuration works; one verdict each."""
         targets = [get_target(target)] if target else list(Target.objects.order_by("name"))
@@ -244,11 +320,17 @@ class Command(SyndicatorCommand):
         self.write_table(table)
 
     def handle_remove(self, *, target: str, **_: Any) -> None:
-        """Delete a target with its deliveries."""
+        """Delete a target that never had a delivery; one with a delivery log is refused."""
         found = get_target(target)
-        deliveries = found.deliveries.count()
+        # The log is append-only (Delivery.target is PROTECT): say what to do instead.
+        if deliveries := found.deliveries.count():
+            raise UserError(
+                f"target {target!r} has {plural(deliveries, 'delivery', 'deliveries')} in the delivery log, "
+                f"which is kept: pause it instead (`syndicator targets pause {target}`), or disable it "
+                "on its admin page"
+            )
         found.delete()
-        self.stdout.write(f"removed target {target!r} and its {plural(deliveries, 'delivery', 'deliveries')}")
+        self.stdout.write(f"removed target {target!r} (it had no deliveries)")
 
     def handle_pause(self, *, target: str, reason: str, **_: Any) -> None:
         """Pause a target: its deliveries wait, queued, until it is resumed."""
