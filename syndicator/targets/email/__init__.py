@@ -492,6 +492,11 @@ class EmailAdapter(Adapter):
             finally:
                 _smtp.close_session(smtp)
 
+    def resumable(self, delivery: Delivery) -> bool:
+        """A lost send with subscribers never tried (no result, or deferred) is resumed: the
+        automatic retry sends only to them; the "unknown" ones wait for an admin."""
+        return bool(self.pending(delivery))
+
     def pending(self, delivery: Delivery, *, fresh: bool = False) -> list[Subscriber]:
         """Active subscribers still to be sent this delivery, in a stable order."""
         from syndicator.models import EmailRecipientResult as Result
