@@ -106,8 +106,9 @@ def schedule(target: Target) -> Schedule | None:
 
 
 def is_digest(target: Target) -> bool:
-    """Whether posts reach this target in a digest, not one by one."""
-    return target.kind == "email" and target.settings.get("mode") == DIGEST and schedule(target) is not None
+    """Whether posts reach this target in a digest, not one by one (even while its schedule is
+    unusable: a digest list never falls back to mailing each post)."""
+    return target.kind == "email" and target.settings.get("mode") == DIGEST
 
 
 def of(delivery: Delivery) -> Digest | None:
@@ -297,9 +298,30 @@ def upcoming(target: Target, post: Post) -> str:
     return ""
 
 
-def digest_for(post: Post, target: Target) -> Digest | None:
-    """The digest of the target that carried the post, if one did."""
-    return Digest.objects.filter(target=target, entries__post=post).first()
+@dataclass(frozen=True)
+class PostDigest:
+    """For the post page: a digest target's digest that carried the post, or will."""
+
+    target: Target
+    says: str
+    delivery: Delivery | None = None
 
 
-__all__ = ["DIGEST", "Schedule", "due", "is_digest", "of", "render", "schedule", "select", "upcoming"]
+def for_post(post: Post) -> list[PostDigest]:
+    """Each digest target's word on a post: "in the digest of 2026-12-03" (with its delivery) or
+    "in the digest of 2026-12-03, sent 2026-12-03 07:00 CET" before it goes; none for a target
+    whose filters leave the post out, or whose digests began after it."""
+    from syndicator.dispatch import feeds_seen, target_matches
+
+    carried = {
+        d.target_id: d for d in Digest.objects.filter(entries__post=post).select_related("target", "delivery")
+    }
+    found: list[PostDigest] = []
+    for target in Target.objects.filter(kind="email", settings__mode=DIGEST).prefetch_related("feeds"):
+        if (done := carried.get(target.pk)) is not None:
+            found.append(PostDigest(target, f"in the digest of {done.period}", done.delivery))
+        elif target.enabled and post.first_seen_at >= window_start(target):
+            says = upcoming(target, post)
+            if says and post.same_as_id is None and target_matches(target, post, feeds_seen(post)):
+                found.append(PostDigest(target, says))
+    return found

@@ -263,3 +263,20 @@ def test_good_digest_settings_are_stored_typed():
     target = Target.objects.get(name="list")
     plan = digest.schedule(target)
     assert plan is not None and plan.at == (6, 30) and plan.weekday == 4 and str(plan.zone) == "Asia/Tehran"
+
+
+def test_the_post_page_says_which_digest_will_carry_the_post_and_then_which_did(smtp, admin_client):
+    from django.urls import reverse
+
+    target = digest_target(smtp, READERS[0], created=BERLIN_DAY - timedelta(days=1))
+    post = seen("nejat-en-recent.rss", 0, BERLIN_DAY + timedelta(hours=2))
+    page = reverse("admin:syndicator_post_change", args=[post.pk])
+
+    before = admin_client.get(page).content.decode()
+    assert "in the digest of 2026-12-03, sent 2026-12-03 07:00 CET" in before
+    tick(BERLIN_DAY + timedelta(days=1, seconds=1))
+    delivery = send_digest(BERLIN_DAY + timedelta(days=1, seconds=2))
+
+    after = admin_client.get(page).content.decode()
+    assert f"<strong>{target.name}</strong> (email digest): in the digest of 2026-12-03 — " in after
+    assert f"delivery #{delivery.pk}</a>, sent" in after
