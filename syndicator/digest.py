@@ -42,6 +42,10 @@ TEMPLATES = ("email_digest.subject.j2", "email_digest.txt.j2", "email_digest.htm
 # Posts one digest carries at most: a feed that floods (a backfill gone wrong) still makes an email
 # a reader can open; the rest are named in the note, not lost silently.
 MAX_POSTS = 200
+# Seconds after its instant a digest is made: a poll that stored a post just before it (first_seen_at
+# is taken when the row is built) has committed by then, so the post is in this digest, not lost
+# between two windows.
+SETTLE = 30.0
 TEASER = 300  # characters of each post's summary: a digest is a list of headlines, not the articles
 
 
@@ -138,7 +142,7 @@ def due(now: datetime) -> list[Delivery]:
         plan = schedule(target)
         if plan is None:
             continue
-        instant = plan.latest(now)
+        instant = plan.latest(now - timedelta(seconds=SETTLE))
         period = plan.period(instant)
         if Digest.objects.filter(target=target, period=period).exists():
             continue  # the usual tick: this period's digest is made (the constraint is the guard)

@@ -95,7 +95,9 @@ def test_a_day_of_posts_is_one_email_per_subscriber_with_all_of_them_in_order(sm
     assert digest.upcoming(target, day[0]) == "in the digest of 2026-12-03, sent 2026-12-03 07:00 CET"
 
     assert tick(BERLIN_DAY + timedelta(hours=23, minutes=59))["digests"] == 0, "06:59 in Berlin: not yet"
-    at_seven = datetime(2026, 12, 3, 6, 0, 30, tzinfo=UTC)
+    # 07:00:20: not yet either, while a poll that stored a post at 06:59:59 may still commit.
+    assert tick(datetime(2026, 12, 3, 6, 0, 20, tzinfo=UTC))["digests"] == 0
+    at_seven = datetime(2026, 12, 3, 6, 0, 31, tzinfo=UTC)
     assert tick(at_seven)["digests"] == 1
     delivery = send_digest(at_seven)
 
@@ -143,11 +145,11 @@ def test_the_database_refuses_a_second_digest_for_one_period(smtp):
 def test_the_next_digest_carries_only_what_came_since_the_last(smtp):
     digest_target(smtp, READERS[0], created=BERLIN_DAY - timedelta(days=1))
     first = seen("nejat-en-recent.rss", 0, BERLIN_DAY + timedelta(hours=3))
-    tick(BERLIN_DAY + timedelta(days=1, seconds=1))
-    send_digest(BERLIN_DAY + timedelta(days=1, seconds=2))
+    tick(BERLIN_DAY + timedelta(days=1, seconds=31))
+    send_digest(BERLIN_DAY + timedelta(days=1, seconds=32))
     second = seen("nejat-en-recent.rss", 1, BERLIN_DAY + timedelta(days=1, hours=2))
-    tick(BERLIN_DAY + timedelta(days=2, seconds=1))
-    send_digest(BERLIN_DAY + timedelta(days=2, seconds=2))
+    tick(BERLIN_DAY + timedelta(days=2, seconds=31))
+    send_digest(BERLIN_DAY + timedelta(days=2, seconds=32))
 
     one, two = (m.text for m in smtp.messages)
     assert first.title in one and second.title not in one
@@ -162,14 +164,14 @@ def test_a_weekly_digest_goes_on_its_day_at_its_local_time_across_the_dst_change
 
     assert tick(datetime(2026, 10, 25, 6, 1, tzinfo=UTC))["digests"] == 0, "Sunday: not its day"
     assert tick(datetime(2026, 10, 26, 5, 30, tzinfo=UTC))["digests"] == 0, "06:30 CET: not yet"
-    assert tick(datetime(2026, 10, 26, 6, 0, 1, tzinfo=UTC))["digests"] == 1
+    assert tick(datetime(2026, 10, 26, 6, 0, 31, tzinfo=UTC))["digests"] == 1
     made = Digest.objects.get(target=target)
     assert made.period == "2026-W44" and made.window_end == datetime(2026, 10, 26, 6, 0, tzinfo=UTC)
-    send_digest(datetime(2026, 10, 26, 6, 0, 2, tzinfo=UTC))
+    send_digest(datetime(2026, 10, 26, 6, 0, 32, tzinfo=UTC))
     assert len(smtp.messages) == 3
     assert all(post.title in smtp.messages[0].text for post in week)
     assert smtp.messages[0].message["Subject"] == "Nejat News: 2 posts, week 2026-W44"
-    assert tick(datetime(2026, 10, 27, 6, 0, 1, tzinfo=UTC))["digests"] == 0, "Tuesday: the week's is out"
+    assert tick(datetime(2026, 10, 27, 6, 0, 31, tzinfo=UTC))["digests"] == 0, "Tuesday: the week's is out"
 
 
 def test_the_targets_filters_and_unpublished_and_stale_posts_decide_what_a_digest_carries(smtp):
@@ -185,8 +187,8 @@ def test_the_targets_filters_and_unpublished_and_stale_posts_decide_what_a_diges
         first_seen_at=BERLIN_DAY + timedelta(hours=4),
         published_at=BERLIN_DAY - timedelta(days=30),
     )
-    tick(BERLIN_DAY + timedelta(days=1, seconds=1))
-    send_digest(BERLIN_DAY + timedelta(days=1, seconds=2))
+    tick(BERLIN_DAY + timedelta(days=1, seconds=31))
+    send_digest(BERLIN_DAY + timedelta(days=1, seconds=32))
 
     text = smtp.messages[0].text
     assert kept.title in text
@@ -200,8 +202,8 @@ def test_an_arabic_edition_digest_is_right_to_left(smtp):
     target.languages = ["ar"]
     target.save()
     posts = [seen("nejat-ar.rss", n, BERLIN_DAY + timedelta(hours=n + 1)) for n in range(2)]
-    tick(datetime(2026, 12, 3, 3, 0, 1, tzinfo=UTC))  # 07:00 in Dubai (UTC+4)
-    send_digest(datetime(2026, 12, 3, 3, 0, 2, tzinfo=UTC))
+    tick(datetime(2026, 12, 3, 3, 0, 31, tzinfo=UTC))  # 07:00 in Dubai (UTC+4)
+    send_digest(datetime(2026, 12, 3, 3, 0, 32, tzinfo=UTC))
 
     received = smtp.messages[0]
     html_tag = next(attrs for tag, attrs in Tags(received.html).found if tag == "html")
@@ -217,11 +219,11 @@ def test_an_arabic_edition_digest_is_right_to_left(smtp):
 
 def test_a_period_without_posts_sends_nothing_and_says_so(smtp):
     target = digest_target(smtp, *READERS, created=BERLIN_DAY - timedelta(days=1))
-    assert tick(BERLIN_DAY + timedelta(days=1, seconds=1))["digests"] == 0
+    assert tick(BERLIN_DAY + timedelta(days=1, seconds=31))["digests"] == 0
     made = Digest.objects.get(target=target, period="2026-12-03")
     assert made.delivery is None and made.note.startswith("no posts since 2026-12-01 06:00 UTC")
     assert smtp.messages == [] and not Delivery.objects.filter(target=target).exists()
-    assert tick(BERLIN_DAY + timedelta(days=1, minutes=1))["digests"] == 0
+    assert tick(BERLIN_DAY + timedelta(days=1, minutes=2))["digests"] == 0
     assert Digest.objects.filter(target=target).count() == 1
 
 
@@ -229,7 +231,7 @@ def test_a_per_post_email_target_is_unchanged(smtp):
     target = digest_target(smtp, *READERS, created=BERLIN_DAY - timedelta(days=1), mode="per_post")
     post = seen("nejat-en-recent.rss", 0, BERLIN_DAY + timedelta(hours=1))
     assert [d.target for d in dispatch.create_auto_deliveries([post])] == [target]
-    assert tick(BERLIN_DAY + timedelta(days=1, seconds=1))["digests"] == 0
+    assert tick(BERLIN_DAY + timedelta(days=1, seconds=31))["digests"] == 0
     assert not Digest.objects.exists() and digest.upcoming(target, post) == ""
 
 
@@ -274,9 +276,47 @@ def test_the_post_page_says_which_digest_will_carry_the_post_and_then_which_did(
 
     before = admin_client.get(page).content.decode()
     assert "in the digest of 2026-12-03, sent 2026-12-03 07:00 CET" in before
-    tick(BERLIN_DAY + timedelta(days=1, seconds=1))
-    delivery = send_digest(BERLIN_DAY + timedelta(days=1, seconds=2))
+    tick(BERLIN_DAY + timedelta(days=1, seconds=31))
+    delivery = send_digest(BERLIN_DAY + timedelta(days=1, seconds=32))
 
     after = admin_client.get(page).content.decode()
     assert f"<strong>{target.name}</strong> (email digest): in the digest of 2026-12-03 — " in after
     assert f"delivery #{delivery.pk}</a>, sent" in after
+
+
+def test_the_admin_form_refuses_a_bad_digest_time_and_stores_a_good_one(admin_role_client):
+    from django.urls import reverse
+
+    target = Target.objects.create(
+        name="letters", kind="email", settings={"host": "mx.example.org", "from_address": "a@example.org"}
+    )
+    url = reverse("admin:syndicator_target_change", args=[target.pk])
+    form = {
+        "name": target.name,
+        "enabled": "on",
+        "secret_env": "",
+        "languages": "",
+        "categories": "",
+        "setting__host": "mx.example.org",
+        "setting__from_address": "a@example.org",
+        "setting__mode": "digest",
+    }
+    page = admin_role_client.get(url).content.decode()
+    for name in ("mode", "digest_at", "digest_day"):
+        assert f'name="setting__{name}"' in page
+
+    response = admin_role_client.post(url, form | {"setting__digest_at": "7.30"})
+    assert response.status_code == 200
+    assert "a time of day, HH:MM on a 24-hour clock" in str(
+        response.context["adminform"].form.errors["setting__digest_at"]
+    )
+    response = admin_role_client.post(
+        url, form | {"setting__digest_at": "07:30", "setting__digest_day": "sun"}
+    )
+    assert response.status_code == 302
+    target.refresh_from_db()
+    assert (target.settings["mode"], target.settings["digest_at"], target.settings["digest_day"]) == (
+        "digest",
+        "07:30",
+        "sun",
+    )
