@@ -320,3 +320,21 @@ def test_the_admin_form_refuses_a_bad_digest_time_and_stores_a_good_one(admin_ro
         "07:30",
         "sun",
     )
+
+
+def test_the_delivery_log_shows_a_digest_and_the_posts_it_carried(smtp, admin_client):
+    from django.urls import reverse
+
+    digest_target(smtp, READERS[0], created=BERLIN_DAY - timedelta(days=1))
+    posts = [seen("nejat-en-recent.rss", n, BERLIN_DAY + timedelta(hours=n + 1)) for n in range(2)]
+    tick(BERLIN_DAY + timedelta(days=1, seconds=31))
+    delivery = send_digest(BERLIN_DAY + timedelta(days=1, seconds=32))
+
+    listing = admin_client.get(reverse("admin:syndicator_delivery_changelist")).content.decode()
+    assert "<strong>digest 2026-12-03</strong>:" in listing
+    detail = admin_client.get(
+        reverse("admin:syndicator_delivery_change", args=[delivery.pk])
+    ).content.decode()
+    assert "email digest 2026-12-03, 2 posts:" in detail
+    for post in posts:
+        assert reverse("admin:syndicator_post_change", args=[post.pk]) in detail
