@@ -338,3 +338,6 @@ def test_the_delivery_log_shows_a_digest_and_the_posts_it_carried(smtp, admin_cl
     assert "email digest 2026-12-03, 2 posts:" in detail
     for post in posts:
         assert reverse("admin:syndicator_post_change", args=[post.pk]) in detail
+    out = StringIO()
+    call_command("log", stdout=out)
+    assert "digest 2026-12-03:" in out.getvalue()
