@@ -49,6 +49,9 @@ SETTLE = 30.0
 TEASER = 300  # characters of each post's summary: a digest is a list of headlines, not the articles
 
 
+_warned: set[tuple[int, str]] = set()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When a target's digests go out: at ``at`` local time in ``zone``, daily or on ``weekday``."""
@@ -104,7 +107,11 @@ def schedule(target: Target) -> Schedule | None:
         day = cls.spec("digest_day").parse(target.settings.get("digest_day"))
         zone = ZoneInfo(cls.spec("timezone").parse(target.settings.get("timezone")) or "UTC")
     except (SettingError, ValueError) as exc:
-        log.warning("email target %s: digest settings unusable, no digest: %s", target.name, exc)
+        # Once per process and target: the sweeper asks every few seconds. The forms refuse such a
+        # value; it can only come from an edit in the database.
+        if (target.pk, str(exc)) not in _warned:
+            _warned.add((target.pk, str(exc)))
+            log.warning("email target %s: digest settings unusable, no digest: %s", target.name, exc)
         return None
     return Schedule(at=at, zone=zone, weekday=WEEKDAYS.index(day) if day else None)
 
