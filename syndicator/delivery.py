@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from syndicator import clock, followup, pacing, waiting
+from syndicator import clock, digest, followup, pacing, waiting
 from syndicator.clock import db_now
 from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API callers use)
     cancel,
@@ -440,6 +440,8 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     verifying = enqueue(waiting.lost(due_verifications(now, not_recently_sent)))
     # Edits and deletes asked for (their message lost, a retry due, a send that ended meanwhile).
     following = enqueue(waiting.lost(followup.due(now, not_recently_sent)))
+    # The email digests whose time came (made once per period, enqueued on commit).
+    digests = len(digest.due(now))
     counts = {
         "uncertain": lost,
         "requeued_lost": requeued_lost,
@@ -447,6 +449,7 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
         "verifying": verifying,
         "followups": following,
         "followups_lost": lost_followups,
+        "digests": digests,
     }
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))

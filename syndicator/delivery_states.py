@@ -39,6 +39,7 @@ class Event(enum.StrEnum):
     UNCERTAIN = "uncertain"
     LOST_BEFORE_SEND = "lost_before_send"
     LOST_MID_SEND = "lost_mid_send"
+    LOST_MID_FANOUT = "lost_mid_fanout"
     MARK_SENT = "mark_sent"
     MARK_NOT_SENT = "mark_not_sent"
     RETRY = "retry"
@@ -87,6 +88,10 @@ TRANSITIONS: dict[Event, Transition] = {
     Event.UNCERTAIN: _t((Status.SENDING, Status.UNCERTAIN), Status.UNCERTAIN, By.WORKER),
     Event.LOST_BEFORE_SEND: _t((Status.SENDING,), Status.QUEUED, By.SWEEPER),
     Event.LOST_MID_SEND: _t((Status.SENDING,), Status.UNCERTAIN, By.SWEEPER),
+    # A send to many recipients that records each one's result (an email list) and was lost with
+    # recipients still untried: the retry sends only to them, never to one whose message may have
+    # gone ("unknown"); what stays in doubt then makes it uncertain (Adapter.resumable).
+    Event.LOST_MID_FANOUT: _t((Status.SENDING,), Status.RETRYING, By.SWEEPER),
     Event.MARK_SENT: _t((Status.UNCERTAIN,), Status.SENT, By.PERSON),
     Event.MARK_NOT_SENT: _t((Status.UNCERTAIN,), Status.FAILED, By.PERSON),
     Event.RETRY: _t((Status.FAILED, Status.UNCERTAIN, Status.CANCELLED), Status.QUEUED, By.PERSON),

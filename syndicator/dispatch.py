@@ -15,6 +15,7 @@ from datetime import datetime
 from django.db import transaction
 
 from syndicator.clock import Now
+from syndicator.digest import is_digest
 from syndicator.errors import UserError
 from syndicator.models import Delivery, Post, Target
 from syndicator.redact import redact
@@ -67,7 +68,8 @@ def create_auto_deliveries(posts: Iterable[Post]) -> list[Delivery]:
     posts = [post for post in posts if post.unpublished_at is None]
     if not posts:
         return []
-    targets = list(Target.objects.filter(enabled=True).prefetch_related("feeds"))
+    # A digest target gets its posts in the period's one email (syndicator/digest.py), not one by one.
+    targets = [t for t in Target.objects.filter(enabled=True).prefetch_related("feeds") if not is_digest(t)]
     had = set(
         Delivery.objects.filter(post__in=posts, origin=Delivery.Origin.AUTO).values_list(
             "post_id", "target_id"

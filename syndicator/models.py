@@ -308,6 +308,51 @@ class Delivery(models.Model):
         return f"#{self.pk} {self.post} → {self.target}"
 
 
+class Digest(models.Model):
+    """One period of an email target in digest mode (syndicator/digest.py, docs/email.md "Digest").
+
+    The row is the period's claim: the unique (target, period) makes the database refuse a second
+    digest for one period, whatever the race between sweepers. Its delivery (None for a period
+    without posts, which sends nothing and says so in ``note``) is sent like every delivery.
+    """
+
+    target = models.ForeignKey(Target, on_delete=models.CASCADE, related_name="digests")
+    # "2026-12-03" (daily) or "2026-W49" (weekly), in the target's time zone: the day it is sent.
+    period = models.CharField(max_length=20)
+    # The posts first seen in [window_start, window_end): since the last digest, up to this one.
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    delivery = models.OneToOneField(
+        Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="digest"
+    )
+    # What it carries, in the order the email shows them (``position`` of DigestPost).
+    posts = models.ManyToManyField(Post, through="DigestPost", related_name="digests", blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-window_end", "-id"]
+        constraints = [models.UniqueConstraint(fields=["target", "period"], name="digest_unique_period")]
+
+    def __str__(self) -> str:
+        return f"digest {self.period} of {self.target_id}"
+
+
+class DigestPost(models.Model):
+    """A post of a digest, at its place in the email."""
+
+    digest = models.ForeignKey(Digest, on_delete=models.CASCADE, related_name="entries")
+    post = models.ForeignKey(Post, on_delete=models.PROTECT, related_name="+")  # the log, as Delivery.post
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["digest_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["digest", "post"], name="digest_post_once")]
+
+    def __str__(self) -> str:
+        return f"{self.digest_id}#{self.position}: {self.post_id}"
+
+
 class DeliveryAttempt(models.Model):
     """One try at sending a delivery: the delivery log admins read."""
 

@@ -38,7 +38,7 @@ from syndicator.clock import db_now
 from syndicator.delivery_states import Event, move
 from syndicator.models import Delivery, DeliveryAttempt, Target
 from syndicator.redact import redact
-from syndicator.targets import ADAPTERS
+from syndicator.targets import ADAPTERS, get_adapter
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ Kind = DeliveryAttempt.Kind
 ACTIVE_TARGET = Q(target__enabled=True, target__paused_at__isnull=True)
 BATCH = 500
 LOST_WHILE_SENDING = "the worker was lost while sending: the post may or may not be published"
+# A lost send to a list whose recipients each have their result: the rest can go.
+LOST_MID_FANOUT = (
+    "the worker was lost while sending to the list: the recipients never tried are sent by the "
+    "retry; those whose message may have gone (unknown) are never sent again automatically"
+)
 # Why an uncertain delivery whose look-up died with its worker waits for an admin.
 LOOK_UP_LOST = (
     "looking it up was lost with its worker (lease expired), and a post is looked up once: "
@@ -229,6 +234,19 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
             **settle,
         ):
             lost_what = "look-up"
+        elif _resumable(pk, kind) and move(
+            pk,
+            Event.LOST_MID_FANOUT,
+            where=mine,
+            last_error=LOST_MID_FANOUT,
+            next_attempt_at=now,
+            **settle,
+        ):
+            requeued += 1  # the retry sends to the recipients never tried, and only to them
+            DeliveryAttempt.objects.filter(delivery_id=pk, finished_at__isnull=True).update(
+                outcome=Outcome.LOST, finished_at=now, message="worker lost mid-send (lease expired)"
+            )
+            continue
         elif move(
             pk,
             Event.LOST_MID_SEND,
@@ -244,6 +262,15 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
             outcome=Outcome.LOST, finished_at=now, message=f"worker lost mid-{lost_what} (lease expired)"
         )
     return requeued, uncertain
+
+
+def _resumable(delivery_id: int, kind: str) -> bool:
+    """Whether a lost send can be resumed without sending twice (Adapter.resumable)."""
+    adapter = ADAPTERS.get(kind)
+    if adapter is None or not adapter.per_recipient_results:
+        return False  # no query for the networks that post once
+    delivery = Delivery.objects.select_related("target").get(pk=delivery_id)
+    return get_adapter(delivery.target).resumable(delivery)
 
 
 def claim_verification(delivery_id: int, *, task_id: str = "", worker: str = "") -> DeliveryAttempt | None:

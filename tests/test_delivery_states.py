@@ -75,9 +75,16 @@ def test_sent_is_final_and_only_a_person_retries_cancels_or_gives_a_verdict():
     person = {event for event, t in TRANSITIONS.items() if t.by == By.PERSON}
     assert person == {Event.RETRY, Event.CANCEL, Event.MARK_SENT, Event.MARK_NOT_SENT, Event.RESCHEDULE}
     sweeper = {event for event, t in TRANSITIONS.items() if t.by == By.SWEEPER}
-    assert sweeper == {Event.LOST_BEFORE_SEND, Event.LOST_MID_SEND, Event.LOST_MID_FOLLOWUP}
-    sends = {Event.LOST_BEFORE_SEND, Event.LOST_MID_SEND}
+    assert sweeper == {
+        Event.LOST_BEFORE_SEND,
+        Event.LOST_MID_SEND,
+        Event.LOST_MID_FANOUT,
+        Event.LOST_MID_FOLLOWUP,
+    }
+    sends = {Event.LOST_BEFORE_SEND, Event.LOST_MID_SEND, Event.LOST_MID_FANOUT}
     assert all(TRANSITIONS[e].sources == (Status.SENDING,) for e in sends), "the sweeper takes lost sends"
+    # A lost send to a list goes back to the retry (for the recipients never tried), never `queued`.
+    assert TRANSITIONS[Event.LOST_MID_FANOUT].to == Status.RETRYING
     # and lost follow-ups, back to `sent` with the follow-up still asked for (safe to repeat)
     assert TRANSITIONS[Event.LOST_MID_FOLLOWUP].to == Status.SENT
 

@@ -776,3 +776,39 @@ def test_a_sender_killed_mid_batch_sends_nobody_twice_and_the_retry_sends_the_re
     assert len(sent) == len(set(sent)), "nobody got two"
     assert sorted(sent) == addresses[:7] + addresses[10:], "the rest were sent"
     assert results(delivery) == {**after_kill, **{a: "accepted" for a in addresses[10:]}}
+
+
+def test_a_lost_send_with_subscribers_never_tried_is_resumed_for_them_and_only_them(smtp):
+    from datetime import timedelta
+
+    from syndicator.recovery import settle_lost_sends
+
+    addresses = [f"reader{n}@example.org" for n in range(4)]
+    target = email_target(smtp, *addresses)
+    now = timezone.now()
+    lost, whole = (
+        Delivery.objects.create(
+            post=fixture_post("nejat-en-recent.rss", n), target=target, status="sending", attempts=1,
+            lease_until=now - timedelta(seconds=1),
+        )
+        for n in range(2)
+    )  # fmt: skip
+    for delivery in (lost, whole):
+        DeliveryAttempt.objects.create(delivery=delivery, number=1, started_at=now - timedelta(minutes=1))
+    subscribers = list(target.subscribers.order_by("pk"))
+    for subscriber, status in zip(subscribers, ("accepted", "unknown"), strict=False):
+        EmailRecipientResult.objects.create(delivery=lost, subscriber=subscriber, status=status)
+    for subscriber in subscribers:  # every subscriber answered or in doubt: nothing left to send
+        EmailRecipientResult.objects.create(delivery=whole, subscriber=subscriber, status="unknown")
+
+    settle_lost_sends(now)
+
+    lost.refresh_from_db()
+    whole.refresh_from_db()
+    assert (lost.status, whole.status) == ("retrying", "uncertain")
+    assert "never sent again automatically" in lost.last_error
+    assert attempt(lost).outcome == "unknown", "the one in doubt waits for an admin"
+    assert sorted(m.rcpt for m in smtp.messages) == addresses[2:], "only the two never tried"
+    assert results(lost) == {addresses[0]: "accepted", addresses[1]: "unknown"} | {
+        a: "accepted" for a in addresses[2:]
+    }

@@ -19,7 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, Streami
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import smart_split, unescape_string_literal
 from django.views.decorators.http import require_POST
 
@@ -28,7 +28,7 @@ from syndicator.admin.common import badge, require_change
 from syndicator.admin.export import csv_response
 from syndicator.admin.filters import DateRangeFilter
 from syndicator.delivery_states import CANCELLABLE, MARKABLE, RETRYABLE
-from syndicator.models import Delivery, DeliveryAttempt, EmailRecipientResult, Post
+from syndicator.models import Delivery, DeliveryAttempt, Digest, EmailRecipientResult, Post
 from syndicator.reposting import visible_text
 from syndicator.targets import ADAPTERS
 from syndicator.targets.registry import text_rules
@@ -87,6 +87,14 @@ FOLLOWUP_FIELDS = (
 )
 
 
+def _digest(delivery: Delivery) -> Digest | None:
+    """The email digest a delivery carries (syndicator/digest.py), or None."""
+    try:
+        return delivery.digest
+    except Digest.DoesNotExist:
+        return None
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     list_display = (
@@ -102,7 +110,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     )
     list_filter = ("status", "target", "post__feed", "origin", DateRangeFilter)
     search_fields = ("post__title", "post__url", "last_error")
-    list_select_related = ("post", "target")
+    # digest: the email digest a delivery carries, if it does (one LEFT JOIN, no query per row).
+    list_select_related = ("post", "target", "digest")
     list_per_page = 50
     ordering = ("-created_at", "-id")
     show_full_result_count = False  # a count of a long log on every page costs more than it tells
@@ -141,10 +150,21 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="post", ordering="post__title")
     def post_title(self, obj: Delivery) -> str:
-        return format_html('<span dir="auto">{}</span>', (obj.post.title or obj.post.url)[:80])
+        title = format_html('<span dir="auto">{}</span>', (obj.post.title or obj.post.url)[:80])
+        if (carried := _digest(obj)) is not None:  # its post is the digest's first
+            return format_html("<strong>digest {}</strong>: {} …", carried.period, title)
+        return title
 
     @admin.display(description="post")
     def post_link(self, obj: Delivery) -> str:
+        if (carried := _digest(obj)) is not None:
+            entries = carried.entries.select_related("post")
+            links = format_html_join(
+                "",
+                '<li><a href="{}" dir="auto">{}</a></li>',
+                ((reverse("admin:syndicator_post_change", args=[e.post_id]), e.post) for e in entries),
+            )
+            return format_html("email digest {}, {} posts:<ol>{}</ol>", carried.period, len(entries), links)
         url = reverse("admin:syndicator_post_change", args=[obj.post_id])
         return format_html('<a href="{}" dir="auto">{}</a>', url, obj.post)
 

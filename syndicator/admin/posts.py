@@ -32,7 +32,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from syndicator import delivery as deliveries
-from syndicator import followup, queueing
+from syndicator import digest, followup, queueing
 from syndicator.admin.common import badge
 from syndicator.api_schemas import MAX_TEXT
 from syndicator.errors import UserError
@@ -360,6 +360,8 @@ class PostAdmin(admin.ModelAdmin):
                 can_followup=request.user.has_perms(FOLLOWUP_PERMISSIONS),
                 has_deliveries=rows.exists(),
                 flagged=list(rows.filter(flagged_at__isnull=False).exclude(status=Delivery.Status.DELETED)),
+                # Email digests carry a post without a delivery of its own (syndicator/digest.py).
+                digests=digest.for_post(article),
             )
         return super().change_view(request, object_id, form_url, context)
 

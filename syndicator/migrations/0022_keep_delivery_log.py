@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("syndicator", "0014_followup"),
+        ("syndicator", "0020_digest"),
     ]
 
     operations = [

@@ -290,6 +290,13 @@ class Adapter:
         """
         raise NotImplementedError(f"{self.label} posts cannot be deleted")
 
+    def resumable(self, delivery: Delivery) -> bool:
+        """Whether a send whose worker was lost mid-way can be resumed by the automatic retry
+        without sending anything twice: only a network that records a result per recipient
+        (``per_recipient_results``) and still has recipients it never tried. The others become
+        uncertain (syndicator.recovery.settle_lost_sends)."""
+        return False
+
     def check(self) -> str:
         """Verify the configuration and credentials; return a one-line verdict or raise."""
         return "ok"

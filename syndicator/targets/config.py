@@ -51,12 +51,30 @@ class TimeZone(str):
     """An IANA time zone name (``Europe/Berlin``), read with zoneinfo: daylight saving included."""
 
 
+class TimeOfDay(str):
+    """A wall-clock time of day, ``07:00`` (24-hour ``HH:MM``): when an email digest goes out."""
+
+
 class Span(str):
     """A daily span of wall-clock time, ``23:00-06:30``; one whose end is before its start crosses
     midnight."""
 
 
-SETTING_TYPES = (bool, int, float, str, list, Duration, URL, Host, EnvName, SwitchOrText, TimeZone, Span)
+SETTING_TYPES = (
+    bool,
+    int,
+    float,
+    str,
+    list,
+    Duration,
+    URL,
+    Host,
+    EnvName,
+    SwitchOrText,
+    TimeZone,
+    TimeOfDay,
+    Span,
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +122,7 @@ class Setting:
             EnvName: "environment variable name",
             SwitchOrText: "true/false or a value",
             TimeZone: "IANA time zone (Europe/Berlin)",
+            TimeOfDay: "time of day (07:00)",
             Span: "time span (23:00-06:30)",
         }[self.type]
 
@@ -169,6 +188,14 @@ class Setting:
                 raise SettingError(
                     f"setting {self.name}={raw!r}: an IANA time zone such as Europe/Berlin"
                 ) from None
+        if self.type is TimeOfDay:
+            try:
+                parse_time_of_day(text)
+            except ValueError:
+                raise SettingError(
+                    f"setting {self.name}={raw!r}: a time of day, HH:MM on a 24-hour clock, such as 07:00"
+                ) from None
+            return text
         if self.type is Span:
             try:
                 parse_span(text)
@@ -266,6 +293,17 @@ def parse_span(text: str) -> tuple[tuple[int, int], tuple[int, int]]:
     if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59 or (h1, m1) == (h2, m2):
         raise ValueError(text)
     return (h1, m1), (h2, m2)
+
+
+_TIME_OF_DAY = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def parse_time_of_day(text: str) -> tuple[int, int]:
+    """The (hour, minute) of a ``TimeOfDay``; ValueError when it is not one."""
+    match = _TIME_OF_DAY.fullmatch(text.strip())
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError(text)
+    return int(match[1]), int(match[2])
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.management.base import CommandParser
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from syndicator import webhook, websub
@@ -251,7 +252,13 @@ class Command(SyndicatorCommand):
                 f"log, which is kept: disable it instead (`syndicator feeds disable {feed.pk}`)"
             )
         pk, label = feed.pk, str(feed)
-        feed.delete()
+        try:
+            feed.delete()
+        except ProtectedError:  # a post carried by an email digest (DigestPost) is in the log too
+            raise UserError(
+                f"feed {feed.pk} ({feed}) has posts in the delivery log (an email digest carried them), "
+                f"which is kept: disable it instead (`syndicator feeds disable {feed.pk}`)"
+            ) from None
         self.stdout.write(f"removed feed {pk} ({label}) and its {plural(posts, 'post')}")
 
     def handle_enable(self, *, feed_id: str, **_: Any) -> None:

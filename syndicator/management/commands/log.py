@@ -23,7 +23,7 @@ from syndicator.cli_util import (
     styled,
 )
 from syndicator.errors import UserError
-from syndicator.models import Delivery, DeliveryAttempt
+from syndicator.models import Delivery, DeliveryAttempt, Digest
 from syndicator.targets import get_adapter
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class Command(SyndicatorCommand):
                 styled(d.status),
                 history_cell(d),
                 plain(d.target.name),
-                plain(d.post.title[:80] or d.post.url),
+                plain(digest_label(d) + (d.post.title[:80] or d.post.url)),
                 origin,
                 str(d.attempts),
                 detail(d),
@@ -191,7 +191,7 @@ class Command(SyndicatorCommand):
     def select(self, *, status: str, target: str, since: str, limit: int) -> QuerySet[Delivery]:
         """The deliveries the filters ask for, newest first."""
         rows = (
-            Delivery.objects.select_related("post__feed", "target")
+            Delivery.objects.select_related("post__feed", "target", "digest")
             .prefetch_related("attempt_log")
             .order_by("-created_at", "-id")
         )
@@ -207,3 +207,11 @@ class Command(SyndicatorCommand):
         if limit < 0:
             raise UserError(f"bad --limit {limit}: 0 (all) or more")
         return rows[:limit] if limit else rows
+
+
+def digest_label(delivery: Delivery) -> str:
+    """ "digest 2026-12-03: " before an email digest's first post (syndicator/digest.py), else ""."""
+    try:
+        return f"digest {delivery.digest.period}: "
+    except Digest.DoesNotExist:
+        return ""

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from django.core.management.base import CommandParser
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, ProtectedError
 
 from syndicator import decisions
 from syndicator.cli_util import (
@@ -329,7 +329,13 @@ class Command(SyndicatorCommand):
                 f"which is kept: pause it instead (`syndicator targets pause {target}`), or disable it "
                 "on its admin page"
             )
-        found.delete()
+        try:
+            found.delete()
+        except ProtectedError:  # anything else of the log that names it
+            raise UserError(
+                f"target {target!r} is named in the delivery log, which is kept: pause it instead "
+                f"(`syndicator targets pause {target}`)"
+            ) from None
         self.stdout.write(f"removed target {target!r} (it had no deliveries)")
 
     def handle_pause(self, *, target: str, reason: str, **_: Any) -> None:

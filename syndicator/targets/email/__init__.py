@@ -42,7 +42,7 @@ from django.utils.text import slugify
 from syndicator.errors import DeliveryError, TargetBroken
 from syndicator.mailing import PreparedMessage, Sender, ascii_address, make_message_id
 from syndicator.targets.base import Adapter, Capabilities, SendResult, register
-from syndicator.targets.config import Duration, Setting
+from syndicator.targets.config import Duration, Setting, TimeOfDay
 from syndicator.targets.email import smtp as _smtp
 from syndicator.targets.email.smtp import Outcome, Server
 from syndicator.targets.email.text import RULES as TEXT_RULES
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from syndicator.models import Delivery, Subscriber
 
 SECURITY = ("starttls", "tls", "none")
+MODES = ("per_post", "digest")  # one email per post, or one per period (syndicator/digest.py)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # One commit per this many subscribers instead of one per message: a durable commit costs 1-3 ms
 # on this machine's PostgreSQL (bench/email_fanout.py), which alone capped a fan-out at ~300/s.
 # The price: a worker killed mid-batch leaves up to this many "unknown" (docs/networks.md, email).
@@ -212,6 +214,25 @@ class Progress:
                 return
 
 
+@dataclass(frozen=True)
+class _DigestKey:
+    """What a digest's Message-IDs derive from (``make_message_id`` reads a guid and a feed id):
+    its target and period, never its first post, whose own email may exist on another list."""
+
+    guid: str
+    feed_id: int = 0
+
+
+def message_key(delivery: Delivery) -> object:
+    """The post, or the digest, each subscriber's Message-ID is derived from."""
+    from syndicator import digest
+
+    period = digest.of(delivery)
+    if period is None:
+        return delivery.post
+    return _DigestKey(f"digest:{period.target_id}:{period.period}")
+
+
 @register
 class EmailAdapter(Adapter):
     """A mailing list: every active subscriber of the target gets the post by SMTP."""
@@ -271,6 +292,23 @@ class EmailAdapter(Adapter):
             type=int,
             default=WRITE_AHEAD,
             minimum=1,
+        ),
+        Setting(
+            "mode",
+            "per_post: one email per post; digest: one email a day (or week) with the posts since the last",
+            default="per_post",
+            choices=MODES,
+        ),
+        Setting(
+            "digest_at",
+            "With mode=digest: when the digest goes out, local time in the target's timezone",
+            type=TimeOfDay,
+            default="07:00",
+        ),
+        Setting(
+            "digest_day",
+            "With mode=digest: the weekday of a weekly digest (mon..sun); empty: daily",
+            choices=WEEKDAYS,
         ),
     )
 
@@ -338,6 +376,14 @@ class EmailAdapter(Adapter):
         if not settings.SYNDICATOR_PUBLIC_URL.lower().startswith("https://"):
             verdict += "; warning: SYNDICATOR_PUBLIC_URL is not https, so one-click unsubscribe is ignored"
         return verdict
+
+    def render(self, delivery: Delivery) -> Message:
+        """A digest's email (every post of its period), or the post's own."""
+        from syndicator import digest
+
+        if (period := digest.of(delivery)) is not None:
+            return digest.render(period, self.target)
+        return super().render(delivery)
 
     def password(self, server: Server) -> str:
         """The SMTP password from the target's environment variable ("" without a username)."""
@@ -426,11 +472,12 @@ class EmailAdapter(Adapter):
         recorder = Recorder(delivery, smtp)
         progress.track(recorder)
         sender = config.sender.address
+        key = message_key(delivery)
         try:
             for number, subscriber in enumerate(recipients, start=1):
                 if (number - 1) % config.write_ahead == 0 and config.write_ahead > 1:
                     batch = recipients[number - 1 : number - 1 + config.write_ahead]
-                    recorder.reserve([(s.pk, make_message_id(delivery.post, s.email, sender)) for s in batch])
+                    recorder.reserve([(s.pk, make_message_id(key, s.email, sender)) for s in batch])
                 outcome = self.send_one(smtp, config, prepared, delivery, subscriber, password, recorder)
                 progress.done(outcome.status != "deferred")
                 if outcome.stop:
@@ -444,6 +491,11 @@ class EmailAdapter(Adapter):
                 recorder.flush()
             finally:
                 _smtp.close_session(smtp)
+
+    def resumable(self, delivery: Delivery) -> bool:
+        """A lost send with subscribers never tried (no result, or deferred) is resumed: the
+        automatic retry sends only to them; the "unknown" ones wait for an admin."""
+        return bool(self.pending(delivery))
 
     def pending(self, delivery: Delivery, *, fresh: bool = False) -> list[Subscriber]:
         """Active subscribers still to be sent this delivery, in a stable order."""
@@ -473,7 +525,7 @@ class EmailAdapter(Adapter):
 
         Status = Result.Status
         sender, where = config.sender.address, config.server.where
-        message_id = make_message_id(delivery.post, subscriber.email, sender)
+        message_id = make_message_id(message_key(delivery), subscriber.email, sender)
         address = ascii_address(subscriber.email)
         if address is None:  # an internationalised local part needs SMTPUTF8, which we do not speak
             return recorder.answer(subscriber, message_id, Outcome(Status.REFUSED, reply="non-ASCII address"))
