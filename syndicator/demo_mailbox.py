@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
-
 MAILBOX_DIRNAME = "demo-mailbox"
 KEEP_MESSAGES = 200  # the oldest go first: the demo runs for days on a newcomer's laptop
 MAX_MESSAGE_BYTES = 2 << 20
@@ -28,6 +26,9 @@ _MESSAGE_ID = re.compile(r"\A[0-9]{17}-[0-9]+\Z")
 
 def mailbox_dir(data_dir: Path | str | None = None) -> Path:
     """Where the messages are kept (under the data directory the web app and the worker share)."""
+    # Imported here: `syndicator run`'s supervisor runs the server and imports no Django.
+    from django.conf import settings
+
     return Path(data_dir or settings.DATA_DIR) / MAILBOX_DIRNAME
 
 
@@ -79,13 +80,14 @@ class DemoMailbox:
         self.port = 0
         self._controller: Any = None
 
-    def start(self) -> int:
+    def start(self, port: int | None = None) -> int:
+        """Listen on port (a free one if None) and return it."""
         from aiosmtpd.controller import Controller
 
         # aiosmtpd logs every connection at INFO; the run's terminal should show the app's logs.
         logging.getLogger("mail.log").setLevel(logging.WARNING)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port(self.host)
+        self.port = port or free_port(self.host)
         self._controller = Controller(
             _Keeper(self.directory), hostname=self.host, port=self.port, data_size_limit=MAX_MESSAGE_BYTES
         )
