@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
+from typing import Any
 
 import click
 from celery import Celery, bootsteps
-from celery.signals import task_postrun, task_prerun, worker_ready
+from celery.schedules import schedstate, schedule
+from celery.signals import beat_init, task_postrun, task_prerun, worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syndicator.settings")
@@ -22,6 +25,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 
+from syndicator import scheduling  # noqa: E402
 from syndicator.targets.registry import all_queues, delivery_queues  # noqa: E402
 
 app = Celery("syndicator")
@@ -39,10 +43,50 @@ app.conf.task_routes = {
     # tasks.deliver.deliver is routed per call (delivery.enqueue picks deliver.<kind>).
 }
 app.conf.imports = ("tasks.watch", "tasks.deliver", "tasks.maintenance")
+
+
+class WhenDue(schedule):
+    """Beat's schedule for a database tick: every ``run_every`` while ``scheduling.is_due(kind)``.
+
+    Otherwise it looks again one interval later (a cache read, no message): a wake is acted on
+    within one interval, as a tick was before (syndicator/scheduling.py).
+    """
+
+    def __init__(self, run_every: Any, kind: str, **kwargs: Any) -> None:
+        super().__init__(run_every, **kwargs)
+        self.every = getattr(self, "run_every")  # noqa: B009 (a timedelta celery's stubs do not declare)
+        self.kind = kind
+
+    def is_due(self, last_run_at: datetime) -> schedstate:
+        due, next_in = super().is_due(last_run_at)
+        if due and not scheduling.is_due(self.kind):
+            return schedstate(False, self.seconds)
+        return schedstate(due, next_in)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # beat keeps its entries in a shelve (pickle)
+        return self.__class__, (self.every, self.kind)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WhenDue) and other.kind == self.kind and other.every == self.every
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.every))
+
+    def __repr__(self) -> str:
+        return f"<when due: {self.kind}, looked at every {self.human_seconds}>"
+
+
+@beat_init.connect
+def _wake_ticks(**_: object) -> None:
+    # A record kept by the last run (the private Redis keeps its data) is not this one's to trust.
+    scheduling.wake()
+
+
 app.conf.beat_schedule = {
     "schedule-due-feeds": {
         "task": "tasks.watch.schedule_due_feeds",
-        "schedule": settings.SYNDICATOR_SCHEDULE_INTERVAL,
+        # Sent only when a feed is due (syndicator/scheduling.py), looked at every interval.
+        "schedule": WhenDue(settings.SYNDICATOR_SCHEDULE_INTERVAL, scheduling.FEEDS),
         # A tick that waited longer than its interval is superseded by the next one.
         "options": {"expires": settings.SYNDICATOR_SCHEDULE_INTERVAL},
     },
@@ -58,7 +102,7 @@ app.conf.beat_schedule = {
     },
     "sweep-deliveries": {
         "task": "tasks.maintenance.sweep_deliveries",
-        "schedule": settings.SYNDICATOR_SWEEP_INTERVAL,
+        "schedule": WhenDue(settings.SYNDICATOR_SWEEP_INTERVAL, scheduling.SWEEP),
         "options": {"expires": settings.SYNDICATOR_SWEEP_INTERVAL},
     },
     # Daily: a prune is idempotent and cheap when there is nothing new to prune.
@@ -68,8 +112,6 @@ app.conf.beat_schedule = {
         "options": {"expires": 3600},
     },
 }
-
-
 
 
 class ThreadedBeat(bootsteps.StartStopStep):
@@ -87,7 +129,7 @@ class ThreadedBeat(bootsteps.StartStopStep):
         self.enabled = bool(beat_thread)
         super().__init__(worker, **kwargs)
 
-    def create(self, worker: object) -> object:
+    def create(self, worker: object) -> Any:
         from celery.beat import EmbeddedService
 
         return EmbeddedService(
@@ -99,7 +141,9 @@ class ThreadedBeat(bootsteps.StartStopStep):
 
 
 app.user_options["worker"].add(
-    click.Option(["--beat-thread"], is_flag=True, default=False, help="Run the scheduler as a thread of this worker.")
+    click.Option(
+        ["--beat-thread"], is_flag=True, default=False, help="Run the scheduler as a thread of this worker."
+    )
 )
 app.steps["worker"].add(ThreadedBeat)
 

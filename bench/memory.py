@@ -102,7 +102,8 @@ def wait_idle(db: Path, proc: subprocess.Popen[bytes], demo: bool, timeout: floa
             try:
                 with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
                     total, busy = conn.execute(
-                        "SELECT COUNT(*), SUM(status IN ('queued','sending','retrying')) FROM syndicator_delivery"
+                        "SELECT COUNT(*), SUM(status IN ('queued','sending','retrying'))"
+                        " FROM syndicator_delivery"
                     ).fetchone()
                 if total and not busy:
                     return
@@ -133,7 +134,9 @@ Feed.objects.bulk_create([
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--feeds", type=int, default=0)
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--settle", type=float, default=20)
@@ -150,9 +153,13 @@ def main() -> None:
     argv = [*SYNDICATOR, "run", "--port", str(port)] + (["--no-demo"] if args.no_demo else [])
     log = open(data_dir / "bench-run.log", "wb")  # noqa: SIM115 (closed at the end)
     started = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
-        wait_idle(data_dir / "syndicator.sqlite3", proc, demo=not args.no_demo and not args.feeds, timeout=180)
+        wait_idle(
+            data_dir / "syndicator.sqlite3", proc, demo=not args.no_demo and not args.feeds, timeout=180
+        )
         print(f"idle after {time.monotonic() - started:.0f} s; settling {args.settle:g} s", flush=True)
         time.sleep(args.settle)
         pids = tree(proc.pid)

@@ -16,3 +16,11 @@ class SyndicatorConfig(AppConfig):
         from syndicator.throttle import count_failed_login
 
         user_login_failed.connect(count_failed_login, dispatch_uid="syndicator-count-failed-logins")
+
+        from django.db.models.signals import post_save
+
+        from syndicator.scheduling import wake_on_saved
+
+        # A feed or target added, edited, enabled: beat's ticks look again (syndicator/scheduling.py).
+        post_save.connect(wake_on_saved, sender="syndicator.Feed", dispatch_uid="syndicator-wake-feeds")
+        post_save.connect(wake_on_saved, sender="syndicator.Target", dispatch_uid="syndicator-wake-targets")

@@ -17,7 +17,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import transaction
 
-from syndicator import dispatch
+from syndicator import dispatch, scheduling
 from syndicator.clock import Now, db_now
 from syndicator.delivery_states import Event, move
 from syndicator.models import Delivery, DeliveryAttempt, Target
@@ -182,5 +182,6 @@ def resume_target(target: Target) -> int:
         Target.objects.filter(pk=target.pk).update(paused_at=None, paused_reason="")
     target.resumed_at = Target.objects.values_list("resumed_at", flat=True).get(pk=target.pk)
     target.paused_at, target.paused_reason = None, ""
+    scheduling.wake(scheduling.SWEEP)  # its retries and look-ups count again
     waiting = Delivery.objects.filter(target=target, status=Status.QUEUED)
     return dispatch.enqueue((pk, target.kind) for pk in waiting.values_list("pk", flat=True))

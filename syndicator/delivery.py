@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from syndicator import clock, digest, followup, pacing, waiting
+from syndicator import clock, digest, followup, pacing, recovery, waiting
 from syndicator.clock import db_now
 from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API callers use)
     cancel,
@@ -454,3 +454,35 @@ def sweep(*, now: datetime | None = None) -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep: %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
     return counts
+
+
+def next_sweep_due(now: datetime) -> datetime | None:
+    """When sweep() next has something to do, from the rows as they are at ``now`` (the database's
+    time); None: nothing until a row changes. Never later than sweep() would find work, maybe
+    earlier (a sweep then finds nothing and this is asked again): for the scheduler, which sends
+    the sweep only when due (syndicator/scheduling.py).
+    """
+    from django.db.models import Min
+
+    stale = timedelta(seconds=settings.SYNDICATOR_STRANDED_AFTER)
+    times: list[datetime | None] = []
+    # Sends, look-ups and follow-ups in progress: settled as lost once their lease expires.
+    leased = Delivery.objects.filter(status__in=(Status.SENDING, Status.EDITING, Status.DELETING))
+    times.append(leased.aggregate(at=Min("lease_until"))["at"])
+    # What sweep() enqueues: queued and due retries, follow-ups asked for on sent posts.
+    waiting = Delivery.objects.filter(ACTIVE_TARGET).filter(
+        Q(status=Status.QUEUED)
+        | Q(status=Status.RETRYING, next_attempt_at__isnull=False)
+        | Q(status=Status.SENT, followup__in=(Delivery.Followup.EDIT, Delivery.Followup.DELETE))
+    )
+    # Their message sent less than STRANDED_AFTER ago: not before it is stranded.
+    recent = waiting.filter(enqueued_at__gte=now - stale).aggregate(at=Min("enqueued_at"))["at"]
+    times.append(recent + stale if recent is not None else None)
+    # The others: when their next attempt is due (none set: due now).
+    older = waiting.filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - stale))
+    if older.filter(next_attempt_at__isnull=True).exists():
+        return now
+    times.append(older.aggregate(at=Min("next_attempt_at"))["at"])
+    times.append(recovery.next_look_up_due())
+    known = [at for at in times if at is not None]
+    return min(known) if known else None

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
+from syndicator import scheduling
 from syndicator.clock import Now
 from syndicator.models import Delivery
 
@@ -161,6 +162,9 @@ def move(
         queryset = queryset.filter(where)
     changes.setdefault("updated_at", Now() if now is None else now)
     moved = queryset.update(status=transition.to, **changes)
+    if moved and (changes.get("next_attempt_at") is not None or transition.to == Delivery.Status.UNCERTAIN):
+        # Due at a time of its own (a retry, a wait, a look-up): the sweep's record may be later.
+        scheduling.wake_on_commit(scheduling.SWEEP)
     if moved:
         target = f"delivery {rows}" if isinstance(rows, int) else f"{moved} deliveries"
         log.debug("%s: %s → %s (%s)", target, "/".join(sources), transition.to, event)

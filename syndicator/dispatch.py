@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.db import transaction
 
+from syndicator import scheduling
 from syndicator.clock import Now
 from syndicator.digest import is_digest
 from syndicator.errors import UserError
@@ -119,6 +120,8 @@ def repost(
         ]
         if at is None:  # a scheduled one is the sweeper's once due
             enqueue_on_commit(created)
+        else:
+            scheduling.wake_on_commit(scheduling.SWEEP)
     return created
 
 
@@ -164,6 +167,9 @@ def enqueue(pairs: Iterable[tuple[int, str]]) -> int:
     if sent:
         # The database's time, which the sweeper compares with its own (syndicator/clock.py).
         Delivery.objects.filter(pk__in=sent).update(enqueued_at=Now())
+    if pairs:
+        # A message lost is the sweeper's STRANDED_AFTER later; one not sent, at once.
+        scheduling.wake_on_commit(scheduling.SWEEP)
     return len(sent)
 
 

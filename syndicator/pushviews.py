@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
-from syndicator import watch, webhook, websub
+from syndicator import scheduling, watch, webhook, websub
 from syndicator.dispatch import queue_poll
 from syndicator.errors import FeedError
 from syndicator.models import Feed, PushSubscription
@@ -78,6 +78,7 @@ def feed_webhook(request: HttpRequest, feed_id: int) -> JsonResponse:
     except Exception as exc:  # kombu raises many classes for a broker that is away
         # The call is not lost: the scheduler polls the feed as soon as the broker is back.
         Feed.objects.filter(pk=feed.pk).update(next_poll_at=timezone.now())
+        scheduling.wake(scheduling.FEEDS)
         log.warning("feed %s: webhook poll not queued (%s); left to the scheduler", feed.pk, redact(str(exc)))
     return JsonResponse({"status": "polling", "feed": feed.pk}, status=202)
 

@@ -111,6 +111,19 @@ def look_up_due(now: datetime) -> Q:
     return unverified() & (first | again)
 
 
+def next_look_up_due() -> datetime | None:
+    """The soonest time look_up_due will hold for an unverified delivery of an active target,
+    from the rows as they are (None: none to look up); for the scheduler (syndicator/scheduling.py)."""
+    active = Q(target__enabled=True, target__paused_at__isnull=True)
+    rows = Delivery.objects.filter(unverified(), active)
+    first = rows.filter(~_looked_up()).aggregate(at=Min("updated_at"))["at"]
+    again = rows.filter(_looked_up()).aggregate(at=Min("next_attempt_at"))["at"]
+    times = [again] if again is not None else []
+    if first is not None:
+        times.append(first + timedelta(seconds=settings.SYNDICATOR_VERIFY_AFTER))
+    return min(times) if times else None
+
+
 def maybe_posted_since(delivery: Delivery) -> datetime | None:
     """When the delivery's earliest attempt that may have posted started (since an admin's retry).
 

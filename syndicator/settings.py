@@ -295,6 +295,9 @@ SYNDICATOR_RETRY: dict[str, Any] = {
 # How often beat looks for due feeds and due/stranded deliveries.
 SYNDICATOR_SCHEDULE_INTERVAL = float(os.environ.get("SYNDICATOR_SCHEDULE_INTERVAL", 5))
 SYNDICATOR_SWEEP_INTERVAL = float(os.environ.get("SYNDICATOR_SWEEP_INTERVAL", 5))
+# With nothing due, beat sends those two ticks only when something is (syndicator/scheduling.py),
+# and at least this often: what no wake covers (a lease that expires) is found at most this late.
+SYNDICATOR_SCHEDULER_MAX_IDLE = float(os.environ.get("SYNDICATOR_SCHEDULER_MAX_IDLE", 60))
 # How often a worker records that it runs (models.Heartbeat, shown on the start page to admins).
 SYNDICATOR_HEARTBEAT_INTERVAL = float(os.environ.get("SYNDICATOR_HEARTBEAT_INTERVAL", 30))
 # A delivery in `sending` for longer than this was lost with its worker: it becomes `uncertain`.

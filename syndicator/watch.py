@@ -81,6 +81,22 @@ def claim_feeds_due_within(seconds: float, *, now: datetime | None = None) -> li
     return claimed
 
 
+def next_feed_due(now: datetime) -> datetime | None:
+    """When claim_feeds_due_within(SYNDICATOR_SCHEDULE_INTERVAL) next claims a feed, from the
+    rows as they are (None: no enabled feed); never later, maybe earlier (the scheduler then
+    finds nothing and asks again). A feed being polled is due when its lease ends at the soonest.
+    """
+    from django.db.models import Min
+
+    enabled = Feed.objects.filter(enabled=True)
+    idle = enabled.filter(Q(polling_until__isnull=True) | Q(polling_until__lt=now)).aggregate(
+        at=Min("next_poll_at")
+    )
+    busy = enabled.filter(polling_until__gte=now).aggregate(at=Min("polling_until"))
+    times = [at for at in (idle["at"], busy["at"]) if at is not None]
+    return min(times) - timedelta(seconds=settings.SYNDICATOR_SCHEDULE_INTERVAL) if times else None
+
+
 def _take_lease(feed_id: int, now: datetime) -> bool:
     lease = timedelta(seconds=settings.SYNDICATOR_POLL_LEASE)
     return bool(

@@ -35,6 +35,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from syndicator import scheduling
 from syndicator.errors import FeedError
 from syndicator.models import Feed, PushSubscription
 from syndicator.redact import redact
@@ -181,6 +182,7 @@ def _resume_polling(feed_id: int | None, now: datetime) -> None:
     """Poll a feed whose push ended at once, and from then on at its normal interval."""
     if feed_id is not None:
         Feed.objects.filter(pk=feed_id, next_poll_at__gt=now).update(next_poll_at=now)
+        scheduling.wake_on_commit(scheduling.FEEDS)
 
 
 # --- the hub calls us --------------------------------------------------------------------------

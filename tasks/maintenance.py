@@ -5,13 +5,18 @@ from __future__ import annotations
 from celery import Task
 
 from celeryproject import app
-from syndicator import delivery, desk, retention
+from syndicator import clock, delivery, desk, retention, scheduling
 
 
 @app.task(name="tasks.maintenance.sweep_deliveries")
 def sweep_deliveries() -> dict[str, int]:
-    """Re-enqueue deliveries that are due or stranded; mark lost sends uncertain."""
-    return delivery.sweep()
+    """Re-enqueue deliveries that are due or stranded; mark lost sends uncertain; record when the
+    next sweep has work (beat sends it then: syndicator/scheduling.py)."""
+    generation = scheduling.begin(scheduling.SWEEP)
+    counts = delivery.sweep()
+    now = clock.current()
+    scheduling.record(scheduling.SWEEP, generation, delivery.next_sweep_due(now), now)
+    return counts
 
 
 @app.task(name="tasks.maintenance.heartbeat", bind=True)

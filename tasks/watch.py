@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils import timezone
 
 from celeryproject import app
-from syndicator import watch, websub
+from syndicator import scheduling, watch, websub
 from syndicator.models import Feed, Post
 
 # A webhook that names its article polls again until the article is in the feed (a cached feed
@@ -15,11 +16,17 @@ LOOK_AGAIN = (1, 2, 4, 8, 15)
 
 @app.task(name="tasks.watch.schedule_due_feeds")
 def schedule_due_feeds() -> int:
-    """Enqueue a poll, on time, for every enabled feed due before the next tick; return how many."""
+    """Enqueue a poll, on time, for every enabled feed due before the next tick; return how many;
+    record when a feed is next due (beat sends this tick then: syndicator/scheduling.py)."""
+    generation = scheduling.begin(scheduling.FEEDS)
     claimed = watch.claim_feeds_due_within(settings.SYNDICATOR_SCHEDULE_INTERVAL)
     for feed_id, countdown in claimed:
         # A countdown of 0 sets no ETA, as None would (Celery converts only a truthy countdown).
         poll_feed.apply_async(args=(feed_id,), countdown=countdown)
+    # A poll then sets its feed's next time no sooner than this claim did (rhythm's interval is at
+    # least poll_interval); a time moves earlier only by a save or a push that ends, which wake.
+    now = timezone.now()
+    scheduling.record(scheduling.FEEDS, generation, watch.next_feed_due(now), now)
     return len(claimed)
 
 

@@ -101,7 +101,6 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1", help="web app address (default 127.0.0.1)")
         parser.add_argument("--no-demo", action="store_true", help="do not seed the demo configuration")
 
-
     def handle(self, *args: object, host: str, port: int, no_demo: bool, **options: object) -> None:
         data_dir = Path(settings.DATA_DIR)
         (data_dir / "logs").mkdir(parents=True, exist_ok=True)
