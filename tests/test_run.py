@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -135,6 +135,9 @@ def env(data_dir: Path) -> dict[str, str]:
         SYNDICATOR_DATA_DIR=str(data_dir),
         SYNDICATOR_SCHEDULE_INTERVAL="1",
         SYNDICATOR_SWEEP_INTERVAL="1",
+        # Idle ticks ten minutes apart: whatever a test creates must wake the scheduler, or it
+        # waits past the test's deadline (syndicator/scheduling.py).
+        SYNDICATOR_SCHEDULER_MAX_IDLE="600",
         PYTHONUNBUFFERED="1",
         # The feed server is on 127.0.0.1, which feeds may not reach by default.
         SYNDICATOR_FEED_ALLOW_PRIVATE="127.0.0.0/8",
@@ -296,3 +299,80 @@ def test_demo_delivers_to_every_outbox_format_and_is_seeded_once(
     assert again.ctrl_c() == 0, again.log_tail()
     assert {t["name"] for t in json_lines(env, "targets", "list")} == DEMO_TARGETS
     assert len(json_lines(env, "feeds", "list")) == 3
+
+
+def cmdline(proc: psutil.Process) -> str:
+    with contextlib.suppress(psutil.Error):
+        return " ".join(proc.cmdline())
+    return ""
+
+
+def test_run_is_five_processes_a_supervisor_without_django_and_stops_them_all(
+    start_run: Callable[..., Run], env: dict[str, str], data_dir: Path
+) -> None:
+    run = start_run("--no-demo")
+    run.wait_healthy()
+    run.wait_until(lambda: any("celery" in cmdline(p) for p in run.descendants()), timeout=30)
+
+    supervisor = psutil.Process(run.proc.pid)
+    assert "syndicator.supervise" in cmdline(supervisor), "the command handed over to the supervisor"
+    maps = Path(f"/proc/{run.proc.pid}/maps").read_text()
+    assert "/django/" not in maps, "the supervisor loaded no Django"
+    children = run.descendants()
+    kinds = sorted(
+        "redis" if "redis-server" in cmdline(p) else "celery" if "celery" in cmdline(p) else "gunicorn"
+        for p in children
+    )
+    # Redis, gunicorn's master and its one (threaded) worker, one worker with its scheduler thread.
+    assert kinds == ["celery", "gunicorn", "gunicorn", "redis"], [cmdline(p) for p in children]
+    worker = next(p for p in children if "celery" in cmdline(p))
+    assert "--beat-thread" in cmdline(worker) and worker.children() == [], "no pool or beat process"
+    with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/admin/login/", timeout=5) as page:
+        assert page.status == 200, "the web UI answers"
+
+    assert run.ctrl_c() == 0, run.log_tail()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == [], f"left running: {[p.pid for p in alive]}"
+    assert not (data_dir / "redis.sock").exists()
+    assert (data_dir / "run.lock").read_text() == "", "the lock was released by the supervisor"
+
+
+def test_a_web_app_killed_outright_stops_the_run_and_its_orphaned_worker(
+    start_run: Callable[..., Run], data_dir: Path
+) -> None:
+    run = start_run("--no-demo")
+    run.wait_healthy()
+    run.wait_until(lambda: any("celery" in cmdline(p) for p in run.descendants()), timeout=30)
+    master = next(p for p in run.descendants() if "gunicorn" in cmdline(p) and p.ppid() == run.proc.pid)
+    orphan = master.children()[0]
+    started = run.descendants()
+
+    master.kill()  # its worker is left behind, adopted by the supervisor
+
+    assert run.proc.wait(STOP_TIMEOUT) != 0
+    said = run.output.read_text(errors="replace")
+    assert "web app (gunicorn) was killed by SIGKILL" in said and "everything was stopped" in said
+    assert "leftover processes" in said and str(orphan.pid) in said
+    _, alive = psutil.wait_procs(started, timeout=5)
+    assert alive == [], f"left running: {[p.pid for p in alive]}"
+
+
+def test_a_delivery_scheduled_while_idle_is_sent_when_due(
+    start_run: Callable[..., Run], env: dict[str, str], feed_server: FeedServer
+) -> None:
+    run = start_run("--no-demo")
+    run.wait_healthy()
+    add_feed_and_target(env, feed_server)
+    run.wait_until(lambda: json_lines(env, "feeds", "list")[0]["last_success_at"], timeout=60)
+    backlog_post = "https://www.nejatngo.org/en/?p=90005"  # recorded by the first poll, not delivered
+    # --at takes minutes: the next minute that is at least 5 s away (the run is idle till then).
+    at = (datetime.now().astimezone() + timedelta(seconds=65)).replace(second=0, microsecond=0)
+    cli(env, "repost", backlog_post, "--to", "test-outbox", "--at", at.isoformat(timespec="minutes"))
+
+    def sent() -> list[dict]:
+        return [r for r in deliveries_of(env, backlog_post) if r["status"] == "sent"]
+
+    run.wait_until(sent, timeout=(at - datetime.now().astimezone()).total_seconds() + 20, interval=1)
+    sent_at = datetime.fromisoformat(sent()[0]["sent_at"])
+    assert sent_at >= at and sent_at - at < timedelta(seconds=10), f"due {at}, sent {sent_at}"
+    assert run.ctrl_c() == 0, run.log_tail()
