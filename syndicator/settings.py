@@ -238,8 +238,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Above the longest task (the hard time limit), so a slow delivery is not handed out twice.
     "visibility_timeout": CELERY_TASK_TIME_LIMIT + 60,
-    # kombu's defaults (10 s x 10) take ~100 s to hand a dead worker's tasks back.
-    "unacked_restore_interval": 2,
+    # kombu's defaults (10 s x 10) take ~100 s to hand a dead worker's tasks back. `syndicator run`
+    # sets 30 (one worker: a dead one stops the run; idle, a scan every 2 s is most of its cost).
+    "unacked_restore_interval": float(os.environ.get("SYNDICATOR_BROKER_RESTORE_INTERVAL", 2)),
     "unacked_restore_throttle": 1,
     # Keys of several installs sharing one Redis never collide.
     "global_keyprefix": os.environ.get("SYNDICATOR_BROKER_PREFIX", ""),

@@ -310,6 +310,7 @@ def cmdline(proc: psutil.Process) -> str:
 def test_run_is_five_processes_a_supervisor_without_django_and_stops_them_all(
     start_run: Callable[..., Run], env: dict[str, str], data_dir: Path
 ) -> None:
+    env["SYNDICATOR_HEARTBEAT_INTERVAL"] = "2"
     run = start_run("--no-demo")
     run.wait_healthy()
     run.wait_until(lambda: any("celery" in cmdline(p) for p in run.descendants()), timeout=30)
@@ -329,6 +330,9 @@ def test_run_is_five_processes_a_supervisor_without_django_and_stops_them_all(
     assert "--beat-thread" in cmdline(worker) and worker.children() == [], "no pool or beat process"
     with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/admin/login/", timeout=5) as page:
         assert page.status == 200, "the web UI answers"
+    # The scheduler thread sends the heartbeat the desk shows admins (desk.liveness).
+    beats = 'from syndicator.models import Heartbeat; print(Heartbeat.objects.filter(name="worker").count())'
+    run.wait_until(lambda: cli(env, "shell", "-c", beats).split()[-1] == "1", timeout=30, interval=1)
 
     assert run.ctrl_c() == 0, run.log_tail()
     _, alive = psutil.wait_procs(children, timeout=5)

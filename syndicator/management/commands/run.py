@@ -156,6 +156,9 @@ class Command(BaseCommand):
         if "SYNDICATOR_PUBLIC_URL" not in env:
             env["SYNDICATOR_PUBLIC_URL"] = base_url(host, port)
             env["SYNDICATOR_PUSH"] = "0"
+        # One worker, whose death stops the run: its broker's unacked messages need no scan every
+        # 2 s for a dead peer's (settings.py; idle, ~0.0005 CPU-s per second, bench/memory.py).
+        env.setdefault("SYNDICATOR_BROKER_RESTORE_INTERVAL", "30")
         return {
             "env": env,
             "host": host,
@@ -201,10 +204,12 @@ class Command(BaseCommand):
         # One process: a thread pool (the tasks wait on the network, not the CPU; a feed task
         # fetches its feeds concurrently itself) and the scheduler as a thread of it (--beat-thread,
         # celeryproject.py), where the prefork pool and --beat made four processes of one Django.
+        # SYNDICATOR_RUN_SCHEDULER=0: no scheduler (one runs elsewhere; bench/memory.py's baseline).
+        beat = ["--beat-thread"] if os.environ.get("SYNDICATOR_RUN_SCHEDULER", "1") != "0" else []
         return [
-            sys.executable, "-m", "celery", "-A", "celeryproject", "worker", "--beat-thread",
+            sys.executable, "-m", "celery", "-A", "celeryproject", "worker", *beat,
             "--loglevel", "INFO", "-Q", queues, "--pool", "threads", "--concurrency", str(WORKER_THREADS),
-            "--without-gossip", "--without-mingle",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--schedule", str(data_dir / "celerybeat-schedule"), "--hostname", "syndicator@%h",
         ]  # fmt: skip
 
