@@ -10,8 +10,8 @@ import os
 from datetime import datetime
 from typing import Any
 
-import click
 from celery import Celery, bootsteps
+from celery.bin.base import CeleryOption  # a click.Option: click comes with celery
 from celery.schedules import schedstate, schedule
 from celery.signals import beat_init, task_postrun, task_prerun, worker_ready
 from kombu import Queue
@@ -141,7 +141,7 @@ class ThreadedBeat(bootsteps.StartStopStep):
 
 
 app.user_options["worker"].add(
-    click.Option(
+    CeleryOption(
         ["--beat-thread"], is_flag=True, default=False, help="Run the scheduler as a thread of this worker."
     )
 )

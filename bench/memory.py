@@ -116,10 +116,10 @@ def wait_idle(db: Path, proc: subprocess.Popen[bytes], demo: bool, timeout: floa
     raise SystemExit(f"not idle after {timeout:g} s")
 
 
-def add_feeds(env: dict[str, str], count: int, port: int) -> None:
+def add_feeds(env: dict[str, str], count: int, port: int, code: Path) -> None:
     """Migrate the fresh data directory and add `count` enabled feeds, due over the next hour."""
-    subprocess.run([*SYNDICATOR, "migrate", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
-    code = f"""
+    subprocess.run([*SYNDICATOR, "migrate", "--verbosity", "0"], env=env, cwd=code, check=True)
+    script = f"""
 import django, os, random
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syndicator.settings")
 django.setup()
@@ -133,7 +133,7 @@ Feed.objects.bulk_create([
     for i in range({count})
 ], batch_size=1000)
 """
-    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=code, check=True)
 
 
 def main() -> None:
@@ -146,6 +146,9 @@ def main() -> None:
     parser.add_argument("--no-demo", action="store_true")
     parser.add_argument("--no-scheduler", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--code", type=Path, default=ROOT, help="run another checkout's code with this venv (a baseline)"
+    )
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="syndicator-membench-"))
@@ -155,12 +158,12 @@ def main() -> None:
     if args.no_scheduler:
         env["SYNDICATOR_RUN_SCHEDULER"] = "0"
     if args.feeds:
-        add_feeds(env, args.feeds, port)
+        add_feeds(env, args.feeds, port, args.code)
     argv = [*SYNDICATOR, "run", "--port", str(port)] + (["--no-demo"] if args.no_demo else [])
     log = open(data_dir / "bench-run.log", "wb")  # noqa: SIM115 (closed at the end)
     started = time.monotonic()
     proc = subprocess.Popen(
-        argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        argv, env=env, cwd=args.code, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
         wait_idle(
@@ -182,7 +185,8 @@ def main() -> None:
             before = {pid: cpu_ticks(pid) for pid in pids}
             time.sleep(args.idle_seconds)
             after = {pid: cpu_ticks(pid) for pid in tree(proc.pid)}
-            print(f"\nidle CPU over {args.idle_seconds:g} s (CPU-s per second)")
+            what = "CPU while polling" if args.feeds else "idle CPU"
+            print(f"\n{what} over {args.idle_seconds:g} s (CPU-s per second)")
             total = 0.0
             for pid in sorted(set(before) | set(after)):
                 used = (after.get(pid, before.get(pid, 0)) - before.get(pid, 0)) / CLK_TCK
