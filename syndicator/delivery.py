@@ -484,5 +484,6 @@ def next_sweep_due(now: datetime) -> datetime | None:
         return now
     times.append(older.aggregate(at=Min("next_attempt_at"))["at"])
     times.append(recovery.next_look_up_due())
+    times.append(digest.next_due(now))  # the email digests' instants
     known = [at for at in times if at is not None]
     return min(known) if known else None

@@ -159,6 +159,27 @@ def due(now: datetime) -> list[Delivery]:
     return made
 
 
+def next_due(now: datetime) -> datetime | None:
+    """When due() next makes a digest: the soonest coming instant of a digest-mode target, plus
+    SETTLE; None: no such target. For the scheduler (syndicator/scheduling.py), asked right after
+    a sweep, which made every digest already due."""
+    after = now - timedelta(seconds=SETTLE)
+    soonest: datetime | None = None
+    for target in Target.objects.filter(enabled=True, kind="email", settings__mode=DIGEST):
+        plan = schedule(target)
+        if plan is None:
+            continue
+        day = after.astimezone(plan.zone).date()
+        for ahead in range(9):
+            candidate = day + timedelta(days=ahead)
+            instant = plan.boundary(candidate)
+            if (plan.weekday is None or candidate.weekday() == plan.weekday) and instant > after:
+                made_at = instant + timedelta(seconds=SETTLE)
+                soonest = made_at if soonest is None else min(soonest, made_at)
+                break
+    return soonest
+
+
 def window_start(target: Target) -> datetime:
     """Where the next digest's posts begin: the end of the last digest, or the target's creation."""
     last = Digest.objects.filter(target=target).order_by("-window_end").values_list("window_end", flat=True)

@@ -330,9 +330,15 @@ def test_run_is_five_processes_a_supervisor_without_django_and_stops_them_all(
     assert "--beat-thread" in cmdline(worker) and worker.children() == [], "no pool or beat process"
     with urllib.request.urlopen(f"http://127.0.0.1:{run.port}/admin/login/", timeout=5) as page:
         assert page.status == 200, "the web UI answers"
-    # The scheduler thread sends the heartbeat the desk shows admins (desk.liveness).
-    beats = 'from syndicator.models import Heartbeat; print(Heartbeat.objects.filter(name="worker").count())'
-    run.wait_until(lambda: cli(env, "shell", "-c", beats).split()[-1] == "1", timeout=30, interval=1)
+    # The scheduler thread sends the heartbeat the desk shows admins (desk.liveness) every 2 s
+    # (the worker writes one more when it is ready: the heartbeat must move on from that).
+    beat_at = (
+        "from syndicator.models import Heartbeat; "
+        'print(Heartbeat.objects.filter(name="worker").values_list("beat_at", flat=True).first())'
+    )
+    run.wait_until(lambda: cli(env, "shell", "-c", beat_at).split()[-1] != "None", timeout=30, interval=1)
+    first = cli(env, "shell", "-c", beat_at).split()[-2:]
+    run.wait_until(lambda: cli(env, "shell", "-c", beat_at).split()[-2:] != first, timeout=15, interval=1)
 
     assert run.ctrl_c() == 0, run.log_tail()
     _, alive = psutil.wait_procs(children, timeout=5)

@@ -17,8 +17,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from celeryproject import WhenDue
-from syndicator import clock, dispatch, scheduling
-from syndicator.models import Delivery, DeliveryAttempt, Feed, Target
+from syndicator import clock, digest, dispatch, scheduling
+from syndicator import delivery as deliveries
+from syndicator.models import Delivery, DeliveryAttempt, Digest, Feed, Target
 from tasks.maintenance import sweep_deliveries
 from tasks.watch import schedule_due_feeds
 from tests.conftest import TEST_BROKER_URL
@@ -171,3 +172,22 @@ def test_without_a_shared_cache_the_ticks_run_every_interval(beat: Beat, setting
     beat.advance(60)
 
     assert len(beat.ticks[scheduling.SWEEP]) == 12
+
+
+def test_the_sweep_is_due_when_an_email_digest_is(beat: Beat, settings) -> None:
+    settings.SYNDICATOR_SCHEDULER_MAX_IDLE = 24 * 3600
+    # A daily digest at a minute from now (UTC), made SETTLE seconds after its instant.
+    at = (beat.now + timedelta(minutes=2)).replace(second=0, microsecond=0)
+    target = Target.objects.create(
+        kind="email",
+        name="morning",
+        settings={"host": "127.0.0.1", "port": 25, "from_address": "news@example.org", "mode": "digest",
+                  "digest_at": f"{at:%H:%M}", "timezone": "UTC"},
+    )  # fmt: skip
+    Target.objects.filter(pk=target.pk).update(created_at=beat.now - timedelta(days=1))
+
+    assert deliveries.next_sweep_due(beat.now) == at + timedelta(seconds=digest.SETTLE)
+    beat.advance(200)
+    made = [t for t in beat.ticks[scheduling.SWEEP] if t >= at + timedelta(seconds=digest.SETTLE)]
+    assert made and made[0] <= at + timedelta(seconds=digest.SETTLE + INTERVAL + 0.1)
+    assert Digest.objects.filter(target=target).exists(), "the sweep at its time made the digest"
