@@ -28,7 +28,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -51,7 +50,9 @@ def worker_cpu(pid: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", type=Path, default=HERE.parent, help="the checkout to measure")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--posts", type=int, default=500)
