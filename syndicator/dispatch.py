@@ -74,12 +74,17 @@ def create_auto_deliveries(posts: Iterable[Post]) -> list[Delivery]:
         )
     )
     seen = {post.pk: feeds_seen(post) for post in posts}
-    created = [
-        Delivery.objects.create(post=post, target=target, origin=Delivery.Origin.AUTO)
-        for target in targets
-        for post in posts
-        if (post.pk, target.pk) not in had and target_matches(target, post, seen[post.pk])
-    ]
+    # One INSERT for all of them (PostgreSQL and SQLite ≥ 3.35 return the ids: enqueueing needs
+    # them). The unique (post, target) of automatic deliveries still holds: a pair another
+    # process stored meanwhile fails the INSERT, and with it the caller's transaction, as before.
+    created = Delivery.objects.bulk_create(
+        [
+            Delivery(post=post, target=target, origin=Delivery.Origin.AUTO)
+            for target in targets
+            for post in posts
+            if (post.pk, target.pk) not in had and target_matches(target, post, seen[post.pk])
+        ]
+    )
     enqueue_on_commit(created)
     return created
 

@@ -147,3 +147,21 @@ def test_a_connection_the_database_dropped_between_tasks_is_replaced_by_the_next
     assert delivery.status == "sent" and delivery.attempts == 1
     assert connection.connection.info.backend_pid != pid
     assert "reconnecting" in caplog.text, "the dead connection was not the one the task found"
+
+
+def test_a_polls_deliveries_are_one_insert(delivery, django_capture_on_commit_callbacks):
+    """create_auto_deliveries stores every (post, target) pair of a poll in one INSERT."""
+    from django.db import transaction
+
+    from syndicator.dispatch import create_auto_deliveries
+
+    for n in range(2):
+        Target.objects.create(name=f"out-{n}", kind="outbox", settings={"format": "telegram"})
+    feed = delivery.post.feed
+    with transaction.atomic():
+        posts = [Post.objects.create(feed=feed, guid=f"bulk-{n}", title=f"Story {n}") for n in range(5)]
+        with counted() as count:
+            created = create_auto_deliveries(posts)
+    inserts = [sql for sql in count.statements if sql.startswith('INSERT INTO "syndicator_delivery"')]
+    assert len(created) == 5 * 3 and all(d.pk for d in created)
+    assert len(inserts) == 1, count.report()
