@@ -214,6 +214,27 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
     return durably(lambda: _record_success(delivery, attempt, result, started))
 
 
+def attempt_batch(delivery_ids: list[int], kind: str, *, task_id: str = "", worker: str = "") -> int:
+    """Attempt deliveries of one network one after the other (one task message: dispatch.enqueue);
+    how many were attempted here.
+
+    Each is claimed, sent and recorded exactly as a message of its own would be
+    (attempt_delivery: its claim a compare-and-set, its lease its own). A delivery starts only
+    within the first fifth of the task's time limit; the rest go on as a new message, so the last
+    one started has most of the limit left, as each had with a message of its own, and the batch
+    never outlives the broker's visibility timeout (which would hand it to a second worker). An
+    error stops the batch, as a failed link stopped a chain: the rest are the sweeper's.
+    """
+    budget = settings.CELERY_TASK_TIME_LIMIT / 5
+    began = time.monotonic()
+    for n, delivery_id in enumerate(delivery_ids):
+        if n and time.monotonic() - began > budget:
+            enqueue([(rest, kind) for rest in delivery_ids[n:]])
+            return n
+        attempt_delivery(delivery_id, task_id=task_id, worker=worker)
+    return len(delivery_ids)
+
+
 def _log_attempt(delivery: Delivery, task_id: str, worker: str, *, rendered: str) -> DeliveryAttempt | None:
     """Open the attempt's log row if the claim is still ours (the sweeper may have taken it back).
 

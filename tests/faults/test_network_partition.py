@@ -521,8 +521,9 @@ def test_a_worker_cut_off_inside_a_transaction_does_not_stall_the_sweeper(
         start_worker(concurrency=1, SYNDICATOR_TARGET_ALLOW_PRIVATE=allowed_private())
         # The claim's lease expires with B's attempt committed and nothing holding its row: the
         # sweeper takes it for lost mid-send (uncertain), and A's look-up settles it (Mastodon's:
-        # a re-send under the same Idempotency-Key, posted once), while B is still cut off. Before issue 16.3 B's open
-        # transaction kept the row locked here, and every sweep waited for the link.
+        # a re-send under the same Idempotency-Key, posted once), while B is still cut off.
+        # Before issue 16.3 B's open transaction kept the row locked here, and every sweep
+        # waited for the link.
         wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="sent").exists(), timeout=LEASE + 20)
     finally:
         namespace.restore()  # B commits or rolls back: its locks go, and the sweeper goes on
