@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ import django
 django.setup()
 
 from django.conf import settings  # noqa: E402
-from django.db import close_old_connections  # noqa: E402
+from django.db import close_old_connections, connections  # noqa: E402
 
 from syndicator import scheduling  # noqa: E402
 from syndicator.targets.registry import all_queues, delivery_queues  # noqa: E402
@@ -149,15 +150,28 @@ app.steps["worker"].add(ThreadedBeat)
 
 
 # Celery's Django fixup closes every database connection around every task, so each delivery
-# opened a new PostgreSQL connection (bench/pipeline.py: about half the throughput). Reuse them,
-# and let Django drop one that is unusable or older than CONN_MAX_AGE, as it does per request.
+# opened a new PostgreSQL connection (bench/pipeline.py: about half the throughput). Reuse them.
 app.conf.CELERY_DB_REUSE_MAX = 1000
 
 
 @task_prerun.connect
 @task_postrun.connect
 def _drop_stale_connections(**_: object) -> None:
-    close_old_connections()
+    """Close a connection that had an error, outlived CONN_MAX_AGE or was left outside autocommit.
+
+    Not Django's close_old_connections(): it re-arms CONN_HEALTH_CHECKS, a SELECT 1 before the
+    next task's first query, on every task (issue 16: one statement of each delivery's budget).
+    A connection the database dropped while the worker idled is found out by that first query
+    instead, which reconnects once (recovery.reconnecting); one that failed inside a task is
+    checked and closed here, by Django's own test (close_if_unusable_or_obsolete).
+    """
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None:
+            continue
+        obsolete = connection.close_at is not None and time.monotonic() >= connection.close_at
+        autocommit_left = connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]
+        if connection.errors_occurred or obsolete or autocommit_left:
+            connection.close_if_unusable_or_obsolete()
 
 
 @worker_ready.connect

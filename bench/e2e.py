@@ -34,6 +34,11 @@ def percentile(values: list[float], pct: float) -> float:
 
 def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
     """A real Celery worker consuming every queue, in its own session so we can stop its group."""
+    return start_worker_with(concurrency, log_path)
+
+
+def start_worker_with(concurrency: int, log_path: Path, include: str = "") -> subprocess.Popen[bytes]:
+    """start_worker, also importing the module ``include`` (bench/deliveries.py's no-op task)."""
     from celeryproject import ALL_QUEUES
     from syndicator.broker import die_with_parent
 
@@ -44,6 +49,8 @@ def start_worker(concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--hostname", f"bench-{os.getpid()}@%h",
     ]  # fmt: skip
+    if include:
+        argv += ["--include", include]
     with log_path.open("ab") as log:
         return subprocess.Popen(
             argv,

@@ -26,7 +26,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.functions import Now
 from django.db.models.sql import Query
 
-__all__ = ["Now", "current", "db_now", "injected", "now_expr"]
+__all__ = ["Now", "current", "db_now", "injected", "now_expr", "now_sql"]
 
 # A test's clock (``injected``); None in production: the database's.
 _override: Callable[[], datetime] | None = None
@@ -56,6 +56,12 @@ def current() -> datetime:
 def injected_now() -> datetime | None:
     """The injected clock's time, or None (no query either way)."""
     return _override() if _override is not None else None
+
+
+def now_sql(using: str = DEFAULT_DB_ALIAS) -> str:
+    """The SQL of Django's ``Now()`` on this database, for a statement written out in full."""
+    sql, _ = Query(None).get_compiler(using).compile(Now())
+    return str(sql)
 
 
 def db_now(using: str = DEFAULT_DB_ALIAS) -> datetime:

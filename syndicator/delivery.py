@@ -18,10 +18,12 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -35,7 +37,15 @@ from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API
     resume_target,
     retry,
 )
-from syndicator.delivery_states import TRANSITIONS, Event, move
+from syndicator.delivery_states import (
+    TRANSITIONS,
+    Event,
+    move,
+    move_sql,
+    moved_by,
+    returns_from_update,
+    update_sql,
+)
 from syndicator.dispatch import (  # noqa: F401  (re-exported)
     create_auto_deliveries,
     enqueue,
@@ -61,6 +71,7 @@ from syndicator.recovery import (
     durably,
     look_up_horizon,
     look_ups_given_up,
+    reconnecting,
     settle_lost_sends,
     uncertain_cause,
     uncertain_policy,
@@ -128,26 +139,59 @@ def claim(delivery_id: int, *, now: datetime | None = None, attempts: int | None
     )
 
 
+def claim_number(delivery_id: int) -> int | None:
+    """Claim a due delivery of an active target (as ``claim``) and return the attempt number the
+    claim made, read by the same UPDATE (… RETURNING attempts); None when there was none.
+
+    The number must be the claim's own, not read afterwards: a worker whose claim's answer came
+    late (a partition, a long pause) would read the newer claim the sweeper and another worker
+    made meanwhile, and log its attempt under it (tests/faults/test_network_partition.py). Reading
+    it *before* the claim, and claiming only while it was still that (a compare-and-set), cost a
+    statement per delivery; RETURNING gives the claim's own number in its own statement, and
+    every write after it (the attempt row, the outcome) is still a compare-and-set on it.
+    """
+    if not returns_from_update():  # an SQLite before 3.35: read before, compare-and-set
+        earlier = Delivery.objects.filter(pk=delivery_id).values_list("attempts", flat=True).first()
+        return earlier + 1 if earlier is not None and claim(delivery_id, attempts=earlier) else None
+    at = clock.now_expr()
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
+    active = Q(pk__in=Delivery.objects.filter(ACTIVE_TARGET, pk=delivery_id).values("pk"))
+    sql, params = move_sql(
+        delivery_id,
+        Event.CLAIM,
+        where=due & active,
+        now=at,
+        attempts=F("attempts") + 1,
+        lease_until=at + timedelta(seconds=settings.SYNDICATOR_SEND_LEASE),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {connection.ops.quote_name('attempts')}", params)
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
+
+
 def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -> DeliveryAttempt | None:
     """Claim, render, send and record one delivery (or look an uncertain one up, once).
 
     None when there was nothing to do: already handled, not due, or its target paused.
     """
-    # The claim is attempt `earlier + 1`. Reading the number back after the claim is not the same:
-    # a worker whose claim's answer came late (a partition, a long pause) read the newer claim the
-    # sweeper and another worker had made meanwhile, and logged its attempt under it
-    # (tests/faults/test_network_partition.py).
-    earlier = Delivery.objects.filter(pk=delivery_id).values_list("attempts", flat=True).first()
-    if earlier is None or not claim(delivery_id, attempts=earlier):
-        # The same task message serves a sent post's edit or delete (syndicator/followup.py).
+    # A stale connection (the database restarted while this worker idled) fails the first
+    # statement: reconnect once (recovery.reconnecting) rather than health-check every task.
+    number = reconnecting(lambda: claim_number(delivery_id))
+    if number is None:
+        # The same task message serves a sent post's edit or delete (syndicator/followup.py),
+        # claimed as a send was before: by the count read first (its compare-and-set).
+        earlier = Delivery.objects.filter(pk=delivery_id).values_list("attempts", flat=True).first()
         if earlier is not None and (action := followup.claim(delivery_id, attempts=earlier)):
             return followup.run(delivery_id, action, number=earlier + 1, task_id=task_id, worker=worker)
         if verifying := claim_verification(delivery_id, task_id=task_id, worker=worker):
             return verify_delivery(verifying)
         log.info("delivery %s: nothing to claim (already handled, not due, or target paused)", delivery_id)
         return None
+    # Its own statement, after the claim committed: a claim lost before this read is the sweeper's
+    # to put back in the queue (no attempt row), and this worker then finds a newer number.
     delivery = Delivery.objects.select_related("post__feed", "target").get(pk=delivery_id)
-    if delivery.attempts != earlier + 1:
+    if delivery.attempts != number:
         log.warning("delivery %s: claim taken back before sending; nothing sent", delivery_id)
         return None
     if pacing.held(delivery):  # not yet (spacing, budgets, quiet hours) or too old: moved, nothing sent
@@ -178,60 +222,115 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
     return durably(lambda: _record_success(delivery, attempt, result, started))
 
 
+def attempt_batch(delivery_ids: list[int], kind: str, *, task_id: str = "", worker: str = "") -> int:
+    """Attempt deliveries of one network one after the other (one task message: dispatch.enqueue);
+    how many were attempted here.
+
+    Each is claimed, sent and recorded exactly as a message of its own would be
+    (attempt_delivery: its claim a compare-and-set, its lease its own). A delivery starts only
+    within the first fifth of the task's time limit; the rest go on as a new message, so the last
+    one started has most of the limit left, as each had with a message of its own, and the batch
+    never outlives the broker's visibility timeout (which would hand it to a second worker). An
+    error stops the batch, as a failed link stopped a chain: the rest are the sweeper's.
+    """
+    budget = settings.CELERY_TASK_TIME_LIMIT / 5
+    began = time.monotonic()
+    for n, delivery_id in enumerate(delivery_ids):
+        if n and time.monotonic() - began > budget:
+            enqueue([(rest, kind) for rest in delivery_ids[n:]])
+            return n
+        attempt_delivery(delivery_id, task_id=task_id, worker=worker)
+    return len(delivery_ids)
+
+
 def _log_attempt(delivery: Delivery, task_id: str, worker: str, *, rendered: str) -> DeliveryAttempt | None:
     """Open the attempt's log row if the claim is still ours (the sweeper may have taken it back).
 
     Its start is the database's time: Mastodon's Idempotency-Key hour is counted from it.
+    Renewing the lease locks the row, so this and the sweeper's "lost before sending" update
+    (which needs no attempt row and an expired lease) can never both succeed: on PostgreSQL one
+    statement does both (the renewal a data-modifying WITH, the INSERT from the row it renewed),
+    elsewhere one transaction.
     """
-    now = db_now()
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
-    with transaction.atomic():
-        # Renewing the lease locks the row, so this and the sweeper's "lost before sending" update
-        # (which needs no attempt row and an expired lease) can never both succeed.
-        changes: dict = {"lease_until": now + lease}
-        if rendered:
-            changes["rendered_text"] = rendered
-        mine = Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING, attempts=delivery.attempts)
-        if not mine.update(**changes):
-            log.warning("delivery %s: claim taken back before sending; nothing sent", delivery.pk)
-            return None
-        return DeliveryAttempt.objects.create(
-            delivery=delivery,
-            number=delivery.attempts,
-            worker=worker[:200],
-            task_id=task_id[:200],
-            started_at=now,
-        )
+    attempt = DeliveryAttempt(
+        delivery=delivery, number=delivery.attempts, worker=worker[:200], task_id=task_id[:200]
+    )
+    mine = Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING, attempts=delivery.attempts)
+    if connection.vendor != "postgresql":
+        now = db_now()
+        with transaction.atomic():
+            changes: dict = {"lease_until": now + lease}
+            if rendered:
+                changes["rendered_text"] = rendered
+            if not mine.update(**changes):
+                log.warning("delivery %s: claim taken back before sending; nothing sent", delivery.pk)
+                return None
+            attempt.started_at = now
+            attempt.save(force_insert=True)
+            return attempt
+    changes = {"lease_until": clock.Now() + lease}
+    if rendered:
+        changes["rendered_text"] = rendered
+    renew, params = update_sql(mine, changes)
+    qn = connection.ops.quote_name
+    columns, values, inserted = [], [], []
+    for field in DeliveryAttempt._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(qn(str(field.column)))
+        if field.attname == "delivery_id":
+            values.append(f"renewed.{qn('id')}")
+        elif field.attname == "started_at":
+            values.append(clock.now_sql())
+        else:
+            values.append("%s")
+            inserted.append(field.get_db_prep_save(getattr(attempt, field.attname), connection))
+    table, delivery_table = qn(DeliveryAttempt._meta.db_table), qn(Delivery._meta.db_table)
+    sql = (
+        f"WITH renewed AS ({renew} RETURNING {delivery_table}.{qn('id')}) "
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM renewed "
+        f"RETURNING {qn('id')}, {qn('started_at')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (*params, *inserted))
+        row = cursor.fetchone()
+    if row is None:
+        log.warning("delivery %s: claim taken back before sending; nothing sent", delivery.pk)
+        return None
+    attempt.pk, attempt.started_at = row
+    attempt._state.adding = False
+    return attempt
 
 
 def _record_success(
     delivery: Delivery, attempt: DeliveryAttempt, result: SendResult, started: float, note: str = ""
 ) -> DeliveryAttempt:
     """Log the attempt as sent and the delivery as sent, with the network's id and URL."""
-    now = db_now()
     details = json.dumps(result.details, ensure_ascii=False, default=str) if result.details else ""
     # What the network said beyond the id (photo id, per-recipient counts); how a look-up found it.
-    attempt.message = redact(" ".join(part for part in (note, details) if part))[:5000]
-    _finish_attempt(attempt, Outcome.SENT, started, now)
+    message = redact(" ".join(part for part in (note, details) if part))[:5000]
     # Only while the attempt that asked is the delivery's latest (`uncertain` too: a lease that
     # expired while the network was slow is overtaken by its answer). A late answer from an older
     # attempt stays on its own row: a newer attempt (a send after an admin's retry, a look-up)
     # owns the delivery and records its own outcome.
-    moved = move(
-        delivery.pk,
+    _, moved = _finish_and_move(
+        attempt,
+        {"outcome": Outcome.SENT, "message": message},
+        started,
         Event.SENT,
-        where=Q(attempts=attempt.number),
-        now=now,
-        sent_at=now,
-        external_id=result.external_id[:200],
-        external_url=result.external_url[:2000],
-        sent_details=result.details or {},
-        # The article's version this text was rendered from: a newer one is an edit to follow.
-        source_version=delivery.post.version,
-        last_error="",
-        lease_until=None,
-        next_attempt_at=None,
-        wait_reason="",
+        lambda now: {
+            "sent_at": now,
+            "external_id": result.external_id[:200],
+            "external_url": result.external_url[:2000],
+            "sent_details": result.details or {},
+            # The article's version this text was rendered from: a newer one is an edit to follow.
+            "source_version": delivery.post.version,
+            "last_error": "",
+            "lease_until": None,
+            "next_attempt_at": None,
+            "wait_reason": "",
+        },
     )
     if moved:
         log.info("delivery %s sent to %s %s", delivery.pk, delivery.target.name, redact(result.external_url))
@@ -243,18 +342,73 @@ def _record_success(
     return attempt
 
 
+def _finish_and_move(
+    attempt: DeliveryAttempt,
+    fields: dict[str, Any],
+    started: float,
+    event: Event,
+    changes_at: Callable[[datetime | clock.Now], dict[str, Any]],
+) -> tuple[datetime, int]:
+    """Record the attempt's outcome (``fields``, its duration, finished at the database's "now")
+    and move the delivery by ``event`` while the attempt is its latest; (finished_at, moved).
+
+    ``changes_at(now)``: the move's other columns, given that "now". On PostgreSQL both writes
+    are one statement (a data-modifying WITH), "now" is its STATEMENT_TIMESTAMP() and only the
+    attempt's changed columns are written; elsewhere the time is read first and the two writes
+    are one transaction.
+    """
+    fields = {**fields, "duration_ms": int((time.monotonic() - started) * 1000)}
+    for name, value in fields.items():
+        setattr(attempt, name, value)
+    where = Q(attempts=attempt.number)
+    if connection.vendor != "postgresql":
+        now = db_now()
+        attempt.finished_at = now
+        with transaction.atomic():
+            attempt.save(update_fields=[*fields, "finished_at"])
+            return now, move(attempt.delivery_id, event, where=where, now=now, **changes_at(now))
+    at = clock.Now()
+    finish, finish_params = update_sql(
+        DeliveryAttempt.objects.filter(pk=attempt.pk), {**fields, "finished_at": at}
+    )
+    changes = changes_at(at)
+    moving, moving_params = move_sql(attempt.delivery_id, event, where=where, now=at, **changes)
+    qn = connection.ops.quote_name
+    sql = (
+        f"WITH finished AS ({finish} RETURNING {qn('finished_at')}), moved AS ({moving} RETURNING 1) "
+        f"SELECT (SELECT {qn('finished_at')} FROM finished), (SELECT count(*) FROM moved)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (*finish_params, *moving_params))
+        finished_at, moved = cursor.fetchone()
+    attempt.finished_at = finished_at
+    if moved:
+        moved_by(event, changes)  # a retry's or a look-up's time wakes the scheduler, as move does
+    return finished_at, int(moved)
+
+
 def _finish_attempt(
     attempt: DeliveryAttempt, outcome: str, started: float, now: datetime, exc: Exception | None = None
 ) -> None:
+    fields = ["outcome", "finished_at", "duration_ms"]
     attempt.outcome = outcome
     attempt.finished_at = now
     attempt.duration_ms = int((time.monotonic() - started) * 1000)
     if exc is not None:
-        attempt.error_class = type(exc).__name__
-        attempt.message = redact(str(exc))[:5000]
-        attempt.http_status = getattr(exc, "http_status", None)
-        attempt.retry_after = getattr(exc, "retry_after", None)
-    attempt.save()
+        for name, value in _error_fields(exc).items():
+            setattr(attempt, name, value)
+            fields.append(name)
+    attempt.save(update_fields=fields)
+
+
+def _error_fields(exc: Exception) -> dict[str, Any]:
+    """What an attempt row keeps of the error it ended with."""
+    return {
+        "error_class": type(exc).__name__,
+        "message": redact(str(exc))[:5000],
+        "http_status": getattr(exc, "http_status", None),
+        "retry_after": getattr(exc, "retry_after", None),
+    }
 
 
 def _outcome(exc: DeliveryError) -> str:
@@ -274,11 +428,10 @@ def _record_failure(
 
     The next attempt's due time is the database's time plus the delay (syndicator/clock.py).
     """
-    now = db_now()
     message = redact(f"{type(exc).__name__}: {exc}")
     changes: dict = {"last_error": message[:5000], "lease_until": None, "next_attempt_at": None}
     outcome = _outcome(exc)
-    _finish_attempt(attempt, outcome, started, now, exc)
+    delay: float | None = None
 
     adapter_is_idempotent = getattr(get_adapter(delivery.target), "idempotent", False)
     if isinstance(exc, TargetBroken):
@@ -296,7 +449,7 @@ def _record_failure(
             enqueued_at=None, last_error=f"{message}; {uncertain_policy(delivery.target.kind)}"[:5000]
         )
     else:
-        failures = _failures_in_budget(delivery)
+        failures = _failures_in_budget(delivery, attempt, outcome)
         delay = retry_delay(failures, getattr(exc, "retry_after", None))
         if delay is None:
             event = Event.FAILED
@@ -304,13 +457,18 @@ def _record_failure(
         else:
             event = Event.RETRY_LATER
             changes.update(
-                next_attempt_at=now + timedelta(seconds=delay),
                 enqueued_at=None,
                 wait_reason=Delivery.Wait.RATE_LIMIT if isinstance(exc, RateLimited) else Delivery.Wait.RETRY,
             )
+
+    def changes_at(now: datetime | clock.Now) -> dict[str, Any]:
+        if delay is None:
+            return changes
+        return {**changes, "next_attempt_at": now + timedelta(seconds=delay)}
+
     # `uncertain` too, when this is still its latest attempt: the sweeper marked a slow send lost,
     # and the network's verdict that came after all is better knowledge than "maybe".
-    move(delivery.pk, event, where=Q(attempts=attempt.number), now=now, **changes)
+    now, _ = _finish_and_move(attempt, {"outcome": outcome, **_error_fields(exc)}, started, event, changes_at)
     if outcome in FAILED_OUTCOMES and delivery.target.paused_at is None and not isinstance(exc, TargetBroken):
         pause_if_failing(delivery.target, message, now=now)
     log.warning(
@@ -324,14 +482,18 @@ def _record_failure(
     return attempt
 
 
-def _failures_in_budget(delivery: Delivery) -> int:
-    """Failed attempts that count against max_attempts (rate limits don't; an admin retry resets)."""
-    return (
+def _failures_in_budget(delivery: Delivery, attempt: DeliveryAttempt, outcome: str) -> int:
+    """Failed attempts that count against max_attempts (rate limits don't; an admin retry resets),
+    this one (its outcome not yet written) included."""
+    earlier = (
         DeliveryAttempt.objects.filter(delivery=delivery, number__gt=delivery.budget_start)
+        .exclude(pk=attempt.pk)
         .exclude(outcome__in=(Outcome.RATE_LIMITED, Outcome.SENT))
         .exclude(kind=DeliveryAttempt.Kind.VERDICT)
         .count()
     )
+    counts = outcome not in (Outcome.RATE_LIMITED, Outcome.SENT) and attempt.number > delivery.budget_start
+    return earlier + int(counts)
 
 
 # --- uncertain deliveries ----------------------------------------------------------------------

@@ -14,9 +14,11 @@ import enum
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
+from django.db import connections
 from django.db.models import Q, QuerySet
+from django.db.models.sql import UpdateQuery
 
 from syndicator import scheduling
 from syndicator.clock import Now
@@ -148,6 +150,66 @@ def move(
     the database's clock in the UPDATE itself (syndicator/clock.py: the sweeper and the look-ups
     compare it with their own "now", which is the database's too).
     """
+    queryset, values, label = _moving(rows, event, where, only_from, now, changes)
+    moved = queryset.update(**values)
+    if moved:
+        moved_by(event, values)
+        target = f"delivery {rows}" if isinstance(rows, int) else f"{moved} deliveries"
+        log.debug("%s: %s (%s)", target, label, event)
+    return moved
+
+
+def moved_by(event: Event, changes: dict[str, Any]) -> None:
+    """What follows a move that happened (``move``, or a caller that ran ``move_sql``'s UPDATE):
+    a delivery due at a time of its own (a retry, a wait, a look-up) wakes the scheduler, whose
+    record of the sweep's next due time may be later (syndicator/scheduling.py)."""
+    if changes.get("next_attempt_at") is not None or TRANSITIONS[event].to == Delivery.Status.UNCERTAIN:
+        scheduling.wake_on_commit(scheduling.SWEEP)
+
+
+def move_sql(
+    rows: int | QuerySet[Delivery],
+    event: Event,
+    *,
+    where: Q | None = None,
+    only_from: tuple[str, ...] | None = None,
+    now: datetime | Now | None = None,
+    **changes: Any,
+) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and parameters of ``move``'s UPDATE, not run: for a caller that runs it as part of
+    one statement (a RETURNING clause, a data-modifying WITH on PostgreSQL: delivery.py's claim
+    and its finish), so the statuses still have this one writer and this one table."""
+    queryset, values, _ = _moving(rows, event, where, only_from, now, changes)
+    return update_sql(queryset, values)
+
+
+def update_sql(queryset: QuerySet[Any], values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The UPDATE ``queryset.update(**values)`` would run, compiled by Django for its database."""
+    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))  # chain(klass) returns a klass
+    query.add_update_values(values)
+    compiler = query.get_compiler(queryset.db)
+    # What SQLUpdateCompiler.execute_sql does before as_sql (a filter across a relation becomes
+    # pk IN (…)): the UPDATE it returns is then the one that update() would have run.
+    compiler.pre_sql_setup()
+    sql, params = compiler.as_sql()
+    return sql, tuple(params)
+
+
+def returns_from_update(using: str = "default") -> bool:
+    """Whether the database answers an UPDATE … RETURNING: PostgreSQL, and SQLite from 3.35
+    (https://www.sqlite.org/lang_returning.html); Django's own flag for it on INSERTs is the same."""
+    connection = connections[using]
+    return connection.vendor == "postgresql" or bool(connection.features.can_return_rows_from_bulk_insert)
+
+
+def _moving(
+    rows: int | QuerySet[Delivery],
+    event: Event,
+    where: Q | None,
+    only_from: tuple[str, ...] | None,
+    now: datetime | Now | None,
+    changes: dict[str, Any],
+) -> tuple[QuerySet[Delivery], dict[str, Any], str]:
     transition = TRANSITIONS[event]
     if "status" in changes:
         raise IllegalMove(f"{event}: the status comes from the table, not from the caller")
@@ -161,11 +223,6 @@ def move(
     if where is not None:
         queryset = queryset.filter(where)
     changes.setdefault("updated_at", Now() if now is None else now)
-    moved = queryset.update(status=transition.to, **changes)
-    if moved and (changes.get("next_attempt_at") is not None or transition.to == Delivery.Status.UNCERTAIN):
-        # Due at a time of its own (a retry, a wait, a look-up): the sweep's record may be later.
-        scheduling.wake_on_commit(scheduling.SWEEP)
-    if moved:
-        target = f"delivery {rows}" if isinstance(rows, int) else f"{moved} deliveries"
-        log.debug("%s: %s → %s (%s)", target, "/".join(sources), transition.to, event)
-    return moved
+    # The status first: the UPDATE reads "UPDATE … SET status = …", which people (and the
+    # partition test, waiting for a claim) recognise in pg_stat_activity.
+    return queryset, {"status": transition.to, **changes}, f"{'/'.join(sources)} → {transition.to}"

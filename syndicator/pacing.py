@@ -12,7 +12,7 @@ all worker processes on all machines share it, unlike Celery's per-worker ``rate
   *reserve* a slot: under a per-target Redis lock, the delivery gets the first time that keeps
   every rule, recorded in the target's sorted set of slots (member: the delivery id, so a delivery
   that comes back at its slot finds its reservation). Reservations are made in the order the
-  deliveries are claimed, which is publishing order (one Celery chain per target: dispatch.py);
+  deliveries are claimed, which is publishing order (one batch message per target: dispatch.py);
 - a network's hard limits (``Adapter.pacing.rate_limits``, and the daily budget of the target's
   tier) are sliding windows checked and taken at send time by one Lua script over all the scopes
   (per account, per chat): either every window has room and each records the send, or none does

@@ -361,6 +361,27 @@ def durably(record: Callable[[], T]) -> T:
             pause = min(pause * 2, 5.0)
 
 
+def reconnecting(statement: Callable[[], T]) -> T:
+    """Run a task's first statement; on a connection the database dropped meanwhile, once again
+    on a new one.
+
+    Workers keep their connection between tasks (CELERY_DB_REUSE_MAX, CONN_MAX_AGE) and do not
+    health-check it before each task (that was a SELECT 1 per delivery): the first statement
+    finds a dead one out instead. Running it again is safe for a claim: one that did commit before
+    the connection died is found `sending` by the second try, which claims nothing; the lease
+    then lets the sweeper put it back in the queue (no attempt row: nothing was sent).
+    """
+    try:
+        return statement()
+    except (OperationalError, InterfaceError) as exc:
+        if connection.in_atomic_block:
+            raise
+        log.info("database connection lost since the last task; reconnecting: %s", redact(str(exc)))
+        with contextlib.suppress(DatabaseError):
+            connection.close()
+        return statement()
+
+
 # --- targets that keep failing ------------------------------------------------------------------
 
 

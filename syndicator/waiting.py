@@ -11,8 +11,9 @@ kombu's Redis transport (the broker in every mode: see docs/design.md) keeps a q
 in a Redis list named after the queue (one list per priority step, ``<queue>\\x06\\x16<n>`` for
 the others) and a worker's reserved, unacknowledged ones in the hash ``unacked`` as
 ``[message, exchange, routing key]`` (kombu/transport/redis.py: ``_put``, ``QoS.append``), all
-under the ``global_keyprefix``. A chain (watch.py's ordered deliveries) is one message that
-carries its later links in its body's ``chain``, so those count as waiting too. All is read in
+under the ``global_keyprefix``. A batch (dispatch.enqueue: one target's deliveries, in order)
+is one message that carries all their ids, and so did a chain, its later links in its body's
+``chain``: those count as waiting too. All is read in
 one MULTI, a snapshot. With another transport, or a broker that cannot be read, this says
 "unknown" and the sweeper re-sends as before: a duplicate costs a claim that finds nothing.
 """
@@ -30,7 +31,7 @@ from typing import Any
 from django.db.models import Q
 
 from syndicator.clock import Now
-from syndicator.dispatch import DELIVER_TASK
+from syndicator.dispatch import DELIVER_BATCH_TASK, DELIVER_TASK
 from syndicator.models import Delivery
 from syndicator.redact import redact
 from syndicator.targets.registry import queue_name
@@ -67,8 +68,11 @@ def in_broker(kinds: Iterable[str]) -> tuple[set[int], dict[int, set[int]]] | No
     ready = {pk for messages in queued for raw in messages for pk in _deliveries(raw)}
     held: dict[int, set[int]] = {}
     for raw in reserved:
-        if carried := list(_deliveries(raw)):
-            held.setdefault(carried[0], set()).update(carried)
+        # Keyed by each delivery it carries: the one being sent now is the first of a chain, and
+        # any of a batch (delivery.attempt_batch).
+        carried = list(_deliveries(raw))
+        for pk in carried:
+            held.setdefault(pk, set()).update(carried)
     return ready, held
 
 
@@ -78,12 +82,16 @@ def _deliveries(raw: bytes | str) -> Iterator[int]:
         payload = json.loads(raw)
         if isinstance(payload, list):  # a reserved one: [message, exchange, routing key]
             payload = payload[0]
-        if (payload.get("headers") or {}).get("task") != DELIVER_TASK:
+        task = (payload.get("headers") or {}).get("task")
+        if task not in (DELIVER_TASK, DELIVER_BATCH_TASK):
             return
         body = payload["body"]
         if (payload.get("properties") or {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args, _kwargs, embed = json.loads(body)  # Celery's message protocol 2, JSON (settings)
+        if task == DELIVER_BATCH_TASK:  # (ids, kind): one network's deliveries, in order
+            yield from (int(pk) for pk in args[0])
+            return
         yield int(args[0])
         for link in (embed or {}).get("chain") or []:
             if link.get("task") == DELIVER_TASK:

@@ -169,3 +169,55 @@ def test_a_chain_a_worker_holds_waits_while_it_runs_and_comes_back_when_its_leas
         assert carried(client, key) == Counter({d.pk: 1 for d in [head, *later]})
     finally:
         client.delete(unacked)
+
+
+def test_a_targets_deliveries_are_one_batch_message_whose_ids_count_as_waiting(broker):
+    """dispatch.enqueue sends one target's deliveries as one message (issue 16.3); the sweeper
+    reads every id it carries as waiting, and re-sends none of them."""
+    client, key = broker
+    feed = Feed.objects.create(url="https://news.example/feed", enabled=False)
+    target = Target.objects.create(name="out", kind="outbox", settings={"format": "telegram"})
+    ordered = [
+        Delivery.objects.create(
+            post=Post.objects.create(feed=feed, guid=f"g-{n}", url=f"https://news.example/{n}", title="S"),
+            target=target,
+        )
+        for n in range(5)
+    ]
+    assert deliveries.enqueue([(d.pk, "outbox") for d in ordered]) == 5
+    assert client.llen(key) == 1
+    message = json.loads(client.lindex(key, 0))
+    assert message["headers"]["task"] == "tasks.deliver.deliver_batch"  # not a chain of 5 messages
+    assert list(_deliveries(client.lindex(key, 0))) == [d.pk for d in ordered]  # in publishing order
+    Delivery.objects.update(enqueued_at=db_now())
+
+    counts = sweeps_later(3)
+
+    assert [c["enqueued"] for c in counts] == [0, 0, 0] and client.llen(key) == 1
+    assert carried(client, key) == Counter({d.pk: 1 for d in ordered})
+
+
+def test_a_batch_sends_in_order_and_passes_on_what_it_cannot_start_in_its_time(broker, settings):
+    """delivery.attempt_batch starts a delivery only within a fifth of the task's time limit; the
+    rest go on as one new batch message, in the same order, none sent twice."""
+    client, key = broker
+    feed = Feed.objects.create(url="https://news.example/feed", enabled=False)
+    target = Target.objects.create(name="out", kind="outbox", settings={"format": "telegram"})
+    ordered = [
+        Delivery.objects.create(
+            post=Post.objects.create(feed=feed, guid=f"g-{n}", url=f"https://news.example/{n}", title="S"),
+            target=target,
+        )
+        for n in range(4)
+    ]
+    settings.CELERY_TASK_TIME_LIMIT = 0  # no time for a second delivery: each batch sends one
+
+    assert deliveries.attempt_batch([d.pk for d in ordered], "outbox") == 1
+
+    assert [d.status for d in Delivery.objects.order_by("pk")] == ["sent", "queued", "queued", "queued"]
+    assert client.llen(key) == 1
+    assert list(_deliveries(client.lindex(key, 0))) == [d.pk for d in ordered[1:]]
+    settings.CELERY_TASK_TIME_LIMIT = 120
+    assert deliveries.attempt_batch([d.pk for d in ordered], "outbox") == 4  # the first: nothing to claim
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+    assert set(Delivery.objects.values_list("attempts", flat=True)) == {1}

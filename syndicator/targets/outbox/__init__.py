@@ -128,6 +128,10 @@ class OutboxAdapter(Adapter):
     def _maybe_fail(self, action: str = "send") -> None:
         from syndicator.models import Target
 
+        if not (self.setting("fail") in FAILURES and self.setting("fail_next") > 0):
+            # No fault configured in the target as this delivery read it (with its claim): no
+            # lock, no transaction. The counter is only ever taken under the lock below.
+            return
         with transaction.atomic():
             # no_key: a plain FOR UPDATE waits on every open transaction inserting deliveries for
             # this target (they hold FOR KEY SHARE on it), stalling sends behind a poll.

@@ -1,0 +1,167 @@
+"""What one delivery costs the database: its statements and its commits (issue 16, item 3).
+
+A delivery to a target with no pacing and no fault configured is at most four statements on
+PostgreSQL (docs/delivery-states.md, "The statement budget"): the claim (UPDATE … RETURNING the
+attempt number it made), the read of the delivery with its post, feed and target, the attempt
+row with the lease renewed (one statement), and the outcome with the move (one statement). Each
+write is one autocommit statement, so a commit each: three. Counted here are every statement
+Django's cursors run (execute_wrapper) and the health checks Django runs on the raw connection
+(``is_usable``: CONN_HEALTH_CHECKS' SELECT 1), around a task's start and end as a worker runs
+them (Celery's task_prerun / task_postrun signals, with every receiver connected).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from celery.signals import task_postrun, task_prerun
+from django.db import connection
+
+from syndicator import delivery as deliveries
+from syndicator.models import Delivery, Feed, Post, Target
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # real commits: no test transaction around the delivery
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the budget is PostgreSQL's"),
+]
+
+STATEMENTS, COMMITS = 4, 3  # a delivery sent
+# A transient failure, retried later by the policy: the same four, plus the outbox's injected
+# fault (its lock transaction: SELECT … FOR NO KEY UPDATE, UPDATE; one commit), the failures in
+# the retry budget (a COUNT) and pause_if_failing's look at the target's streak (three reads).
+FAILED_STATEMENTS, FAILED_COMMITS = 10, 4
+
+
+@dataclass
+class Count:
+    statements: list[str] = field(default_factory=list)
+    health_checks: int = 0
+    commits: int = 0  # committed transactions: atomic blocks, and each write outside one
+
+    def report(self) -> str:
+        return "\n".join(self.statements)
+
+
+@contextmanager
+def counted() -> Iterator[Count]:
+    count = Count()
+
+    def spy(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        count.statements.append(sql)
+        writes = not sql.lstrip().upper().startswith("SELECT")
+        if writes and connection.get_autocommit():
+            count.commits += 1
+        return execute(sql, params, many, context)
+
+    real_is_usable, real_commit = connection.is_usable, connection.commit
+
+    def is_usable() -> bool:
+        count.health_checks += 1
+        return real_is_usable()
+
+    def commit() -> None:
+        count.commits += 1
+        real_commit()
+
+    connection.is_usable, connection.commit = is_usable, commit  # type: ignore[method-assign]
+    try:
+        with connection.execute_wrapper(spy):
+            yield count
+    finally:
+        del connection.is_usable, connection.commit
+
+
+def run_as_a_task(delivery_id: int) -> None:
+    """The delivery task's body between the signals a worker sends around every task."""
+
+    class Request:
+        is_eager = False  # a worker's task, not an eager call (Celery's Django fixup acts)
+        id, hostname = "task-1", "celery@test"
+
+    class Sender:
+        request = Request()
+
+    task_prerun.send(sender=Sender, task_id="task-1", task=Sender, args=(delivery_id,), kwargs={})
+    deliveries.attempt_delivery(delivery_id, task_id="task-1", worker="celery@test")
+    task_postrun.send(sender=Sender, task_id="task-1", task=Sender, args=(delivery_id,), kwargs={})
+
+
+@pytest.fixture
+def delivery() -> Iterator[Delivery]:
+    feed = Feed.objects.create(url="https://news.example/feed", language="en")
+    post = Post.objects.create(
+        feed=feed, guid="g-1", url="https://news.example/a", title="A story", language="en"
+    )
+    target = Target.objects.create(name="out", kind="outbox", settings={"format": "telegram"})
+    made = Delivery.objects.create(post=post, target=target)
+    run_as_a_task(  # the connection is open and health-checked once, as a worker's is after start
+        Delivery.objects.create(
+            post=Post.objects.create(feed=feed, guid="g-0", title="Warm"), target=target
+        ).pk
+    )
+    yield made
+
+
+def test_a_sent_delivery_is_four_statements_and_three_commits(delivery):
+    with counted() as count:
+        run_as_a_task(delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and delivery.attempts == 1
+    assert count.health_checks == 0, "a health check (SELECT 1) per task"
+    assert len(count.statements) <= STATEMENTS, count.report()
+    assert count.commits <= COMMITS, count.report()
+    assert count.statements[0].startswith('UPDATE "syndicator_delivery" SET "status" = ')
+
+
+def test_a_failed_delivery_has_its_own_bound(delivery, settings):
+    settings.SYNDICATOR_RETRY = {"backoff": [30], "jitter": 0.0, "max_attempts": 3, "max_delay": 60}
+    failing = {"format": "telegram", "fail": "transient", "fail_next": 1}
+    Target.objects.filter(pk=delivery.target_id).update(settings=failing)
+    with counted() as count:
+        run_as_a_task(delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == "retrying" and delivery.attempts == 1
+    assert count.health_checks == 0
+    assert len(count.statements) <= FAILED_STATEMENTS, count.report()
+    assert count.commits <= FAILED_COMMITS, count.report()
+
+
+def test_a_connection_the_database_dropped_between_tasks_is_replaced_by_the_next_task(delivery, caplog):
+    """No health check before each task: the claim finds a dead connection out and reconnects."""
+    from django.db import connections
+
+    connection.ensure_connection()
+    connection.close_at = None  # kept between tasks, as a worker's is (CONN_MAX_AGE)
+    pid = connection.connection.info.backend_pid
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
+    run_as_a_task(delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == "sent" and delivery.attempts == 1
+    assert connection.connection.info.backend_pid != pid
+    assert "reconnecting" in caplog.text, "the dead connection was not the one the task found"
+
+
+def test_a_polls_deliveries_are_one_insert(delivery, django_capture_on_commit_callbacks):
+    """create_auto_deliveries stores every (post, target) pair of a poll in one INSERT."""
+    from django.db import transaction
+
+    from syndicator.dispatch import create_auto_deliveries
+
+    for n in range(2):
+        Target.objects.create(name=f"out-{n}", kind="outbox", settings={"format": "telegram"})
+    feed = delivery.post.feed
+    with transaction.atomic():
+        posts = [Post.objects.create(feed=feed, guid=f"bulk-{n}", title=f"Story {n}") for n in range(5)]
+        with counted() as count:
+            created = create_auto_deliveries(posts)
+    inserts = [sql for sql in count.statements if sql.startswith('INSERT INTO "syndicator_delivery"')]
+    assert len(created) == 5 * 3 and all(d.pk for d in created)
+    assert len(inserts) == 1, count.report()
