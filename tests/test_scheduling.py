@@ -191,3 +191,25 @@ def test_the_sweep_is_due_when_an_email_digest_is(beat: Beat, settings) -> None:
     made = [t for t in beat.ticks[scheduling.SWEEP] if t >= at + timedelta(seconds=digest.SETTLE)]
     assert made and made[0] <= at + timedelta(seconds=digest.SETTLE + INTERVAL + 0.1)
     assert Digest.objects.filter(target=target).exists(), "the sweep at its time made the digest"
+
+
+def test_a_retry_set_by_a_failed_send_wakes_the_sweep(beat: Beat, settings) -> None:
+    """The outcome is written in one statement on PostgreSQL (delivery._finish_and_move), not by
+    move(): its retry time must wake the sweep all the same, or it waits for MAX_IDLE. (A network
+    that saves nothing on the target: the outbox's own fault counter saves it, which wakes too.)"""
+    from tests.emulators.mastodon import Harness
+
+    settings.SYNDICATOR_SCHEDULER_MAX_IDLE = 3600
+    with Harness() as social:
+        target, post = social.make_target(), demo_post()
+        beat.advance(60)
+        idle_sweeps = len(beat.ticks[scheduling.SWEEP])
+        # Made here and sent by hand: the sweep never enqueued it (an enqueue wakes it too).
+        delivery = Delivery.objects.create(post=post, target=target)
+        social.emulator.fail_next(status=429, json={"error": "Too many requests"})
+
+        deliveries.attempt_delivery(delivery.pk)
+        delivery.refresh_from_db()
+        assert delivery.status == "retrying" and delivery.next_attempt_at is not None
+        beat.advance(5)
+    assert len(beat.ticks[scheduling.SWEEP]) == idle_sweeps + 1, "the retry woke the sweep"
