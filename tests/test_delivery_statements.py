@@ -131,8 +131,12 @@ def test_a_failed_delivery_has_its_own_bound(delivery, settings):
 
 def test_a_connection_the_database_dropped_between_tasks_is_replaced_by_the_next_task(delivery, caplog):
     """No health check before each task: the claim finds a dead connection out and reconnects."""
+    import logging
+
     from django.db import connections
 
+    # Its own level: an earlier test (a worker's or the CLI's logging setup) may have raised it.
+    caplog.set_level(logging.INFO, logger="syndicator.recovery")
     connection.ensure_connection()
     connection.close_at = None  # kept between tasks, as a worker's is (CONN_MAX_AGE)
     pid = connection.connection.info.backend_pid
