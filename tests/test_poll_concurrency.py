@@ -82,7 +82,9 @@ def test_a_slow_host_does_not_delay_the_feeds_of_another(sizes):
 
         assert sorted(r.status for r in reports) == ["ok"] * 19
         fast_seen, slow_seen = arrivals(fast, "/fast"), arrivals(slow, "/slow")
-        assert fast_seen[-1] - started < 0.8, f"the fast site's last feed waited {fast_seen[-1] - started:.2f} s"
+        assert fast_seen[-1] - started < 0.8, (
+            f"the fast site's last feed waited {fast_seen[-1] - started:.2f} s"
+        )
         # Three at a time on the slow site: three waves a second apart.
         waves = [sum(1 for at in slow_seen if lo <= at - slow_seen[0] < lo + 0.9) for lo in (0, 1, 2)]
         assert waves == [3, 3, 3], f"slow site requests per second: {waves}"
@@ -188,4 +190,4 @@ def test_the_tick_sends_each_second_of_due_feeds_as_one_batch_polled_on_time(
     now_batch = [seen[f"/f{n}"] for n in range(3)]
     later_batch = [seen[f"/f{n}"] for n in range(3, 6)]
     assert max(now_batch) < 1.5 and max(now_batch) - min(now_batch) < 0.2
-    assert 2.3 < min(later_batch) and max(later_batch) < 4.0 and max(later_batch) - min(later_batch) < 0.2
+    assert min(later_batch) > 2.3 and max(later_batch) < 4.0 and max(later_batch) - min(later_batch) < 0.2
