@@ -166,6 +166,17 @@ def rss_mb(procs: list[Any]) -> float:
     return total / 2**20
 
 
+def pss_mb(procs: list[Any]) -> float:
+    """Proportional set size, summed: a shared page counts once over the processes sharing it."""
+    import psutil
+
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, AttributeError):
+            total += proc.memory_full_info().pss
+    return total / 2**20
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -248,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         procs = tree(worker.pid)
         cpu_after = cpu_seconds(procs)
         machine_after = psutil.cpu_times()
-        end_rss = rss_mb(procs)
+        end_rss, end_pss = rss_mb(procs), pss_mb(procs)
         time.sleep(args.grace)  # polls of the window's last due feeds that are a little late
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_log", timeout=30) as answer:
             record = json.loads(answer.read())
@@ -298,6 +309,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_per_poll_ms": used / max(polls, 1) * 1000,
         "machine_busy_pct": machine_busy,
         "worker_rss_mb": end_rss,
+        "worker_pss_mb": end_pss,
         "worker_peak_rss_mb": peak_rss,
         "worker_processes": len(procs),
         "connections": record["connections"],
@@ -330,7 +342,8 @@ def main() -> None:
         f"  worker CPU {r['worker_cpu_pct']:.1f}% of the machine ({r['cpu_per_poll_ms']:.1f} ms per poll; "
         f"machine busy {r['machine_busy_pct']:.0f}%, others included); "
         f"worker RSS {r['worker_rss_mb']:.0f} MB "
-        f"in {r['worker_processes']} processes (peak {r['worker_peak_rss_mb']:.0f} MB); "
+        f"in {r['worker_processes']} processes (peak {r['worker_peak_rss_mb']:.0f} MB; "
+        f"PSS {r['worker_pss_mb']:.0f} MB); "
         f"{r['connections']} TCP connections",
         flush=True,
     )

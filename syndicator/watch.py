@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -51,7 +52,9 @@ class PollReport:
     """What one poll did: shown by ``syndicator poll`` and returned to tests."""
 
     feed: Feed
-    status: str  # "ok", "not_modified", "unchanged", "error", "busy" (another poll holds the lease)
+    # "ok", "not_modified", "unchanged", "error", "busy" (another poll holds the lease), "deferred"
+    # (a batch's fetch that did not start in time: due again at once)
+    status: str
     parsed: bool = False
     new_posts: list[Post] = field(default_factory=list)
     deliveries: int = 0
@@ -141,11 +144,15 @@ class _Fetched:
         return self.result
 
 
-def poll_feeds(feed_ids: list[int]) -> list[PollReport]:
+def poll_feeds(feed_ids: list[int], *, start_within: float | None = None) -> list[PollReport]:
     """Poll these feeds at once: their fetches run concurrently in this process's fetch pool
     (syndicator/pollpool.py, a per-host limit), their results are stored here one by one as
     they come in. A feed another poll holds is reported "busy" and not fetched; a failure is
     recorded on its feed and touches no other.
+
+    A fetch not started within start_within seconds (its host's other feeds took that long) is
+    not made: the feed is due again at once, for the next tick, and reported "deferred". So a
+    task ends within its time limit however many feeds one slow site has in it.
     """
     from syndicator import pollpool
 
@@ -166,16 +173,40 @@ def poll_feeds(feed_ids: list[int]) -> list[PollReport]:
     )
     pool = pollpool.shared()
     waiting = {pool.submit(_host_of(feed.url), functools.partial(_fetch_timed, feed)): feed for feed in ours}
+    start_by = None if start_within is None else time.monotonic() + start_within
+    pending = set(waiting)
     try:
-        for future in concurrent.futures.as_completed(waiting):
-            feed = waiting[future]
-            fetched: _Fetched = future.result()  # _fetch_timed never raises
-            reports.append(_record_polled(feed, fetched.started, fetched.unwrap, pushed=feed.pk in pushed))
+        while pending:
+            if start_by is not None and time.monotonic() >= start_by:
+                start_by = None
+                deferred = [waiting[future] for future in pending if future.cancel()]
+                pending = {future for future in pending if not future.cancelled()}
+                reports += _defer(deferred, lease)
+            timeout = None if start_by is None else max(start_by - time.monotonic(), 0)
+            done, pending = concurrent.futures.wait(
+                pending, timeout=timeout, return_when=concurrent.futures.FIRST_COMPLETED
+            )
+            for future in done:
+                feed = waiting[future]
+                fetched: _Fetched = future.result()  # _fetch_timed never raises
+                reports.append(
+                    _record_polled(feed, fetched.started, fetched.unwrap, pushed=feed.pk in pushed)
+                )
     finally:
         for future in waiting:
-            future.cancel()  # only those not started yet: a task ended early (its time limit)
+            future.cancel()  # only those not started yet: the task was stopped (its time limit)
         Feed.objects.filter(pk__in=[feed.pk for feed in ours], polling_until=lease).update(polling_until=None)
     return reports
+
+
+def _defer(feeds_left: list[Feed], lease: datetime) -> list[PollReport]:
+    """Put back feeds whose fetch did not start in time: due now, for the next tick to claim."""
+    if feeds_left:
+        Feed.objects.filter(pk__in=[feed.pk for feed in feeds_left], polling_until=lease).update(
+            polling_until=None, next_poll_at=timezone.now()
+        )
+        log.warning("%d feed polls deferred: their sites' other feeds took the batch's time", len(feeds_left))
+    return [PollReport(feed=feed, status="deferred") for feed in feeds_left]
 
 
 def _host_of(url: str) -> str:

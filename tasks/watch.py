@@ -63,12 +63,14 @@ def poll_feeds(feed_ids: list[int], due_at: float = 0.0) -> int:
         log.warning(
             "%d feed polls start %.0f s after they were due: the feeds worker is behind", len(feed_ids), late
         )
-    reports = watch.poll_feeds(feed_ids)
+    # Fetches start within the soft time limit less one fetch's deadline and a margin to store it.
+    budget = settings.CELERY_TASK_SOFT_TIME_LIMIT - settings.SYNDICATOR_FEED_TIMEOUT - 10
+    reports = watch.poll_feeds(feed_ids, start_within=max(budget, 1.0))
     if websub.enabled():
         for report in reports:
             if report.status in ("ok", "not_modified", "unchanged"):
                 websub.ensure(Feed.objects.get(pk=report.feed.pk))
-    return sum(1 for report in reports if report.status != "busy")
+    return sum(1 for report in reports if report.status not in ("busy", "deferred"))
 
 
 @app.task(name="tasks.watch.poll_feed")

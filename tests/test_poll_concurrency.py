@@ -191,3 +191,24 @@ def test_the_tick_sends_each_second_of_due_feeds_as_one_batch_polled_on_time(
     later_batch = [seen[f"/f{n}"] for n in range(3, 6)]
     assert max(now_batch) < 1.5 and max(now_batch) - min(now_batch) < 0.2
     assert min(later_batch) > 2.3 and max(later_batch) < 4.0 and max(later_batch) - min(later_batch) < 0.2
+
+
+def test_fetches_that_cannot_start_in_time_are_put_back_for_the_next_tick(sizes):
+    sizes.SYNDICATOR_POLL_PER_HOST = 1
+    with FeedServer(host="127.0.0.2") as slow, FeedServer() as other:
+        slow_feeds = polled_feeds(slow, 5, prefix="/slow", delay=0.6)
+        [fine] = polled_feeds(other, 1, prefix="/fine")
+        started = time.monotonic()
+
+        reports = {
+            r.feed.pk: r.status
+            for r in watch.poll_feeds([f.pk for f in [*slow_feeds, fine]], start_within=1.0)
+        }
+        took = time.monotonic() - started
+
+    # One at a time on the slow site: two start within the second, the third would start at 1.2 s.
+    assert [reports[f.pk] for f in slow_feeds] == ["ok", "ok", "deferred", "deferred", "deferred"]
+    assert reports[fine.pk] == "ok"
+    assert took < 2.0 and slow.hits("/slow2") == 0
+    for feed in Feed.objects.filter(pk__in=[f.pk for f in slow_feeds[2:]]):
+        assert feed.polling_until is None and feed.next_poll_at <= timezone.now(), "due again at once"
