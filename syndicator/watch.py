@@ -33,7 +33,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from syndicator import canonical, feedhttp, feeds, followup, rhythm
+from syndicator import canonical, feedhttp, feeds, followup, rhythm, scheduling
 from syndicator.dispatch import create_auto_deliveries
 from syndicator.errors import FeedError
 from syndicator.models import Feed, Post, PushSubscription
@@ -206,6 +206,7 @@ def _defer(feeds_left: list[Feed], lease: datetime) -> list[PollReport]:
             polling_until=None, next_poll_at=timezone.now()
         )
         log.warning("%d feed polls deferred: their sites' other feeds took the batch's time", len(feeds_left))
+        scheduling.wake(scheduling.FEEDS)  # due sooner than the tick recorded
     return [PollReport(feed=feed, status="deferred") for feed in feeds_left]
 
 
