@@ -8,6 +8,9 @@ What a hostile server can do, and what stops it:
   - a slow answer, or one byte a second for ever: one deadline for the whole fetch
     (SYNDICATOR_FEED_TIMEOUT), which closes the socket; a body cut by it is never taken whole;
   - redirect loops (SYNDICATOR_FEED_MAX_REDIRECTS), other schemes, private addresses.
+
+Connections outlive a fetch (``ClientPool``): one client per origin as the feed names it, whose
+connections go to the pinned, checked addresses only (see the class).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import socket
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -93,7 +98,7 @@ class _Deadline:
         self.message = f"timed out: no complete answer within {seconds:g} s"
         self.expires_at = time.monotonic() + seconds
         self.expired = False
-        self._sockets: list[socket.socket] = []
+        self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -112,12 +117,15 @@ class _Deadline:
             self.watch(info.get("return_value"))
 
     def watch(self, stream: Any) -> None:
-        # A pooled connection (caller's client) fires no connect event; its stream is watched once the
-        # response headers are in, from response.extensions["network_stream"].
+        # A pooled connection fires no connect event: a client of ``ClientPool`` reports each stream
+        # it reads or writes (_WatchedStream); another client's once the response headers are in,
+        # from response.extensions["network_stream"].
         sock = stream.get_extra_info("socket") if stream is not None else None
         if sock is not None:
             with self._lock:
-                self._sockets.append(sock)
+                if sock in self._sockets:
+                    return
+                self._sockets.add(sock)
                 if self.expired:
                     self._abort(sock)
 
@@ -136,6 +144,126 @@ class _Deadline:
         self._timer.cancel()
 
 
+# The deadline of the fetch this thread is running: a pooled connection's stream reports itself to
+# it (one fetch at a time per thread; the feeds worker runs many threads).
+_running = threading.local()
+
+
+class _WatchedStream(httpcore.NetworkStream):
+    """A connection's stream that puts its socket under the deadline of whichever fetch uses it,
+    so a pooled connection that stalls before the headers is cut at the deadline as a new one is."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def _watched(self) -> None:
+        deadline = getattr(_running, "deadline", None)
+        if deadline is not None:
+            deadline.watch(self._stream)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        self._watched()
+        return self._stream.read(max_bytes, timeout)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._watched()
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _WatchedStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _WatchedBackend(httpcore.SyncBackend):
+    def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _WatchedStream(super().connect_tcp(*args, **kwargs))
+
+
+class ClientPool:
+    """HTTP clients that outlive a fetch, so polls of one site reuse its connections (keep-alive,
+    no new TCP and TLS handshake per poll).
+
+    One client per origin as the feed URL names it (scheme, host name, port), each with at most
+    ``per_host`` connections. Requests go to the pinned address ``netguard.check`` passed, so a
+    client's pool keys its connections by that address: a connection is only ever reused for an
+    address the current fetch checked, and a host whose DNS answer changes is checked again and
+    gets a connection to its new address (or a refusal). One client per host name, not one for
+    all: two sites on one address must not share a TLS connection whose certificate was checked
+    for the other's name (the server name is sent once, when the connection is made).
+    """
+
+    def __init__(self, *, per_host: int = 6, max_hosts: int = 256, keepalive: float = 60.0) -> None:
+        self.per_host = per_host
+        self.max_hosts = max_hosts
+        self.keepalive = keepalive
+        self._clients: OrderedDict[tuple[str, str, int | None], httpx.Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def client(self, url: httpx.URL) -> httpx.Client:
+        """The client for url's origin, made on first use; the least recently used is closed past
+        max_hosts (its idle connections with it)."""
+        key = (url.scheme, url.host.lower().rstrip("."), url.port)
+        evicted = None
+        with self._lock:
+            found = self._clients.get(key)
+            if found is not None:
+                self._clients.move_to_end(key)
+                return found
+            found = self._clients[key] = self._new_client()
+            if len(self._clients) > self.max_hosts:
+                _, evicted = self._clients.popitem(last=False)
+        if evicted is not None:
+            evicted.close()
+        return found
+
+    def _new_client(self) -> httpx.Client:
+        limits = httpx.Limits(
+            max_connections=self.per_host,
+            max_keepalive_connections=self.per_host,
+            keepalive_expiry=self.keepalive,
+        )
+        transport = httpx.HTTPTransport(verify=ssl_context(), limits=limits)
+        # httpx (0.28) takes no network backend: the pool is made again as HTTPTransport makes it,
+        # with the backend that puts every stream under the running fetch's deadline.
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_WatchedBackend(),
+        )
+        return httpx.Client(follow_redirects=False, transport=transport)
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+
+_shared_pool: ClientPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool() -> ClientPool:
+    """This process's ClientPool (per-host connections: SYNDICATOR_POLL_PER_HOST)."""
+    global _shared_pool
+    per_host = max(int(_setting("SYNDICATOR_POLL_PER_HOST", 6)), 1)
+    with _shared_lock:
+        if _shared_pool is None or _shared_pool.per_host != per_host:
+            # A changed setting (tests) makes a new pool; the old one's clients close when unused.
+            _shared_pool = ClientPool(per_host=per_host)
+        return _shared_pool
+
+
 def fetch(
     url: str,
     *,
@@ -147,9 +275,13 @@ def fetch(
     max_redirects: int | None = None,
     allow_private: str | Sequence[str] | None = None,
     client: httpx.Client | None = None,
+    pool: ClientPool | None = None,
 ) -> FetchResult:
     """Fetch a feed with a conditional GET, within a size cap and a wall-clock deadline, from
-    public addresses only, or private ones in allow_private (see syndicator.netguard)."""
+    public addresses only, or private ones in allow_private (see syndicator.netguard).
+
+    With pool, each hop goes through the pool's client for its origin (connections reused);
+    with client, through that one; else through a client made for this fetch."""
     timeout = float(_setting("SYNDICATOR_FEED_TIMEOUT", 20.0) if timeout is None else timeout)
     max_bytes = int(_setting("SYNDICATOR_FEED_MAX_BYTES", 10 << 20) if max_bytes is None else max_bytes)
     max_redirects = int(
@@ -170,10 +302,11 @@ def fetch(
         headers["If-None-Match"] = etag
     if last_modified and last_modified.isascii():
         headers["If-Modified-Since"] = last_modified
-    own_client = client is None
-    if client is None:
+    own_client = client is None and pool is None
+    if own_client:
         client = httpx.Client(follow_redirects=False, timeout=timeout, verify=ssl_context())
     deadline = _Deadline(timeout)
+    _running.deadline = deadline
     try:
         current = url
         for _ in range(max_redirects + 1):
@@ -182,15 +315,19 @@ def fetch(
             target = httpx.URL(current)
             # Redirects are followed here, so every hop's scheme and addresses are checked.
             addresses = netguard.check(target, allowance, timeout=deadline.remaining())
+            hop_client = pool.client(target) if pool is not None else client
+            assert hop_client is not None
             with contextlib.ExitStack() as stack:
-                response = _connect(stack, client, target, addresses, headers, deadline)
+                response = _connect(stack, hop_client, target, addresses, headers, deadline)
                 deadline.watch(response.extensions.get("network_stream"))
                 status = response.status_code
                 if status in _REDIRECT_STATUSES and response.headers.get("location"):
                     current = urljoin(current, response.headers["location"].strip())
+                    _drain(response)
                     continue
                 hints = _hints(response, current)
                 if status == 304:  # a 304 may omit the validators: the ones we sent still hold
+                    _drain(response)
                     kept_etag = response.headers.get("etag", etag)
                     kept_last_modified = response.headers.get("last-modified", last_modified)
                     return FetchResult(
@@ -226,8 +363,9 @@ def fetch(
     except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         raise FeedFetchError(_describe(exc, deadline)) from None
     finally:
+        _running.deadline = None
         deadline.cancel()
-        if own_client:
+        if own_client and client is not None:
             client.close()
 
 
@@ -296,6 +434,17 @@ def post_form(url: str, fields: dict[str, str], *, timeout: float | None = None)
     finally:
         deadline.cancel()
     raise AssertionError("netguard.check returns at least one address")
+
+
+# A body we do not use (a 304 has none; a redirect's is a line or two) is read this far, so its
+# connection goes back to the pool: httpcore closes one whose answer was not read to its end.
+_DRAIN = 64 * 1024
+
+
+def _drain(response: httpx.Response) -> None:
+    """Read an unused body to its end if it is short; a longer one closes its connection."""
+    for _ in _capped(response.iter_raw(), _DRAIN):
+        pass
 
 
 def _capped(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:

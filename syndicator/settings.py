@@ -325,6 +325,15 @@ SYNDICATOR_TARGET_PAUSE_AFTER = {
 SYNDICATOR_RETENTION = int(os.environ.get("SYNDICATOR_RETENTION", 365))
 # A feed poll holds its lease this long; a second poll of the same feed waits it out.
 SYNDICATOR_POLL_LEASE = float(os.environ.get("SYNDICATOR_POLL_LEASE", 120))
+# Fetches in flight per worker process, and per feed host (syndicator/pollpool.py, docs/design.md
+# "Polling many feeds"): a poll waits on the feed's server, so many run at once; 64 keep 10,000
+# feeds at 5 minutes on time up to ~2 s per fetch on average (33 polls/s x 2 s = 66 in flight)
+# in the embedded worker's one process. Six per host, as browsers allow per site: one slow or
+# hostile site never holds more than six, and a site is not hit by more at once.
+SYNDICATOR_POLL_CONCURRENCY = int(os.environ.get("SYNDICATOR_POLL_CONCURRENCY", 64))
+SYNDICATOR_POLL_PER_HOST = int(os.environ.get("SYNDICATOR_POLL_PER_HOST", 6))
+# Feeds per poll_feeds task: the beat tick sends one task per second of due feeds, split at this.
+SYNDICATOR_POLL_BATCH = int(os.environ.get("SYNDICATOR_POLL_BATCH", 200))
 
 SYNDICATOR_FEED_DEFAULT_INTERVAL = int(os.environ.get("SYNDICATOR_FEED_DEFAULT_INTERVAL", 300))
 SYNDICATOR_FEED_MAX_BACKOFF = int(os.environ.get("SYNDICATOR_FEED_MAX_BACKOFF", 6 * 3600))

@@ -5,8 +5,9 @@
         fetch(server.url("/feed"))
         server.set("/feed", "<rss>…</rss>", status=500)
 
-It speaks HTTP/1.1 on 127.0.0.1 (a free port), answers conditional GETs (ETag, Last-Modified),
-compresses with gzip on request, follows no logic of ours, and records every request it sees.
+It speaks HTTP/1.1 on 127.0.0.1 (a free port; another loopback address if asked), answers
+conditional GETs (ETag, Last-Modified), compresses with gzip on request, follows no logic of ours,
+and records every request it sees (when it arrived) and every connection it accepts.
 """
 
 from __future__ import annotations
@@ -40,16 +41,24 @@ class _Answer:
     trickle_headers: bool = False
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: a client opening 20 connections at once would see the
+    # rest wait for a SYN retransmission (1 s), which is the server's limit, not the client's.
+    request_queue_size = 128
+
+
 class FeedServer:
     """ThreadingHTTPServer on 127.0.0.1 in a daemon thread; usable as a context manager."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.base_url = ""
         self.requests: list[dict] = []
+        self.connections = 0  # TCP connections accepted
         self._answers: dict[str, _Answer] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -57,7 +66,7 @@ class FeedServer:
     def start(self) -> FeedServer:
         """Listen on a free loopback port and serve in a daemon thread."""
         self._stopping.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._httpd = _Server((self.host, 0), _make_handler(self))
         self._httpd.daemon_threads = True
         host, port = self._httpd.server_address[:2]
         self.base_url = f"http://{host}:{port}"
@@ -161,9 +170,17 @@ class FeedServer:
         with self._lock:
             return self._answers.get(path) or self._answers.get(path.split("?", 1)[0])
 
-    def _record(self, path: str, method: str, headers: dict[str, str], status: int) -> None:
+    def _record(
+        self, path: str, method: str, headers: dict[str, str], status: int, arrived: float = 0.0
+    ) -> None:
         with self._lock:
-            self.requests.append({"path": path, "method": method, "headers": headers, "status": status})
+            self.requests.append(
+                {"path": path, "method": method, "headers": headers, "status": status, "arrived": arrived}
+            )
+
+    def _connected(self) -> None:
+        with self._lock:
+            self.connections += 1
 
 
 def _matches(requested: str, path: str) -> bool:
@@ -192,6 +209,10 @@ def _make_handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         timeout = 30  # an idle keep-alive connection frees its thread eventually
 
+        def setup(self) -> None:
+            server._connected()
+            super().setup()
+
         def do_GET(self) -> None:
             self._respond(send_body=True)
 
@@ -202,6 +223,7 @@ def _make_handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
             pass  # keep test output clean
 
         def _respond(self, *, send_body: bool) -> None:
+            arrived = time.monotonic()  # before any delay: when the client asked
             headers = {name.lower(): value for name, value in self.headers.items()}
             answer = server._answer_for(self.path)
             if answer is None:
@@ -228,7 +250,7 @@ def _make_handler(server: FeedServer) -> type[BaseHTTPRequestHandler]:
             if answer.trickle:
                 extra["Connection"] = "close"
                 self.close_connection = True
-            server._record(self.path, self.command, headers, status)
+            server._record(self.path, self.command, headers, status, arrived)
             try:
                 phrase = HTTPStatus(status).phrase
             except ValueError:
