@@ -11,8 +11,8 @@ A body pushed by a WebSub hub goes through the same ``_store_body`` as a polled 
 and a poll of the same item store one post and one delivery per target.
 
 The new deliveries of one body go to each target in publishing order, oldest first: per target
-they are sent as one Celery chain, so the next is handed to a worker only once the one before it
-has been attempted, however many worker processes there are.
+they are one task message (a batch, tasks.deliver.deliver_batch), run in order by one worker, so
+the next is attempted only once the one before it has been, however many worker processes there are.
 """
 
 from __future__ import annotations
