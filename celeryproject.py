@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.bin.base import CeleryOption  # a click.Option: click comes with celery
 from celery.schedules import schedstate, schedule
-from celery.signals import beat_init, task_postrun, task_prerun, worker_ready
+from celery.signals import after_setup_logger, beat_init, task_postrun, task_prerun, worker_ready
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "syndicator.settings")
@@ -187,3 +187,35 @@ def _report_at_start(sender: object = None, **_: object) -> None:
         logging.getLogger(__name__).warning("could not record the worker's first heartbeat", exc_info=True)
     finally:
         close_old_connections()
+
+
+class QuietHousekeeping(logging.Filter):
+    """Drops Celery's INFO lines about beat's own housekeeping tasks (sent, received, succeeded).
+
+    Beat sends its heartbeat and WebSub round every 30 s and its ticks when due: at three lines
+    each, a new user's `make run` terminal scrolled with them and the lines about deliveries
+    were lost among them (seen on `make run`). A failure of one (WARNING and up) still shows,
+    and the tasks log what they did themselves when they did something (sweep: N enqueued).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or not record.name.startswith("celery."):
+            return True
+        args = record.args
+        if isinstance(args, dict):  # worker.strategy's "received", app.trace's "succeeded"
+            name = str(args.get("name", ""))
+        elif isinstance(args, tuple) and len(args) == 2:  # beat's "Sending due task %s (%s)"
+            name = str(args[1])
+        else:
+            return True
+        return name not in HOUSEKEEPING
+
+
+HOUSEKEEPING = frozenset(entry["task"] for entry in app.conf.beat_schedule.values())
+
+
+@after_setup_logger.connect
+def _quiet_housekeeping(logger: logging.Logger | None = None, **_: object) -> None:
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, QuietHousekeeping) for f in handler.filters):
+            handler.addFilter(QuietHousekeeping())
