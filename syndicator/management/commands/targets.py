@@ -89,6 +89,36 @@ def target_row(target: Target, counts: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def target_options(sub: CommandParser, *, changing: bool) -> None:
+    """The filters, --set and --secret-env of `targets add` and `targets change` (for change,
+    an option not given is left as it is: default None)."""
+    unset = " ('' for all)" if changing else ""
+    sub.add_argument("--feeds", default=None if changing else "", help=f"only posts of these feed ids{unset}")
+    sub.add_argument(
+        "--languages", default=None if changing else "", help=f"only posts in these languages{unset}"
+    )
+    sub.add_argument(
+        "--categories", default=None if changing else "", help=f"only posts with these categories{unset}"
+    )
+    sub.add_argument(
+        "--set",
+        dest="set_values",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting (repeatable)" + ("; KEY= with no value goes back to its default" if changing else ""),
+    )
+    sub.add_argument(
+        "--secret-env",
+        "--token-env",
+        "--password-env",
+        dest="secret_env",
+        default=None if changing else "",
+        help="NAME of the environment variable holding the token or password (never the secret itself)",
+    )
+
+
 class Command(SyndicatorCommand):
     help = "Add, change, list, remove, pause, resume and check delivery targets."
 
@@ -104,51 +134,10 @@ class Command(SyndicatorCommand):
             metavar="FORMAT",  # argparse would list the choices now, importing every network
             help="the network an outbox imitates (a kind above, not outbox)",
         )
-        add.add_argument("--feeds", default="", help="only posts of these feed ids (comma-separated)")
-        add.add_argument("--languages", default="", help="only posts in these languages, e.g. en,ar")
-        add.add_argument("--categories", default="", help="only posts with one of these categories")
-        add.add_argument(
-            "--set",
-            dest="set_values",
-            action="extend",
-            nargs="+",
-            default=[],
-            metavar="KEY=VALUE",
-            help="an adapter setting (repeatable)",
-        )
-        add.add_argument(
-            "--secret-env",
-            "--token-env",
-            "--password-env",
-            dest="secret_env",
-            default="",
-            help="NAME of the environment variable holding the token or password (never the secret itself)",
-        )
-
+        target_options(add, changing=False)
         change = action("change", "change a target's settings, filters or secret variable")
         change.add_argument("target", metavar="NAME")
-        change.add_argument(
-            "--set",
-            dest="set_values",
-            action="extend",
-            nargs="+",
-            default=[],
-            metavar="KEY=VALUE",
-            help="a setting to change (repeatable); KEY= with no value goes back to its default",
-        )
-        change.add_argument("--feeds", default=None, help="only posts of these feed ids ('' for all feeds)")
-        change.add_argument("--languages", default=None, help="only posts in these languages ('' for all)")
-        change.add_argument(
-            "--categories", default=None, help="only posts with these categories ('' for all)"
-        )
-        change.add_argument(
-            "--secret-env",
-            "--token-env",
-            "--password-env",
-            dest="secret_env",
-            default=None,
-            help="NAME of the environment variable holding the token or password",
-        )
+        target_options(change, changing=True)
 
         listing = action("list", "show targets, their filters and delivery counts")
         listing.add_argument("--json", action="store_true", help="one JSON object per line")
