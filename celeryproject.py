@@ -151,7 +151,8 @@ app.steps["worker"].add(ThreadedBeat)
 
 # Celery's Django fixup closes every database connection around every task, so each delivery
 # opened a new PostgreSQL connection (bench/pipeline.py: about half the throughput). Reuse them.
-app.conf.CELERY_DB_REUSE_MAX = 1000
+WORKER_DB_REUSE_MAX = 1000
+app.conf.CELERY_DB_REUSE_MAX = WORKER_DB_REUSE_MAX
 
 
 @task_prerun.connect

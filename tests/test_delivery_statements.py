@@ -89,6 +89,27 @@ def run_as_a_task(delivery_id: int) -> None:
     task_postrun.send(sender=Sender, task_id="task-1", task=Sender, args=(delivery_id,), kwargs={})
 
 
+@pytest.fixture(autouse=True)
+def workers_reuse_connections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Celery's Django fixup of an earlier test's in-process worker is still connected to the task
+    signals, made with the test app's CELERY_DB_REUSE_MAX = None (tests/conftest.py: no
+    connection kept past a test): it closes every connection around every task. A real worker's
+    fixup reuses them (celeryproject: 1000 tasks); give the leftover fixups that value."""
+    import weakref
+
+    from celery.fixups.django import DjangoWorkerFixup
+
+    from celeryproject import WORKER_DB_REUSE_MAX
+
+    for signal in (task_prerun, task_postrun):
+        for _key, ref in signal.receivers:
+            receiver = ref() if isinstance(ref, weakref.ReferenceType) else ref
+            fixup = getattr(receiver, "__self__", None)
+            if isinstance(fixup, DjangoWorkerFixup):
+                monkeypatch.setattr(fixup, "db_reuse_max", WORKER_DB_REUSE_MAX)
+                monkeypatch.setattr(fixup, "_db_recycles", 0)
+
+
 @pytest.fixture
 def delivery() -> Iterator[Delivery]:
     feed = Feed.objects.create(url="https://news.example/feed", language="en")
