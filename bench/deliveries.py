@@ -1,7 +1,7 @@
 """Deliveries per second against bare Celery no-op tasks: same broker, worker, options and machine.
 
     .venv/bin/python bench/deliveries.py                    # 3 runs, medians and the ratio
-    .venv/bin/python bench/deliveries.py --root /work/main  # the same bench against another checkout
+    .venv/bin/python bench/deliveries.py --root ../baseline  # the same bench against another checkout
 
 Each run, with one real ``celery -A celeryproject worker`` (bench/e2e.py's options; the no-op task
 module is added with ``--include``, nothing else changes):
