@@ -13,6 +13,7 @@ a database that is briefly away) is decided in syndicator/recovery.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -20,11 +21,11 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from syndicator import clock, digest, followup, pacing, recovery, waiting
@@ -40,11 +41,11 @@ from syndicator.decisions import (  # noqa: F401  (re-exported: the delivery API
 from syndicator.delivery_states import (
     TRANSITIONS,
     Event,
+    Sql,
     move,
-    move_sql,
+    move_one_sql,
     moved_by,
-    returns_from_update,
-    update_sql,
+    update_one_sql,
 )
 from syndicator.dispatch import (  # noqa: F401  (re-exported)
     create_auto_deliveries,
@@ -63,7 +64,7 @@ from syndicator.errors import (
     TargetBroken,
     TransientError,
 )
-from syndicator.models import Delivery, DeliveryAttempt
+from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.recovery import (
     FAILED_OUTCOMES,
     claim_verification,
@@ -112,11 +113,14 @@ def retry_delay(
 # --- claim, send, record ------------------------------------------------------------------------
 
 
-def claim(delivery_id: int, *, now: datetime | None = None, attempts: int | None = None) -> bool:
+def claim(
+    delivery_id: int, *, now: datetime | None = None, attempts: int | None = None, **changes: Any
+) -> bool:
     """Atomically move a due delivery of an active target to `sending`; False if there is none.
 
     With ``attempts``, only while the delivery has had that many: the claim is then attempt
-    ``attempts + 1``, known without reading the row back (see attempt_delivery).
+    ``attempts + 1``, known without reading the row back (see _claim_and_log). ``changes``: other
+    columns the claim sets (the rendered text).
 
     Due and the lease are judged by the database's clock, in the UPDATE itself (syndicator/clock.py):
     a worker whose clock is fast must neither take a retry early nor lease past the sweeper's view.
@@ -135,66 +139,86 @@ def claim(delivery_id: int, *, now: datetime | None = None, attempts: int | None
             now=at,
             attempts=F("attempts") + 1,
             lease_until=at + lease,
+            **changes,
         )
     )
 
 
-def claim_number(delivery_id: int) -> int | None:
-    """Claim a due delivery of an active target (as ``claim``) and return the attempt number the
-    claim made, read by the same UPDATE (… RETURNING attempts); None when there was none.
-
-    The number must be the claim's own, not read afterwards: a worker whose claim's answer came
-    late (a partition, a long pause) would read the newer claim the sweeper and another worker
-    made meanwhile, and log its attempt under it (tests/faults/test_network_partition.py). Reading
-    it *before* the claim, and claiming only while it was still that (a compare-and-set), cost a
-    statement per delivery; RETURNING gives the claim's own number in its own statement, and
-    every write after it (the attempt row, the outcome) is still a compare-and-set on it.
-    """
-    if not returns_from_update():  # an SQLite before 3.35: read before, compare-and-set
-        earlier = Delivery.objects.filter(pk=delivery_id).values_list("attempts", flat=True).first()
-        return earlier + 1 if earlier is not None and claim(delivery_id, attempts=earlier) else None
-    at = clock.now_expr()
-    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=at)
-    active = Q(pk__in=Delivery.objects.filter(ACTIVE_TARGET, pk=delivery_id).values("pk"))
-    sql, params = move_sql(
-        delivery_id,
-        Event.CLAIM,
-        where=due & active,
-        now=at,
-        attempts=F("attempts") + 1,
-        lease_until=at + timedelta(seconds=settings.SYNDICATOR_SEND_LEASE),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {connection.ops.quote_name('attempts')}", params)
-        row = cursor.fetchone()
-    return None if row is None else int(row[0])
-
-
 def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -> DeliveryAttempt | None:
-    """Claim, render, send and record one delivery (or look an uncertain one up, once).
+    """Read, pace, render, claim, send and record one delivery (or look an uncertain one up, or
+    follow a sent one's edit or delete, once).
 
-    None when there was nothing to do: already handled, not due, or its target paused.
+    None when there was nothing to do: already handled, not due, its target paused, or held back
+    by pacing.
     """
     # A stale connection (the database restarted while this worker idled) fails the first
     # statement: reconnect once (recovery.reconnecting) rather than health-check every task.
-    number = reconnecting(lambda: claim_number(delivery_id))
-    if number is None:
+    read = reconnecting(lambda: read_for_sending([delivery_id]))
+    if not read:
+        log.info("delivery %s: not found; nothing to do", delivery_id)
+        return None
+    return _attempt(read[0], task_id=task_id, worker=worker)
+
+
+def attempt_batch(delivery_ids: list[int], kind: str, *, task_id: str = "", worker: str = "") -> int:
+    """Attempt deliveries of one network one after the other (one task message: dispatch.enqueue);
+    how many were attempted here.
+
+    They are read in one statement; each is then paced, claimed, sent and recorded exactly as a
+    message of its own would be (attempt_delivery: its claim a compare-and-set on the count read,
+    its lease its own), and one that is not to be sent as read (not due, a follow-up, a look-up)
+    is read again and handled on its own. A delivery starts only within the first fifth of the
+    task's time limit; the rest go on as a new message, so the last one started has most of the
+    limit left, as each had with a message of its own, and the batch never outlives the broker's
+    visibility timeout (which would hand it to a second worker). An error stops the batch, as a
+    failed link stopped a chain: the rest are the sweeper's.
+    """
+    budget = settings.CELERY_TASK_TIME_LIMIT / 5
+    began = time.monotonic()
+    read = {d.pk: d for d in reconnecting(lambda: read_for_sending(delivery_ids))}
+    for n, delivery_id in enumerate(delivery_ids):
+        if n and time.monotonic() - began > budget:
+            enqueue([(rest, kind) for rest in delivery_ids[n:]])
+            return n
+        delivery = read.get(delivery_id)
+        if delivery is not None and _sendable(delivery):
+            _attempt(delivery, task_id=task_id, worker=worker)
+        else:  # as it is now, not as the batch began
+            attempt_delivery(delivery_id, task_id=task_id, worker=worker)
+    return len(delivery_ids)
+
+
+def _sendable(delivery: Delivery) -> bool:
+    """Whether the delivery, as read, is one to claim and send: due, claimable, target active."""
+    target = delivery.target
+    return (
+        delivery.status in CLAIMABLE
+        and getattr(delivery, "due", False)
+        and target.enabled
+        and target.paused_at is None
+    )
+
+
+def _attempt(delivery: Delivery, *, task_id: str, worker: str) -> DeliveryAttempt | None:
+    if not _sendable(delivery):
         # The same task message serves a sent post's edit or delete (syndicator/followup.py),
-        # claimed as a send was before: by the count read first (its compare-and-set).
-        earlier = Delivery.objects.filter(pk=delivery_id).values_list("attempts", flat=True).first()
-        if earlier is not None and (action := followup.claim(delivery_id, attempts=earlier)):
-            return followup.run(delivery_id, action, number=earlier + 1, task_id=task_id, worker=worker)
-        if verifying := claim_verification(delivery_id, task_id=task_id, worker=worker):
+        # claimed by the count read (its compare-and-set), and an uncertain one's look-up.
+        if delivery.status == Status.SENT and (
+            action := followup.claim(delivery.pk, attempts=delivery.attempts)
+        ):
+            return followup.run(
+                delivery.pk, action, number=delivery.attempts + 1, task_id=task_id, worker=worker
+            )
+        if delivery.status == Status.UNCERTAIN and (
+            verifying := claim_verification(delivery.pk, task_id=task_id, worker=worker)
+        ):
             return verify_delivery(verifying)
-        log.info("delivery %s: nothing to claim (already handled, not due, or target paused)", delivery_id)
+        log.info("delivery %s: nothing to claim (already handled, not due, or target paused)", delivery.pk)
         return None
-    # Its own statement, after the claim committed: a claim lost before this read is the sweeper's
-    # to put back in the queue (no attempt row), and this worker then finds a newer number.
-    delivery = Delivery.objects.select_related("post__feed", "target").get(pk=delivery_id)
-    if delivery.attempts != number:
-        log.warning("delivery %s: claim taken back before sending; nothing sent", delivery_id)
-        return None
-    if pacing.held(delivery):  # not yet (spacing, budgets, quiet hours) or too old: moved, nothing sent
+    # Pacing and rendering come before the claim, so the claim and its attempt row can be one
+    # statement (docs/delivery-states.md, "The statement budget"): nothing is claimed that is not
+    # about to be sent, and a claim is never lost "before sending".
+    if pacing.held(delivery):  # not yet (spacing, budgets, quiet hours) or too old: moved, not claimed
         return None
     started = time.monotonic()
     try:
@@ -203,12 +227,12 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
     except Exception as exc:  # nothing was sent, so a rendering bug is safe to call permanent
         error = exc if isinstance(exc, DeliveryError) else PermanentError(f"rendering failed: {exc!r}")
         if error is not exc:
-            log.exception("delivery %s: rendering failed", delivery_id)
-        failed = _log_attempt(delivery, task_id, worker, rendered="")
+            log.exception("delivery %s: rendering failed", delivery.pk)
+        failed = _claim_and_log(delivery, task_id, worker, rendered="")
         return durably(lambda: _record_failure(delivery, failed, error, started)) if failed else None
-    # The attempt row is the mark that a request may leave: the sweeper puts a lost claim without
-    # one back in the queue, and treats one with it as uncertain.
-    attempt = _log_attempt(delivery, task_id, worker, rendered=message.as_log_text())
+    # The attempt row, committed with the claim, is the mark that a request may leave: the
+    # sweeper takes a claim whose lease expired for a send that may have gone (uncertain).
+    attempt = _claim_and_log(delivery, task_id, worker, rendered=message.as_log_text())
     if attempt is None:
         return None
     try:
@@ -217,90 +241,233 @@ def attempt_delivery(delivery_id: int, *, task_id: str = "", worker: str = "") -
         # An unexpected error while sending: the request may have left.
         failure = exc if isinstance(exc, DeliveryError) else OutcomeUnknown(f"unexpected error: {exc!r}")
         if failure is not exc:
-            log.exception("delivery %s: unexpected error while sending", delivery_id)
+            log.exception("delivery %s: unexpected error while sending", delivery.pk)
         return durably(lambda: _record_failure(delivery, attempt, failure, started))
     return durably(lambda: _record_success(delivery, attempt, result, started))
 
 
-def attempt_batch(delivery_ids: list[int], kind: str, *, task_id: str = "", worker: str = "") -> int:
-    """Attempt deliveries of one network one after the other (one task message: dispatch.enqueue);
-    how many were attempted here.
+# --- the statements of a delivery (PostgreSQL's written out: docs/delivery-states.md) -------------
 
-    Each is claimed, sent and recorded exactly as a message of its own would be
-    (attempt_delivery: its claim a compare-and-set, its lease its own). A delivery starts only
-    within the first fifth of the task's time limit; the rest go on as a new message, so the last
-    one started has most of the limit left, as each had with a message of its own, and the batch
-    never outlives the broker's visibility timeout (which would hand it to a second worker). An
-    error stops the batch, as a failed link stopped a chain: the rest are the sweeper's.
+# The read: the delivery with its post, feed and target (what select_related("post__feed",
+# "target") fetches), and whether it is due by the database's clock.
+_READ: tuple[tuple[str, type[Model], str | None, str | None], ...] = (
+    ("d", Delivery, None, None),
+    ("p", Post, "d", "post_id"),  # alias, model, joined from, by that table's column
+    ("f", Feed, "p", "feed_id"),
+    ("t", Target, "d", "target_id"),
+)
+
+
+@functools.cache
+def _read_plan(vendor: str) -> tuple[str, list[tuple[type[Model], list[str], list[tuple[Any, list[Any]]]]]]:
+    """The read's SELECT … FROM … JOIN … (the WHERE added per call) and, per model, its fields'
+    attribute names and their database converters (as Django's compiler applies them)."""
+    qn = connection.ops.quote_name
+    columns: list[str] = []
+    plan: list[tuple[type[Model], list[str], list[tuple[Any, list[Any]]]]] = []
+    joins: list[str] = []
+    for alias, model, parent, relation in _READ:
+        fields = list(model._meta.concrete_fields)
+        columns += [f"{alias}.{qn(str(field.column))}" for field in fields]
+        converters = []
+        for field in fields:
+            col = field.get_col(alias)
+            converters.append([*connection.ops.get_db_converters(col), *col.get_db_converters(connection)])
+        plan.append((model, [field.attname for field in fields], list(zip(fields, converters, strict=True))))
+        if parent is not None and relation is not None:
+            joins.append(
+                f"JOIN {qn(model._meta.db_table)} {alias} ON {alias}.{qn('id')} = {parent}.{qn(relation)}"
+            )
+    sql = f"SELECT {', '.join(columns)}, %s FROM {qn(Delivery._meta.db_table)} d {' '.join(joins)}"
+    return sql, plan
+
+
+def read_for_sending(delivery_ids: list[int]) -> list[Delivery]:
+    """The deliveries with their post, feed and target, in one SELECT; each with ``due``: whether
+    its next attempt is due by the database's clock (or the injected one). Missing ids are left out.
     """
-    budget = settings.CELERY_TASK_TIME_LIMIT / 5
-    began = time.monotonic()
-    for n, delivery_id in enumerate(delivery_ids):
-        if n and time.monotonic() - began > budget:
-            enqueue([(rest, kind) for rest in delivery_ids[n:]])
-            return n
-        attempt_delivery(delivery_id, task_id=task_id, worker=worker)
-    return len(delivery_ids)
+    if not delivery_ids:
+        return []
+    template, plan = _read_plan(connection.vendor)
+    now = _now()
+    qn = connection.ops.quote_name
+    due = f"(d.{qn('next_attempt_at')} IS NULL OR d.{qn('next_attempt_at')} <= {now.text})"
+    sql = template.replace(", %s FROM", f", {due} FROM", 1)
+    sql += f" WHERE d.{qn('id')} IN ({', '.join(['%s'] * len(delivery_ids))})"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, (*now.params, *delivery_ids))
+        rows = cursor.fetchall()
+    found: list[Delivery] = []
+    for row in rows:
+        instances, i = [], 0
+        for model, names, fields in plan:
+            values = []
+            for field, converters in fields:
+                value = row[i]
+                for converter in converters:
+                    value = converter(value, field, connection)
+                values.append(value)
+                i += 1
+            instances.append(model.from_db(connection.alias, names, values))
+        delivery, post, feed, target = cast(tuple[Delivery, Post, Feed, Target], tuple(instances))
+        Post._meta.get_field("feed").set_cached_value(post, feed)
+        Delivery._meta.get_field("post").set_cached_value(delivery, post)
+        Delivery._meta.get_field("target").set_cached_value(delivery, target)
+        delivery.due = bool(row[i])  # type: ignore[attr-defined]  # the read's, not a column
+        found.append(delivery)
+    return found
 
 
-def _log_attempt(delivery: Delivery, task_id: str, worker: str, *, rendered: str) -> DeliveryAttempt | None:
-    """Open the attempt's log row if the claim is still ours (the sweeper may have taken it back).
+@functools.cache
+def _statement_now(vendor: str) -> str:
+    return clock.now_sql()
 
-    Its start is the database's time: Mastodon's Idempotency-Key hour is counted from it.
-    Renewing the lease locks the row, so this and the sweeper's "lost before sending" update
-    (which needs no attempt row and an expired lease) can never both succeed: on PostgreSQL one
-    statement does both (the renewal a data-modifying WITH, the INSERT from the row it renewed),
-    elsewhere one transaction.
+
+def _now() -> Sql:
+    """ "Now" in a written-out statement: the injected clock's time, else the database's."""
+    injected = clock.injected_now()
+    if injected is not None:
+        value = DeliveryAttempt._meta.get_field("started_at").get_db_prep_value(injected, connection)
+        return Sql("%s", (value,))
+    return Sql(_statement_now(connection.vendor))
+
+
+def _claim_and_log(delivery: Delivery, task_id: str, worker: str, *, rendered: str) -> DeliveryAttempt | None:
+    """Claim the delivery as read (a compare-and-set on its status and attempt count, due and its
+    target active by the database's clock) and open the attempt's log row, as one statement on
+    PostgreSQL (a data-modifying WITH: the claim's UPDATE, the INSERT from the row it claimed),
+    elsewhere one transaction; the attempt, or None when it was not ours to claim.
+
+    The attempt's start is the database's time: Mastodon's Idempotency-Key hour is counted from
+    it. A claim answered after half its lease sends nothing (``_give_back_late_claim``).
     """
     lease = timedelta(seconds=settings.SYNDICATOR_SEND_LEASE)
-    attempt = DeliveryAttempt(
-        delivery=delivery, number=delivery.attempts, worker=worker[:200], task_id=task_id[:200]
-    )
-    mine = Delivery.objects.filter(pk=delivery.pk, status=Status.SENDING, attempts=delivery.attempts)
-    if connection.vendor != "postgresql":
-        now = db_now()
-        with transaction.atomic():
-            changes: dict = {"lease_until": now + lease}
-            if rendered:
-                changes["rendered_text"] = rendered
-            if not mine.update(**changes):
-                log.warning("delivery %s: claim taken back before sending; nothing sent", delivery.pk)
-                return None
-            attempt.started_at = now
-            attempt.save(force_insert=True)
-            return attempt
-    changes = {"lease_until": clock.Now() + lease}
+    number = delivery.attempts + 1
+    attempt = DeliveryAttempt(delivery=delivery, number=number, worker=worker[:200], task_id=task_id[:200])
+    asked = time.monotonic()
+    claimed = _claim_and_insert(delivery, attempt, rendered, lease)
+    if not claimed:
+        _not_claimed(delivery)
+        return None
+    delivery.status, delivery.attempts = Status.SENDING, number
     if rendered:
-        changes["rendered_text"] = rendered
-    renew, params = update_sql(mine, changes)
+        delivery.rendered_text = rendered
+    answered = time.monotonic() - asked
+    if answered > settings.SYNDICATOR_SEND_LEASE / 2:
+        _give_back_late_claim(delivery, attempt, answered)
+        return None
+    return attempt
+
+
+def _claim_and_insert(delivery: Delivery, attempt: DeliveryAttempt, rendered: str, lease: timedelta) -> bool:
+    """_claim_and_log's writes: whether the claim was made (and the attempt row inserted)."""
+    if connection.vendor != "postgresql":
+        at = clock.current()
+        with transaction.atomic():
+            changes = {"rendered_text": rendered} if rendered else {}
+            if not claim(delivery.pk, now=at, attempts=delivery.attempts, **changes):
+                return False
+            attempt.started_at = at
+            attempt.save(force_insert=True)
+            return True
     qn = connection.ops.quote_name
-    columns, values, inserted = [], [], []
+    table, delivery_table = qn(DeliveryAttempt._meta.db_table), qn(Delivery._meta.db_table)
+    now = _now()
+    claiming_changes: dict[str, Any] = {
+        "attempts": Sql(f"{delivery_table}.{qn('attempts')} + 1"),
+        "lease_until": now + lease,
+    }
+    if rendered:
+        claiming_changes["rendered_text"] = rendered
+    next_at = f"{delivery_table}.{qn('next_attempt_at')}"
+    target = qn(Target._meta.db_table)
+    conditions = [
+        Sql(f"{delivery_table}.{qn('attempts')} = %s", (delivery.attempts,)),
+        Sql(f"{next_at} IS NULL OR {next_at} <= {now.text}", now.params),
+        Sql(
+            f"EXISTS (SELECT 1 FROM {target} WHERE {target}.{qn('id')} = "
+            f"{delivery_table}.{qn('target_id')} AND {target}.{qn('enabled')} "
+            f"AND {target}.{qn('paused_at')} IS NULL)"
+        ),
+    ]
+    claiming, params = move_one_sql(
+        delivery.pk, Event.CLAIM, now=now, conditions=conditions, **claiming_changes
+    )
+    columns: list[str] = []
+    values: list[str] = []
+    inserted: list[Any] = []
     for field in DeliveryAttempt._meta.concrete_fields:
         if field.primary_key:
             continue
         columns.append(qn(str(field.column)))
         if field.attname == "delivery_id":
-            values.append(f"renewed.{qn('id')}")
+            values.append(f"claimed.{qn('id')}")
         elif field.attname == "started_at":
-            values.append(clock.now_sql())
+            values.append(now.text)
+            inserted.extend(now.params)
         else:
             values.append("%s")
             inserted.append(field.get_db_prep_save(getattr(attempt, field.attname), connection))
-    table, delivery_table = qn(DeliveryAttempt._meta.db_table), qn(Delivery._meta.db_table)
     sql = (
-        f"WITH renewed AS ({renew} RETURNING {delivery_table}.{qn('id')}) "
-        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM renewed "
+        f"WITH claimed AS ({claiming} RETURNING {delivery_table}.{qn('id')}) "
+        f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM claimed "
         f"RETURNING {qn('id')}, {qn('started_at')}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, (*params, *inserted))
         row = cursor.fetchone()
     if row is None:
-        log.warning("delivery %s: claim taken back before sending; nothing sent", delivery.pk)
-        return None
+        return False
     attempt.pk, attempt.started_at = row
     attempt._state.adding = False
-    return attempt
+    return True
+
+
+def _not_claimed(delivery: Delivery) -> None:
+    log.warning(
+        "delivery %s: not claimed, it changed since it was read (another worker's claim, the sweeper "
+        "or a person); nothing sent",
+        delivery.pk,
+    )
+
+
+def _give_back_late_claim(delivery: Delivery, attempt: DeliveryAttempt, answered: float) -> None:
+    """A claim whose answer took more than half its lease (a partition, a long pause) sends
+    nothing: by now the sweeper may have taken it for lost and a look-up or another worker may
+    act on it. What this worker knows, that nothing left, goes on the attempt's row and moves the
+    delivery on by the retry policy, but only while the row is unfinished and the delivery still
+    `sending` under this attempt; otherwise the sweeper's verdict stands (tests/faults/
+    test_network_partition.py, a claim answered into the cut)."""
+    why = (
+        f"the claim was answered after {answered:.1f} s (lease {settings.SYNDICATOR_SEND_LEASE:g} s): "
+        "nothing sent, so that it is never sent twice"
+    )
+    error = TransientError(why)
+    now = clock.current()
+    with transaction.atomic():
+        finished = DeliveryAttempt.objects.filter(pk=attempt.pk, finished_at__isnull=True).update(
+            outcome=Outcome.TRANSIENT,
+            finished_at=now,
+            duration_ms=int(answered * 1000),
+            **_error_fields(error),
+        )
+        if finished:
+            failures = _failures_in_budget(delivery, attempt, Outcome.TRANSIENT)
+            delay = retry_delay(failures)
+            later = {"next_attempt_at": now + timedelta(seconds=delay)} if delay is not None else {}
+            move(
+                delivery.pk,
+                Event.RETRY_LATER if delay is not None else Event.FAILED,
+                where=Q(attempts=attempt.number),
+                only_from=(Status.SENDING,),
+                now=now,
+                lease_until=None,
+                enqueued_at=None,
+                wait_reason=Delivery.Wait.RETRY,
+                last_error=redact(f"TransientError: {why}")[:5000],
+                **later,
+            )
+    log.warning("delivery %s: attempt %s: %s", delivery.pk, attempt.number, why)
 
 
 def _record_success(
@@ -347,7 +514,7 @@ def _finish_and_move(
     fields: dict[str, Any],
     started: float,
     event: Event,
-    changes_at: Callable[[datetime | clock.Now], dict[str, Any]],
+    changes_at: Callable[[datetime | Sql], dict[str, Any]],
 ) -> tuple[datetime, int]:
     """Record the attempt's outcome (``fields``, its duration, finished at the database's "now")
     and move the delivery by ``event`` while the attempt is its latest; (finished_at, moved).
@@ -367,12 +534,13 @@ def _finish_and_move(
         with transaction.atomic():
             attempt.save(update_fields=[*fields, "finished_at"])
             return now, move(attempt.delivery_id, event, where=where, now=now, **changes_at(now))
-    at = clock.Now()
-    finish, finish_params = update_sql(
-        DeliveryAttempt.objects.filter(pk=attempt.pk), {**fields, "finished_at": at}
-    )
+    at = _now()
+    finish, finish_params = update_one_sql(DeliveryAttempt, attempt.pk, {**fields, "finished_at": at})
     changes = changes_at(at)
-    moving, moving_params = move_sql(attempt.delivery_id, event, where=where, now=at, **changes)
+    attempts_now = Sql(f"{connection.ops.quote_name('attempts')} = %s", (attempt.number,))
+    moving, moving_params = move_one_sql(
+        attempt.delivery_id, event, now=at, conditions=[attempts_now], **changes
+    )
     qn = connection.ops.quote_name
     sql = (
         f"WITH finished AS ({finish} RETURNING {qn('finished_at')}), moved AS ({moving} RETURNING 1) "
@@ -461,7 +629,7 @@ def _record_failure(
                 wait_reason=Delivery.Wait.RATE_LIMIT if isinstance(exc, RateLimited) else Delivery.Wait.RETRY,
             )
 
-    def changes_at(now: datetime | clock.Now) -> dict[str, Any]:
+    def changes_at(now: datetime | Sql) -> dict[str, Any]:
         if delay is None:
             return changes
         return {**changes, "next_attempt_at": now + timedelta(seconds=delay)}

@@ -473,7 +473,7 @@ def run(
 def _open_attempt(
     delivery: Delivery, action: str, status: str, task_id: str, worker: str, *, before: str, after: str
 ) -> DeliveryAttempt | None:
-    """The follow-up's attempt row, if the claim is still ours (as delivery._log_attempt)."""
+    """The follow-up's attempt row, if the claim is still ours (as delivery._claim_and_log)."""
     from django.db import transaction
 
     now = db_now()

@@ -1,9 +1,11 @@
 """Pacing: spacing, daily budgets, quiet hours and networks' hard limits, shared by every worker.
 
-Called once per send, right after the claim (delivery.attempt_delivery): ``held`` either lets the
-delivery go, puts it back in the queue with the time it will go and why (Event.WAIT: `queued`,
-``next_attempt_at``, ``wait_reason``; the sweeper re-enqueues it once due), or skips an automatic
-delivery of an article older than the target's ``max_age``. docs/pacing.md is this module in prose.
+Called once per send, on the delivery as the worker read it, right before the claim
+(delivery.attempt_delivery): ``held`` either lets the delivery go, gives it the time it will go and
+why (Event.WAIT: `queued`, ``next_attempt_at``, ``wait_reason``; the sweeper re-enqueues it once
+due), or skips an automatic delivery of an article older than the target's ``max_age``
+(Event.TOO_OLD). Both are compare-and-sets on the attempt count read, so a delivery another
+worker claimed meanwhile is left alone. docs/pacing.md is this module in prose.
 
 The limiter lives in Redis (the embedded default always has one; SYNDICATOR_PACING_REDIS_URL), so
 all worker processes on all machines share it, unlike Celery's per-worker ``rate_limit``:
@@ -12,7 +14,7 @@ all worker processes on all machines share it, unlike Celery's per-worker ``rate
   *reserve* a slot: under a per-target Redis lock, the delivery gets the first time that keeps
   every rule, recorded in the target's sorted set of slots (member: the delivery id, so a delivery
   that comes back at its slot finds its reservation). Reservations are made in the order the
-  deliveries are claimed, which is publishing order (one batch message per target: dispatch.py);
+  deliveries are read, which is publishing order (one batch message per target: dispatch.py);
 - a network's hard limits (``Adapter.pacing.rate_limits``, and the daily budget of the target's
   tier) are sliding windows checked and taken at send time by one Lua script over all the scopes
   (per account, per chat): either every window has room and each records the send, or none does
@@ -158,9 +160,13 @@ def is_breaking(delivery: Delivery, target_rules: Rules) -> bool:
 
 
 def held(delivery: Delivery) -> bool:
-    """Hold a just-claimed delivery back (wait or skip) when it may not go now; False to send it.
+    """Hold a delivery about to be claimed back (wait or skip) when it may not go now; False to
+    send it.
 
-    The delivery is `sending` under this worker's claim; a held one is moved on by one UPDATE.
+    The delivery is as this worker read it (`queued` or `retrying`, due); a held one is moved on by
+    one UPDATE and not claimed. A place taken in a network's window by a delivery whose claim then
+    fails (a duplicate message another worker claimed first) is counted as a send: the limit is
+    kept on the safe side.
     A limiter that cannot be reached lets the delivery go (logged): a Redis restart must not stop
     every channel, and a network's own 429 still holds it (docs/pacing.md).
     """
@@ -255,7 +261,7 @@ def _span(seconds: float) -> str:
 def _skip(delivery: Delivery, why: str) -> bool:
     move(
         delivery.pk,
-        Event.SKIP,
+        Event.TOO_OLD,
         where=Q(attempts=delivery.attempts),
         now=clock.now_expr(),
         last_error=why,
@@ -268,16 +274,12 @@ def _skip(delivery: Delivery, why: str) -> bool:
 
 
 def _wait(delivery: Delivery, until: datetime, reason: str) -> bool:
-    # The claim counted an attempt; nothing was tried, so it is given back (attempt numbers
-    # stay those of real sends and look-ups).
-    from django.db.models import F
-
+    # Not claimed, so no attempt is counted: attempt numbers stay those of real sends and look-ups.
     moved = move(
         delivery.pk,
         Event.WAIT,
         where=Q(attempts=delivery.attempts),
         now=clock.now_expr(),
-        attempts=F("attempts") - 1,
         lease_until=None,
         enqueued_at=None,
         next_attempt_at=until,
@@ -287,7 +289,7 @@ def _wait(delivery: Delivery, until: datetime, reason: str) -> bool:
         "delivery %s to %s waits until %s (%s)", delivery.pk, delivery.target.name, until.isoformat(), reason
     )
     if not moved:
-        log.info("delivery %s: claim taken back before pacing held it", delivery.pk)
+        log.info("delivery %s: changed since it was read (claimed elsewhere); not held", delivery.pk)
     return True
 
 

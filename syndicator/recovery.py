@@ -218,9 +218,9 @@ def settle_lost_sends(now: datetime) -> tuple[int, int]:
     )
     requeued = uncertain = 0
     for pk, kind, number in lost:
-        # The worker logs an attempt before its request leaves (delivery._log_attempt, which also
-        # renews the lease under the row lock): without that row it died between claim and send,
-        # so sending now cannot post twice.
+        # A send's claim and its attempt row are committed together (delivery._claim_and_log): a
+        # claim without the row is one of a worker of an earlier version (during an upgrade) that
+        # died between its claim and its log row, so sending now cannot post twice.
         started = DeliveryAttempt.objects.filter(delivery_id=pk, number=OuterRef("attempts"))
         requeued += move(
             pk,
@@ -367,9 +367,8 @@ def reconnecting(statement: Callable[[], T]) -> T:
 
     Workers keep their connection between tasks (CELERY_DB_REUSE_MAX, CONN_MAX_AGE) and do not
     health-check it before each task (that was a SELECT 1 per delivery): the first statement
-    finds a dead one out instead. Running it again is safe for a claim: one that did commit before
-    the connection died is found `sending` by the second try, which claims nothing; the lease
-    then lets the sweeper put it back in the queue (no attempt row: nothing was sent).
+    finds a dead one out instead. That statement is a read (delivery.read_for_sending), which is
+    safe to run again.
     """
     try:
         return statement()

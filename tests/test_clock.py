@@ -53,9 +53,8 @@ def new_post() -> Post:
 def mid_send(target) -> tuple[Delivery, DeliveryAttempt]:
     """A delivery a live worker has claimed and whose request is out (its attempt row is logged)."""
     delivery = Delivery.objects.create(post=new_post(), target=target)
-    assert deliveries.claim(delivery.pk)
-    delivery.refresh_from_db()
-    attempt = deliveries._log_attempt(delivery, "task-1", "worker-1", rendered="Kits arrive")
+    (delivery,) = deliveries.read_for_sending([delivery.pk])
+    attempt = deliveries._claim_and_log(delivery, "task-1", "worker-1", rendered="Kits arrive")
     assert attempt is not None
     return delivery, attempt
 

@@ -182,9 +182,8 @@ def test_a_late_answer_from_an_older_attempt_never_marks_a_newer_in_flight_attem
         expire_lease(delivery)
         assert deliveries.sweep()["uncertain"] == 1
         assert decisions.retry([Delivery.objects.get(pk=delivery.pk)], by="ada") == 1
-        assert deliveries.claim(delivery.pk)
-        current = Delivery.objects.select_related("post__feed", "target").get(pk=delivery.pk)
-        newer.append(deliveries._log_attempt(current, "t3", "w3", rendered=message.as_log_text()))
+        (current,) = deliveries.read_for_sending([delivery.pk])
+        newer.append(deliveries._claim_and_log(current, "t3", "w3", rendered=message.as_log_text()))
         return SendResult(external_id="late-1", external_url="https://out.example/late-1")
 
     monkeypatch.setattr(OutboxAdapter, "send", slow_first_send)
@@ -221,9 +220,11 @@ def test_a_late_answer_still_settles_its_own_uncertain_delivery(post, box, monke
 
 
 def test_a_skip_leaves_only_a_send_in_flight():
-    """A post the network cannot take (errors.Skipped) ends skipped, only from sending."""
+    """A post the network cannot take (errors.Skipped) ends skipped, only from sending; an article
+    too old for the target's max_age, only from the queue (pacing, before the claim)."""
     from syndicator.delivery_states import TRANSITIONS, Event
 
     assert TRANSITIONS[Event.SKIP].sources == ("sending",)
-    assert TRANSITIONS[Event.SKIP].to == "skipped"
+    assert TRANSITIONS[Event.SKIP].to == TRANSITIONS[Event.TOO_OLD].to == "skipped"
+    assert TRANSITIONS[Event.TOO_OLD].sources == ("queued", "retrying")
     assert not any("skipped" in t.sources for t in TRANSITIONS.values()), "skipped is final"

@@ -3,30 +3,32 @@
 Worker B runs in a network namespace of its own (tests/faults/partition.py) and reaches
 PostgreSQL, the broker and the emulators over a veth pair; worker A runs on the host. B takes
 three deliveries: two whose requests reached the networks and whose answers the networks hold
-(Mastodon, Facebook: lost mid-send), and one it has claimed but not started (lost before
-sending). Then B's cable is pulled. Its leases expire by the database's clock, the sweeper
-settles what it held (the two in flight become uncertain and A looks them up; the claimed one
-goes back to the queue and A sends it) and A delivers new posts meanwhile. When the link is
-back, B's stalled work resumes against claims that are no longer its own: it must change no
-delivery and send nothing; it comes back while A's own send of the claimed one is in flight,
-so only the attempt number tells B's stale claim from A's live one (the same status). Each post
-reaches each network exactly once.
+(Mastodon, Facebook: lost mid-send), and one it has read but not claimed. Then B's cable is
+pulled. Its leases expire by the database's clock, the sweeper settles what it held (the two in
+flight become uncertain and A looks them up; the unclaimed one's message is sent again once
+stranded, and A sends it) and A delivers new posts meanwhile. When the link is back, B's
+stalled work resumes against deliveries that are no longer as it knew them: it must change no
+delivery and send nothing; it comes back while A's own send of the read one is in flight, so
+only the attempt number tells B's stale read from A's live claim. Each post reaches each
+network exactly once.
 
-The claimed-but-not-started delivery is made deterministic with a table lock: B's claim commits,
-and the read that follows it (attempt_delivery loads the delivery with its post and feed) waits
-for an ACCESS EXCLUSIVE lock on the feed table that this test holds; the cable is pulled, then
-the lock released, so B's read is answered into the cut. B holds no transaction open across the
-cut (the claim is one autocommit UPDATE, the read one SELECT).
+The read-but-not-claimed delivery is made deterministic with a table lock: B's read (the
+delivery with its post, feed and target, before pacing, rendering and the claim:
+docs/delivery-states.md, "The statement budget") waits for an ACCESS EXCLUSIVE lock on the feed
+table that this test holds; the cable is pulled, then the lock released, so B's read is answered
+into the cut. B holds no transaction open across the cut (the read is one SELECT).
 
-The second test loses B's claim's own answer in the cut: when it comes, the delivery B reads
-is A's newer claim, which B must not take for its own (delivery.attempt_delivery: the claim is
-a compare-and-set on the attempt number read before it).
+The second test loses B's claim's own answer in the cut (the claim and its attempt row, one
+statement): the server commits it, and the sweeper takes it for lost mid-send once its lease
+expires; A's look-up settles it (Mastodon's: a re-send under the same Idempotency-Key). When
+B's answer comes at last, long after half its lease, B sends nothing and leaves the sweeper's
+verdict on its attempt's row (delivery._give_back_late_claim).
 
-The third test cuts B while it logs its attempt (delivery._log_attempt). That was a transaction
-(the lease UPDATE, then the attempt INSERT) whose row lock the server kept for as long as the cut
-lasted, the sweeper waiting on it (strict xfail); it is one statement on PostgreSQL since issue
-16.3, which the server finishes and commits by itself: B's attempt stands, the sweeper takes the
-send for lost mid-send, and A's look-up settles it, posted once.
+The third test cuts B while its claim waits to insert its attempt row. Before issue 16.3 that
+was a transaction (the lease UPDATE, then the attempt INSERT) whose row lock the server kept for
+as long as the cut lasted, the sweeper waiting on it; it is one statement on PostgreSQL, which
+the server finishes and commits by itself: B's attempt stands, the sweeper takes the send for
+lost mid-send, and A's look-up settles it, posted once.
 
 The fourth cuts a process of ours inside a transaction that holds a row lock (a
 `select_for_update`, as the worker's own transactions may): the server keeps the lock for as
@@ -210,16 +212,6 @@ class TableLock:
         self._thread.join(10)
 
 
-def waiting_for_a_lock() -> int:
-    """Sessions of this database that wait for a lock now."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        return cursor.fetchone()[0]
-
-
 def posted(harness) -> Counter[int]:
     """How many times each post number reached the network."""
     found: Counter[int] = Counter()
@@ -298,9 +290,9 @@ def test_a_worker_cut_off_mid_send_loses_nothing_posts_nothing_twice_and_acts_on
     wait_for(lambda: b.check() or (len(social.sent()), len(page.sent())) == (1, 1), timeout=60)
     assert all(attempts(d) == [(1, "send", "", "wB")] for d in in_flight), [attempts(d) for d in in_flight]
 
-    # 2. Post 2's Mastodon delivery, claimed by B and stopped right after the claim (the feed
-    # table is locked): it will be lost before sending. Not due until the lock is held, so no
-    # worker claims it early.
+    # 2. Post 2's Mastodon delivery, read by B and stopped before its claim (B's read waits for
+    # the locked feed table): never claimed by B. Not due until the lock is held, so no worker
+    # reads it early.
     claimed = Delivery.objects.create(
         post=post(2, auto=False), target=toot, next_attempt_at=db_now() + timedelta(hours=1)
     )
@@ -310,9 +302,7 @@ def test_a_worker_cut_off_mid_send_loses_nothing_posts_nothing_twice_and_acts_on
         wait_for(
             lambda: (
                 b.check()
-                or (
-                    Delivery.objects.filter(pk=claimed.pk, status="sending").exists() and waiting_for_a_lock()
-                )
+                or (Delivery.objects.filter(pk=claimed.pk, status="queued").exists() and read_waiting())
             ),
             timeout=30,
         )
@@ -344,23 +334,25 @@ def test_a_worker_cut_off_mid_send_loses_nothing_posts_nothing_twice_and_acts_on
     wait_for(settled, timeout=60)
     for delivery in in_flight:  # lost mid-send, uncertain, looked up by A: found, not re-posted
         assert attempts(delivery) == [(1, "send", "lost", "wB"), (2, "lookup", "sent", "w1")], delivery.target
-    # Lost before sending: queued again (its claim was attempt 1, with no row), now A's attempt 2.
-    wait_for(lambda: attempts(claimed) == [(2, "send", "", "w1")] and posted(social)[2] == 1, timeout=30)
+    # Never claimed by B: its message, reserved by a worker that sends nothing under a lease, is
+    # the sweeper's to send again once stranded (syndicator/waiting.py); A's claim is attempt 1.
+    wait_for(lambda: attempts(claimed) == [(1, "send", "", "w1")] and posted(social)[2] == 1, timeout=30)
     assert workers(DeliveryAttempt.objects.exclude(delivery__in=in_flight, number=1)) == {"w1"}
     before = snapshot()
 
-    # 5. The link is back: B's stalled tasks resume, each against a claim that is no longer its.
-    # The claimed one finds A's live claim (the same status, a newer attempt): B sends nothing.
+    # 5. The link is back: B's stalled tasks resume, each against a delivery that is no longer as
+    # B knew it. The read one is A's live claim now (a newer attempt count): B's claim, a
+    # compare-and-set on the count B read, takes nothing, and B sends nothing.
     namespace.restore()
     stale = DeliveryAttempt.objects.filter(delivery=claimed, worker__startswith="wB-")
     wait_for(
-        lambda: b.check() or f"delivery {claimed.pk}: claim taken back" in b.log_tail() or stale.exists(),
+        lambda: b.check() or f"delivery {claimed.pk}: not claimed" in b.log_tail() or stale.exists(),
         timeout=60,
     )
     assert snapshot() == before, f"B acted on a claim that is no longer its own: {attempts(claimed)}"
     resent.release()  # A's send of post 2 is answered: sent, under A's attempt
     wait_for(lambda: Delivery.objects.filter(pk=claimed.pk, status="sent").exists(), timeout=30)
-    assert attempts(claimed) == [(2, "send", "sent", "w1")]
+    assert attempts(claimed) == [(1, "send", "sent", "w1")]
     # The late answer and the late "maybe" change no delivery and no attempt of A's.
     before = snapshot()
     late_answer.release()
@@ -405,12 +397,12 @@ def make_post(feed: Feed, number: int, *, auto: bool = True) -> Post:
     return made
 
 
-def test_a_claim_answered_into_the_cut_is_not_mistaken_for_the_newer_claim(
+def test_a_claim_answered_into_the_cut_sends_nothing_and_leaves_the_sweepers_verdict(
     namespace, relay, social, partitioned_worker, start_worker, sweeper, settings
 ):
-    """B's claim commits, and its answer is lost in the cut: the sweeper takes the claim back, A
-    claims and sends. When B's answer arrives at last, the delivery B reads is A's live claim (the
-    same status): B must see that its claim was attempt 1, not 2, and leave it."""
+    """B's claim (with its attempt row) commits, and its answer is lost in the cut: the sweeper
+    takes it for lost mid-send, and A's look-up re-sends under the same Idempotency-Key. When B's
+    answer arrives at last, long past half its lease, B must send nothing and change nothing."""
     settings.SYNDICATOR_TARGET_ALLOW_PRIVATE = allowed_private().split(",")
     host = namespace.host_address
     target = social.make_target(
@@ -422,9 +414,10 @@ def test_a_claim_answered_into_the_cut_is_not_mistaken_for_the_newer_claim(
     )
     b = partitioned_worker(concurrency=1, name="wB")
     wait_for(lambda: b.check() or "ready." in b.log_tail(), timeout=60)
-    # B's claim waits for the target table (its UPDATE reads it: an active target), so it is
-    # answered only once the cable is pulled. The sweeper waits too, meanwhile: the message is ours.
-    lock = TableLock(Target._meta.db_table).take()
+    # B's claim waits for the attempt table (it inserts the attempt row), so it is answered only
+    # once the cable is pulled; B's read, before it, does not touch that table. The sweeper waits
+    # too, meanwhile (it reads the attempt rows): the message is B's.
+    lock = TableLock(DeliveryAttempt._meta.db_table).take()
     try:
         Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)  # due: B's to claim
         deliveries.enqueue([(delivery.pk, "mastodon")])
@@ -432,7 +425,8 @@ def test_a_claim_answered_into_the_cut_is_not_mistaken_for_the_newer_claim(
         namespace.cut()
     finally:
         lock.release()
-    # Lost before sending; queued again, and A's send of it held in flight while B comes back.
+    # Lost mid-send: uncertain, and A's look-up (a re-send under the same key) held in flight
+    # while B comes back.
     in_flight = HeldAnswer(social.emulator, 1)
     try:
         start_worker(
@@ -442,36 +436,52 @@ def test_a_claim_answered_into_the_cut_is_not_mistaken_for_the_newer_claim(
             CELERY_TASK_TIME_LIMIT="120",
         )
         wait_for(
-            lambda: attempts(delivery) == [(2, "send", "", "w1")] and len(social.sent()) == 1, timeout=40
+            lambda: (
+                attempts(delivery) == [(1, "send", "lost", "wB"), (2, "lookup", "", "w1")]
+                and len(social.sent()) == 1
+            ),
+            timeout=40,
         )
         before = snapshot()
         namespace.restore()
         wait_for(lambda: b.check() or re.search(r"succeeded in|raised", b.log_tail(100_000)), timeout=60)
         log = b.log_tail(100_000)
-        assert f"delivery {delivery.pk}: claim taken back before sending" in log, log[-1500:]
-        assert snapshot() == before, "B acted on A's claim"
+        assert f"delivery {delivery.pk}: attempt 1: the claim was answered after" in log, log[-1500:]
+        assert snapshot() == before, "B acted on a claim the sweeper had settled"
     finally:
         in_flight.release()
     wait_for(lambda: Delivery.objects.filter(pk=delivery.pk, status="sent").exists(), timeout=30)
-    assert attempts(delivery) == [(2, "send", "sent", "w1")]
+    assert attempts(delivery) == [(1, "send", "lost", "wB"), (2, "lookup", "sent", "w1")]
     assert posted(social) == Counter({1: 1})
 
 
-def claim_waiting() -> bool:
-    """Whether a worker's claim (the UPDATE to `sending`) waits for a lock now."""
+def read_waiting() -> bool:
+    """Whether a worker's read of a delivery (delivery.read_for_sending) waits for a lock now."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND wait_event_type = 'Lock' AND query LIKE %s",
-            ['UPDATE "syndicator_delivery" SET "status" = \'sending\'%'],
+            # Its start only: pg_stat_activity keeps the first track_activity_query_size bytes (1 kB).
+            ['SELECT d."id", d."post_id", d."target_id", %'],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def claim_waiting() -> bool:
+    """Whether a worker's claim (the UPDATE to `sending` with its attempt row) waits for a lock now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE %s",
+            ['WITH claimed AS (UPDATE "syndicator_delivery" SET "status" = \'sending\'%'],
         )
         return bool(cursor.fetchone()[0])
 
 
 class HeldInsert:
     """An attempt row for (delivery, number) inserted and not committed, by a connection of its own
-    (a thread): a worker logging that attempt (delivery._log_attempt: the lease UPDATE and this
-    INSERT, one statement) waits at the INSERT, the delivery's row locked by its UPDATE."""
+    (a thread): a worker claiming that attempt (delivery._claim_and_insert: the claim's UPDATE and
+    this INSERT, one statement) waits at the INSERT, the delivery's row locked by its UPDATE."""
 
     def __init__(self, delivery: Delivery, number: int) -> None:
         self.delivery, self.number = delivery, number
@@ -514,20 +524,11 @@ def test_a_worker_cut_off_inside_a_transaction_does_not_stall_the_sweeper(
     )
     b = partitioned_worker(concurrency=1, name="wB")
     wait_for(lambda: b.check() or "ready." in b.log_tail(), timeout=60)
-    # B claims it and logs its attempt: the lease UPDATE is done (the row locked), the INSERT waits.
+    # B claims it: the claim's UPDATE is done (the row locked, not yet committed), the INSERT waits.
     insert = HeldInsert(delivery, 1).take()
     try:
         Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=None)  # the sweeper sends it
-        wait_for(
-            lambda: (
-                b.check()
-                or (
-                    Delivery.objects.filter(pk=delivery.pk, status="sending").exists()
-                    and waiting_for_a_lock()
-                )
-            ),
-            timeout=30,
-        )
+        wait_for(lambda: b.check() or claim_waiting(), timeout=30)
         namespace.cut()  # then B's INSERT goes through: the server commits it, B never hears
     finally:
         insert.release()
