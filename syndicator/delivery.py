@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
@@ -262,7 +262,8 @@ _READ: tuple[tuple[str, type[Model], str | None, str | None], ...] = (
 def _read_plan(vendor: str) -> tuple[str, list[tuple[type[Model], list[str], list[tuple[Any, list[Any]]]]]]:
     """The read's SELECT … FROM … JOIN … (the WHERE added per call) and, per model, its fields'
     attribute names and their database converters (as Django's compiler applies them)."""
-    qn = connection.ops.quote_name
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
+    qn = db.ops.quote_name
     columns: list[str] = []
     plan: list[tuple[type[Model], list[str], list[tuple[Any, list[Any]]]]] = []
     joins: list[str] = []
@@ -272,7 +273,7 @@ def _read_plan(vendor: str) -> tuple[str, list[tuple[type[Model], list[str], lis
         converters = []
         for field in fields:
             col = field.get_col(alias)
-            converters.append([*connection.ops.get_db_converters(col), *col.get_db_converters(connection)])
+            converters.append([*db.ops.get_db_converters(col), *col.get_db_converters(db)])
         plan.append((model, [field.attname for field in fields], list(zip(fields, converters, strict=True))))
         if parent is not None and relation is not None:
             joins.append(
@@ -286,15 +287,16 @@ def read_for_sending(delivery_ids: list[int]) -> list[Delivery]:
     """The deliveries with their post, feed and target, in one SELECT; each with ``due``: whether
     its next attempt is due by the database's clock (or the injected one). Missing ids are left out.
     """
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
     if not delivery_ids:
         return []
-    template, plan = _read_plan(connection.vendor)
+    template, plan = _read_plan(db.vendor)
     now = _now()
-    qn = connection.ops.quote_name
+    qn = db.ops.quote_name
     due = f"(d.{qn('next_attempt_at')} IS NULL OR d.{qn('next_attempt_at')} <= {now.text})"
     sql = template.replace(", %s FROM", f", {due} FROM", 1)
     sql += f" WHERE d.{qn('id')} IN ({', '.join(['%s'] * len(delivery_ids))})"
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, (*now.params, *delivery_ids))
         rows = cursor.fetchall()
     found: list[Delivery] = []
@@ -305,10 +307,10 @@ def read_for_sending(delivery_ids: list[int]) -> list[Delivery]:
             for field, converters in fields:
                 value = row[i]
                 for converter in converters:
-                    value = converter(value, field, connection)
+                    value = converter(value, field, db)
                 values.append(value)
                 i += 1
-            instances.append(model.from_db(connection.alias, names, values))
+            instances.append(model.from_db(db.alias, names, values))
         delivery, post, feed, target = cast(tuple[Delivery, Post, Feed, Target], tuple(instances))
         Post._meta.get_field("feed").set_cached_value(post, feed)
         Delivery._meta.get_field("post").set_cached_value(delivery, post)
@@ -325,11 +327,12 @@ def _statement_now(vendor: str) -> str:
 
 def _now() -> Sql:
     """ "Now" in a written-out statement: the injected clock's time, else the database's."""
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
     injected = clock.injected_now()
     if injected is not None:
-        value = DeliveryAttempt._meta.get_field("started_at").get_db_prep_value(injected, connection)
+        value = DeliveryAttempt._meta.get_field("started_at").get_db_prep_value(injected, db)
         return Sql("%s", (value,))
-    return Sql(_statement_now(connection.vendor))
+    return Sql(_statement_now(db.vendor))
 
 
 def _claim_and_log(delivery: Delivery, task_id: str, worker: str, *, rendered: str) -> DeliveryAttempt | None:
@@ -361,7 +364,8 @@ def _claim_and_log(delivery: Delivery, task_id: str, worker: str, *, rendered: s
 
 def _claim_and_insert(delivery: Delivery, attempt: DeliveryAttempt, rendered: str, lease: timedelta) -> bool:
     """_claim_and_log's writes: whether the claim was made (and the attempt row inserted)."""
-    if connection.vendor != "postgresql":
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
+    if db.vendor != "postgresql":
         at = clock.current()
         with transaction.atomic():
             changes = {"rendered_text": rendered} if rendered else {}
@@ -370,7 +374,7 @@ def _claim_and_insert(delivery: Delivery, attempt: DeliveryAttempt, rendered: st
             attempt.started_at = at
             attempt.save(force_insert=True)
             return True
-    qn = connection.ops.quote_name
+    qn = db.ops.quote_name
     table, delivery_table = qn(DeliveryAttempt._meta.db_table), qn(Delivery._meta.db_table)
     now = _now()
     claiming_changes: dict[str, Any] = {
@@ -407,13 +411,13 @@ def _claim_and_insert(delivery: Delivery, attempt: DeliveryAttempt, rendered: st
             inserted.extend(now.params)
         else:
             values.append("%s")
-            inserted.append(field.get_db_prep_save(getattr(attempt, field.attname), connection))
+            inserted.append(field.get_db_prep_save(getattr(attempt, field.attname), db))
     sql = (
         f"WITH claimed AS ({claiming} RETURNING {delivery_table}.{qn('id')}) "
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(values)} FROM claimed "
         f"RETURNING {qn('id')}, {qn('started_at')}"
     )
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, (*params, *inserted))
         row = cursor.fetchone()
     if row is None:
@@ -524,11 +528,12 @@ def _finish_and_move(
     attempt's changed columns are written; elsewhere the time is read first and the two writes
     are one transaction.
     """
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
     fields = {**fields, "duration_ms": int((time.monotonic() - started) * 1000)}
     for name, value in fields.items():
         setattr(attempt, name, value)
     where = Q(attempts=attempt.number)
-    if connection.vendor != "postgresql":
+    if db.vendor != "postgresql":
         now = db_now()
         attempt.finished_at = now
         with transaction.atomic():
@@ -537,16 +542,16 @@ def _finish_and_move(
     at = _now()
     finish, finish_params = update_one_sql(DeliveryAttempt, attempt.pk, {**fields, "finished_at": at})
     changes = changes_at(at)
-    attempts_now = Sql(f"{connection.ops.quote_name('attempts')} = %s", (attempt.number,))
+    attempts_now = Sql(f"{db.ops.quote_name('attempts')} = %s", (attempt.number,))
     moving, moving_params = move_one_sql(
         attempt.delivery_id, event, now=at, conditions=[attempts_now], **changes
     )
-    qn = connection.ops.quote_name
+    qn = db.ops.quote_name
     sql = (
         f"WITH finished AS ({finish} RETURNING {qn('finished_at')}), moved AS ({moving} RETURNING 1) "
         f"SELECT (SELECT {qn('finished_at')} FROM finished), (SELECT count(*) FROM moved)"
     )
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql, (*finish_params, *moving_params))
         finished_at, moved = cursor.fetchone()
     attempt.finished_at = finished_at

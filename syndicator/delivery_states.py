@@ -208,7 +208,9 @@ def update_one_sql(
     where compiling a filtered UPDATE cost about a millisecond of the worker's CPU each (issue
     16.3). A value that is an ``Sql`` is written as given; any other is prepared by its field, as
     the ORM prepares it (``get_db_prep_save``)."""
-    from django.db import connection
+    from django.db import DEFAULT_DB_ALIAS, connections
+
+    connection = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
 
     qn = connection.ops.quote_name
     table = qn(model._meta.db_table)
