@@ -455,27 +455,26 @@ def test_a_claim_answered_into_the_cut_sends_nothing_and_leaves_the_sweepers_ver
     assert posted(social) == Counter({1: 1})
 
 
-def read_waiting() -> bool:
-    """Whether a worker's read of a delivery (delivery.read_for_sending) waits for a lock now."""
+def waiting_for_a_lock(statement_start: str) -> bool:
+    """Whether a session runs a statement that starts so and waits for a lock now (only its start:
+    pg_stat_activity keeps the first track_activity_query_size bytes, 1 kB)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND wait_event_type = 'Lock' AND query LIKE %s",
-            # Its start only: pg_stat_activity keeps the first track_activity_query_size bytes (1 kB).
-            ['SELECT d."id", d."post_id", d."target_id", %'],
+            [statement_start + "%"],
         )
         return bool(cursor.fetchone()[0])
+
+
+def read_waiting() -> bool:
+    """Whether a worker's read of a delivery (delivery.read_for_sending) waits for a lock now."""
+    return waiting_for_a_lock('SELECT d."id", d."post_id", d."target_id", ')
 
 
 def claim_waiting() -> bool:
     """Whether a worker's claim (the UPDATE to `sending` with its attempt row) waits for a lock now."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND query LIKE %s",
-            ['WITH claimed AS (UPDATE "syndicator_delivery" SET "status" = \'sending\'%'],
-        )
-        return bool(cursor.fetchone()[0])
+    return waiting_for_a_lock('WITH claimed AS (UPDATE "syndicator_delivery" SET "status" = \'sending\'')
 
 
 class HeldInsert:

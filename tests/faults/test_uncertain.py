@@ -15,6 +15,7 @@ from django.db import OperationalError, connection
 from django.utils import timezone
 
 from syndicator import delivery as deliveries
+from syndicator.delivery_states import Event, move
 from syndicator.models import Delivery, DeliveryAttempt, Feed, Post, Target
 from syndicator.targets.outbox import OutboxAdapter
 from tests.emulators import bluesky, mastodon, telegram
@@ -216,14 +217,17 @@ def test_a_claim_lost_before_its_request_left_is_queued_again_not_uncertain(post
     assert deliveries.attempt_delivery(d.pk).outcome == "sent"
 
 
-def test_a_claim_the_sweeper_took_back_is_never_sent(post, monkeypatch):
+def test_a_delivery_claimed_elsewhere_while_this_worker_rendered_is_never_sent(post, monkeypatch):
     d = outbox_delivery(post)
     render, sends = OutboxAdapter.render, []
 
     def render_too_slowly(self, delivery):
-        # The worker stalls past its lease between claim and send; the sweeper takes the claim back.
-        expire_lease(delivery)
-        deliveries.sweep()
+        # The worker stalls between its read and its claim; meanwhile another worker claims it
+        # (the sweeper re-sent its message, taken for lost) and fails transiently: `retrying` and
+        # due again, as when this worker read it, but one attempt on. This worker's claim, a
+        # compare-and-set on the attempt count it read, must take nothing.
+        assert deliveries.claim(delivery.pk)
+        assert move(delivery.pk, Event.RETRY_LATER, lease_until=None, next_attempt_at=None)
         return render(self, delivery)
 
     monkeypatch.setattr(OutboxAdapter, "render", render_too_slowly)
@@ -232,7 +236,7 @@ def test_a_claim_the_sweeper_took_back_is_never_sent(post, monkeypatch):
     assert deliveries.attempt_delivery(d.pk) is None
 
     d.refresh_from_db()
-    assert sends == [] and d.status == "queued" and not d.attempt_log.exists()
+    assert sends == [] and (d.status, d.attempts) == ("retrying", 1) and not d.attempt_log.exists()
 
 
 @pytest.mark.django_db(transaction=True)
