@@ -259,9 +259,12 @@ _READ: tuple[tuple[str, type[Model], str | None, str | None], ...] = (
 
 
 @functools.cache
-def _read_plan(vendor: str) -> tuple[str, list[tuple[type[Model], list[str], list[tuple[Any, list[Any]]]]]]:
-    """The read's SELECT … FROM … JOIN … (the WHERE added per call) and, per model, its fields'
-    attribute names and their database converters (as Django's compiler applies them)."""
+def _read_plan(
+    vendor: str,
+) -> tuple[str, str, list[tuple[type[Model], list[str], list[tuple[Any, list[Any]]]]]]:
+    """The read's SELECT <columns> and FROM … JOIN … (the due column and the WHERE added per call)
+    and, per model, its fields' attribute names and their database converters (as Django's
+    compiler applies them)."""
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
     qn = db.ops.quote_name
     columns: list[str] = []
@@ -279,8 +282,8 @@ def _read_plan(vendor: str) -> tuple[str, list[tuple[type[Model], list[str], lis
             joins.append(
                 f"JOIN {qn(model._meta.db_table)} {alias} ON {alias}.{qn('id')} = {parent}.{qn(relation)}"
             )
-    sql = f"SELECT {', '.join(columns)}, %s FROM {qn(Delivery._meta.db_table)} d {' '.join(joins)}"
-    return sql, plan
+    # The columns, then (added per call) whether it is due, then the tables.
+    return f"SELECT {', '.join(columns)}", f"FROM {qn(Delivery._meta.db_table)} d {' '.join(joins)}", plan
 
 
 def read_for_sending(delivery_ids: list[int]) -> list[Delivery]:
@@ -290,14 +293,13 @@ def read_for_sending(delivery_ids: list[int]) -> list[Delivery]:
     db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
     if not delivery_ids:
         return []
-    template, plan = _read_plan(db.vendor)
+    select, tables, plan = _read_plan(db.vendor)
     now = _now()
     qn = db.ops.quote_name
-    due = f"(d.{qn('next_attempt_at')} IS NULL OR d.{qn('next_attempt_at')} <= {now.text})"
-    sql = template.replace(", %s FROM", f", {due} FROM", 1)
-    sql += f" WHERE d.{qn('id')} IN ({', '.join(['%s'] * len(delivery_ids))})"
+    due = _due(f"d.{qn('next_attempt_at')}", now)
+    sql = f"{select}, ({due.text}) {tables} WHERE d.{qn('id')} IN ({', '.join(['%s'] * len(delivery_ids))})"
     with db.cursor() as cursor:
-        cursor.execute(sql, (*now.params, *delivery_ids))
+        cursor.execute(sql, (*due.params, *delivery_ids))
         rows = cursor.fetchall()
     found: list[Delivery] = []
     for row in rows:
@@ -318,6 +320,11 @@ def read_for_sending(delivery_ids: list[int]) -> list[Delivery]:
         delivery.due = bool(row[i])  # type: ignore[attr-defined]  # the read's, not a column
         found.append(delivery)
     return found
+
+
+def _due(next_attempt_at: str, now: Sql) -> Sql:
+    """A delivery's next attempt is due at ``now`` (none set: due), as claim() judges it."""
+    return Sql(f"{next_attempt_at} IS NULL OR {next_attempt_at} <= {now.text}", now.params)
 
 
 @functools.cache
@@ -383,11 +390,10 @@ def _claim_and_insert(delivery: Delivery, attempt: DeliveryAttempt, rendered: st
     }
     if rendered:
         claiming_changes["rendered_text"] = rendered
-    next_at = f"{delivery_table}.{qn('next_attempt_at')}"
     target = qn(Target._meta.db_table)
     conditions = [
         Sql(f"{delivery_table}.{qn('attempts')} = %s", (delivery.attempts,)),
-        Sql(f"{next_at} IS NULL OR {next_at} <= {now.text}", now.params),
+        _due(f"{delivery_table}.{qn('next_attempt_at')}", now),
         Sql(
             f"EXISTS (SELECT 1 FROM {target} WHERE {target}.{qn('id')} = "
             f"{delivery_table}.{qn('target_id')} AND {target}.{qn('enabled')} "

@@ -15,11 +15,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model, Q, QuerySet
-from django.db.models.sql import UpdateQuery
 
 from syndicator import scheduling
 from syndicator.clock import Now
@@ -165,27 +164,11 @@ def move(
 
 
 def moved_by(event: Event, changes: dict[str, Any]) -> None:
-    """What follows a move that happened (``move``, or a caller that ran ``move_sql``'s UPDATE):
+    """What follows a move that happened (``move``, or a caller that ran ``move_one_sql``'s UPDATE):
     a delivery due at a time of its own (a retry, a wait, a look-up) wakes the scheduler, whose
     record of the sweep's next due time may be later (syndicator/scheduling.py)."""
     if changes.get("next_attempt_at") is not None or TRANSITIONS[event].to == Delivery.Status.UNCERTAIN:
         scheduling.wake_on_commit(scheduling.SWEEP)
-
-
-def move_sql(
-    rows: int | QuerySet[Delivery],
-    event: Event,
-    *,
-    where: Q | None = None,
-    only_from: tuple[str, ...] | None = None,
-    now: datetime | Now | None = None,
-    **changes: Any,
-) -> tuple[str, tuple[Any, ...]]:
-    """The SQL and parameters of ``move``'s UPDATE, not run: for a caller that runs it as part of
-    one statement (a RETURNING clause, a data-modifying WITH on PostgreSQL: delivery.py's claim
-    and its finish), so the statuses still have this one writer and this one table."""
-    queryset, values, _ = _moving(rows, event, where, only_from, now, changes)
-    return update_sql(queryset, values)
 
 
 @dataclass(frozen=True)
@@ -208,8 +191,6 @@ def update_one_sql(
     where compiling a filtered UPDATE cost about a millisecond of the worker's CPU each (issue
     16.3). A value that is an ``Sql`` is written as given; any other is prepared by its field, as
     the ORM prepares it (``get_db_prep_save``)."""
-    from django.db import DEFAULT_DB_ALIAS, connections
-
     connection = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy is a lookup
 
     qn = connection.ops.quote_name
@@ -236,38 +217,19 @@ def update_one_sql(
 def move_one_sql(
     delivery_id: int, event: Event, *, now: Sql, conditions: Sequence[Sql] = (), **changes: Any
 ) -> tuple[str, tuple[Any, ...]]:
-    """``move_sql`` for one delivery by its id, written out (``update_one_sql``): the same UPDATE,
-    status = the event's to-status WHERE id = … AND status IN (its from-statuses) AND
+    """``move``'s UPDATE for one delivery by its id, not run but written out (``update_one_sql``),
+    for a caller that runs it as part of one statement (a data-modifying WITH on PostgreSQL:
+    delivery.py's claim and its finish), so the statuses still have this one writer and this one
+    table: status = the event's to-status WHERE id = … AND status IN (its from-statuses) AND
     ``conditions``, with ``updated_at`` = ``now``; the status first, as ``move`` writes it."""
-    from django.db import connection
-
     if "status" in changes:
         raise IllegalMove(f"{event}: the status comes from the table, not from the caller")
     transition = TRANSITIONS[event]
-    status = f"{connection.ops.quote_name('status')}"
+    status = connections[DEFAULT_DB_ALIAS].ops.quote_name("status")
     sources = Sql(f"{status} IN ({', '.join(['%s'] * len(transition.sources))})", transition.sources)
     return update_one_sql(
         Delivery, delivery_id, {"status": transition.to, **changes, "updated_at": now}, [sources, *conditions]
     )
-
-
-def update_sql(queryset: QuerySet[Any], values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """The UPDATE ``queryset.update(**values)`` would run, compiled by Django for its database."""
-    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))  # chain(klass) returns a klass
-    query.add_update_values(values)
-    compiler = query.get_compiler(queryset.db)
-    # What SQLUpdateCompiler.execute_sql does before as_sql (a filter across a relation becomes
-    # pk IN (…)): the UPDATE it returns is then the one that update() would have run.
-    compiler.pre_sql_setup()
-    sql, params = compiler.as_sql()
-    return sql, tuple(params)
-
-
-def returns_from_update(using: str = "default") -> bool:
-    """Whether the database answers an UPDATE … RETURNING: PostgreSQL, and SQLite from 3.35
-    (https://www.sqlite.org/lang_returning.html); Django's own flag for it on INSERTs is the same."""
-    connection = connections[using]
-    return connection.vendor == "postgresql" or bool(connection.features.can_return_rows_from_bulk_insert)
 
 
 def _moving(
