@@ -64,8 +64,9 @@ def test_a_batch_fetches_its_feeds_concurrently(feed_server: FeedServer, sizes):
     assert sorted(r.status for r in reports) == ["ok"] * 20
     seen = arrivals(feed_server, "/f")
     assert len(seen) == 20
-    # One at a time, the last would arrive 9.5 s after the first.
-    assert seen[-1] - seen[0] < 0.5, f"requests spread over {seen[-1] - seen[0]:.2f} s"
+    # One at a time, the last would arrive 9.5 s after the first; all at once, within a fraction of
+    # a second (0.52 s once in CI on a loaded machine, against a bound of 0.5).
+    assert seen[-1] - seen[0] < 1.5, f"requests spread over {seen[-1] - seen[0]:.2f} s"
     assert took < 2.5, f"20 feeds answering in 0.5 s took {took:.1f} s"
     assert all(Feed.objects.get(pk=f.pk).last_status == Feed.Status.OK for f in feeds)
 
